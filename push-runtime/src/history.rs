@@ -1,0 +1,473 @@
+//! A topic's bounded, cursor-indexed history and the subscriptions that read it.
+//!
+//! One ring per topic is both the replay buffer and the live fan-out queue: a
+//! subscriber is only a sequence number into it, so a subscriber that stops
+//! reading costs no memory at all, and one that falls behind the ring's start
+//! receives an explicit [`Gap`] instead of a silent hole.
+
+use crate::cursor::Cursor;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::Notify;
+
+/// One published event, encoded once and shared by every subscriber.
+///
+/// The JSON payload is produced once per publish; each transport frames it at
+/// most once (lazily, on first delivery) and shares those bytes too.
+#[derive(Debug)]
+pub struct EncodedEvent {
+    cursor: Cursor,
+    name: &'static str,
+    kind_index: usize,
+    data: Bytes,
+    frames: [OnceLock<Bytes>; FrameKind::COUNT],
+}
+
+/// The ways a transport frames an event; each has its own cached bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameKind {
+    /// A `text/event-stream` block.
+    Sse,
+    /// A WebSocket text message.
+    WebSocket,
+}
+
+impl FrameKind {
+    const COUNT: usize = 2;
+
+    fn slot(self) -> usize {
+        match self {
+            FrameKind::Sse => 0,
+            FrameKind::WebSocket => 1,
+        }
+    }
+}
+
+impl EncodedEvent {
+    /// The event's position in its topic.
+    pub fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+
+    /// The event's wire name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The position of the event's kind in its channel's declaration order.
+    pub fn kind_index(&self) -> usize {
+        self.kind_index
+    }
+
+    /// The event as JSON, exactly as `serde_json` serialized it.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The event framed for `kind`, built by `build` on first use and then shared.
+    pub fn frame(&self, kind: FrameKind, build: impl FnOnce(&Self) -> Bytes) -> Bytes {
+        self.frames[kind.slot()].get_or_init(|| build(self)).clone()
+    }
+}
+
+/// What a publisher hands to a broker: the event, already encoded.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The wire name.
+    pub name: &'static str,
+    /// The position of the event's kind in its channel's declaration order.
+    pub kind_index: usize,
+    /// The JSON payload.
+    pub data: Bytes,
+}
+
+/// Events between two cursors that a subscriber will never receive.
+///
+/// Delivered in-band, in order, where the hole is: the events that follow are
+/// the ones after [`Gap::to`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Gap {
+    /// The last position the subscriber had.
+    pub from: Cursor,
+    /// The position delivery resumes after.
+    pub to: Cursor,
+    /// How many events were lost, when it is known (not across epochs).
+    pub missed: Option<u64>,
+}
+
+/// One item a subscription yields.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// An event.
+    Event(Arc<EncodedEvent>),
+    /// A hole in the history: events the subscriber will never get.
+    Gap(Gap),
+}
+
+/// Where a subscription starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// With the next event published.
+    Now,
+    /// With the first event after this cursor.
+    After(Cursor),
+}
+
+/// Why a subscription could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The cursor is in the topic's current epoch but beyond its newest event.
+    #[error("cursor `{requested}` is ahead of the newest event of the topic (`{newest}`)")]
+    Ahead {
+        /// The cursor asked for.
+        requested: Cursor,
+        /// The topic's newest position.
+        newest: Cursor,
+    },
+}
+
+struct Ring {
+    /// The sequence number of the newest event (0: none yet).
+    head: u64,
+    entries: VecDeque<Arc<EncodedEvent>>,
+    capacity: usize,
+}
+
+impl Ring {
+    /// The sequence number of the oldest retained event (`head + 1` when empty).
+    fn oldest(&self) -> u64 {
+        self.head + 1 - self.entries.len() as u64
+    }
+}
+
+/// The history of one topic: a bounded ring of events plus a wake-up signal.
+pub struct TopicLog {
+    epoch: u64,
+    ring: RwLock<Ring>,
+    published: Notify,
+}
+
+impl std::fmt::Debug for TopicLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicLog").field("epoch", &self.epoch).finish_non_exhaustive()
+    }
+}
+
+/// A fresh epoch: unpredictable, different for every topic log created.
+///
+/// Kept below 2^53 so that clients in languages with only doubles can still
+/// compare epochs as numbers if they choose to.
+pub fn fresh_epoch() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    (hasher.finish() & ((1 << 53) - 1)).max(1)
+}
+
+impl TopicLog {
+    /// An empty history keeping at most `capacity` events (at least 1), in `epoch`.
+    pub fn new(epoch: u64, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            epoch,
+            ring: RwLock::new(Ring {
+                head: 0,
+                entries: VecDeque::with_capacity(capacity.min(1024)),
+                capacity,
+            }),
+            published: Notify::new(),
+        }
+    }
+
+    /// The epoch of this history.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The position of the newest event.
+    pub fn newest(&self) -> Cursor {
+        Cursor::new(self.epoch, self.read().head)
+    }
+
+    /// Number of events currently retained.
+    pub fn len(&self) -> usize {
+        self.read().entries.len()
+    }
+
+    /// Whether no event is retained.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // A poisoned lock only means another thread panicked while holding it;
+    // the ring is updated in steps that leave it consistent, so keep going.
+    fn read(&self) -> RwLockReadGuard<'_, Ring> {
+        self.ring.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Ring> {
+        self.ring.write().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Appends an event with the next sequence number and wakes every waiting subscriber.
+    pub fn append(&self, event: Outgoing) -> Cursor {
+        let cursor = {
+            let mut ring = self.write();
+            ring.head += 1;
+            let cursor = Cursor::new(self.epoch, ring.head);
+            if ring.entries.len() == ring.capacity {
+                ring.entries.pop_front();
+            }
+            ring.entries.push_back(Arc::new(EncodedEvent {
+                cursor,
+                name: event.name,
+                kind_index: event.kind_index,
+                data: event.data,
+                frames: Default::default(),
+            }));
+            cursor
+        };
+        self.published.notify_waiters();
+        cursor
+    }
+
+    /// A reader positioned at `start`.
+    pub fn subscribe(self: &Arc<Self>, start: Start) -> Result<Subscription, StartError> {
+        let ring = self.read();
+        let (next_seq, gap) = match start {
+            Start::Now => (ring.head + 1, None),
+            Start::After(requested) => {
+                let oldest = ring.oldest();
+                let resume = Cursor::new(self.epoch, oldest - 1);
+                if requested.epoch() != self.epoch {
+                    let gap = Gap { from: requested, to: resume, missed: None };
+                    (oldest, Some(gap))
+                } else if requested.seq() > ring.head {
+                    return Err(StartError::Ahead {
+                        requested,
+                        newest: Cursor::new(self.epoch, ring.head),
+                    });
+                } else if requested.seq() + 1 < oldest {
+                    let missed = Some(oldest - 1 - requested.seq());
+                    (oldest, Some(Gap { from: requested, to: resume, missed }))
+                } else {
+                    (requested.seq() + 1, None)
+                }
+            }
+        };
+        drop(ring);
+        Ok(Subscription {
+            log: Arc::clone(self),
+            next_seq,
+            pending_gap: gap,
+            filter: None,
+        })
+    }
+}
+
+/// A set of event kinds, by their index in the channel's declaration order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KindFilter {
+    bits: Box<[u64]>,
+}
+
+impl KindFilter {
+    /// The set holding exactly these kind indices.
+    pub fn from_indices(indices: impl IntoIterator<Item = usize>) -> Self {
+        let mut bits: Vec<u64> = Vec::new();
+        for index in indices {
+            let word = index / 64;
+            if bits.len() <= word {
+                bits.resize(word + 1, 0);
+            }
+            bits[word] |= 1 << (index % 64);
+        }
+        Self { bits: bits.into_boxed_slice() }
+    }
+
+    /// Whether the set holds the kind at `index`.
+    pub fn contains(&self, index: usize) -> bool {
+        self.bits
+            .get(index / 64)
+            .is_some_and(|word| word & (1 << (index % 64)) != 0)
+    }
+}
+
+/// A reader of one topic's history, live or catching up.
+///
+/// It holds only a position: the events themselves stay in the topic's ring,
+/// shared with every other subscriber.
+#[derive(Debug)]
+pub struct Subscription {
+    log: Arc<TopicLog>,
+    next_seq: u64,
+    pending_gap: Option<Gap>,
+    filter: Option<KindFilter>,
+}
+
+impl Subscription {
+    /// Delivers only events whose kind is in `filter` (gaps are always delivered).
+    pub fn set_filter(&mut self, filter: Option<KindFilter>) {
+        self.filter = filter;
+    }
+
+    /// The position of everything delivered or skipped so far: resuming after
+    /// it loses nothing.
+    pub fn position(&self) -> Cursor {
+        Cursor::new(self.log.epoch, self.next_seq - 1)
+    }
+
+    /// Appends to `out` what is available now, at most `max` items (at least 1);
+    /// returns how many it appended.
+    pub fn fill(&mut self, out: &mut Vec<Delivery>, max: usize) -> usize {
+        let max = max.max(1);
+        let before = out.len();
+        if let Some(gap) = self.pending_gap.take() {
+            out.push(Delivery::Gap(gap));
+        }
+        let ring = self.log.read();
+        let oldest = ring.oldest();
+        if self.next_seq < oldest {
+            // Overtaken by the ring: the events in between are gone.
+            let from = Cursor::new(self.log.epoch, self.next_seq - 1);
+            let to = Cursor::new(self.log.epoch, oldest - 1);
+            out.push(Delivery::Gap(Gap { from, to, missed: Some(oldest - self.next_seq) }));
+            self.next_seq = oldest;
+        }
+        let skip = (self.next_seq - oldest) as usize;
+        for event in ring.entries.iter().skip(skip) {
+            if out.len() - before >= max {
+                break;
+            }
+            self.next_seq = event.cursor.seq() + 1;
+            if self.filter.as_ref().is_none_or(|f| f.contains(event.kind_index)) {
+                out.push(Delivery::Event(Arc::clone(event)));
+            }
+        }
+        out.len() - before
+    }
+
+    /// Waits until something is available, then appends it to `out` as [`Subscription::fill`] does.
+    ///
+    /// Cancel-safe: dropping the future loses nothing.
+    pub async fn next_batch(&mut self, out: &mut Vec<Delivery>, max: usize) -> usize {
+        let log = Arc::clone(&self.log);
+        loop {
+            let published = log.published.notified();
+            tokio::pin!(published);
+            // Register before looking, so a publish in between is not missed.
+            published.as_mut().enable();
+            let appended = self.fill(out, max);
+            if appended > 0 {
+                return appended;
+            }
+            published.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outgoing(n: u8) -> Outgoing {
+        Outgoing { name: "e", kind_index: usize::from(n % 2), data: Bytes::from(vec![n]) }
+    }
+
+    fn seqs(items: &[Delivery]) -> Vec<String> {
+        items
+            .iter()
+            .map(|d| match d {
+                Delivery::Event(e) => e.cursor().seq().to_string(),
+                Delivery::Gap(g) => format!("gap {}..{} {:?}", g.from.seq(), g.to.seq(), g.missed),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replays_from_a_cursor_and_reports_gaps() {
+        let log = Arc::new(TopicLog::new(7, 3));
+        for n in 1..=5 {
+            log.append(outgoing(n));
+        }
+        let mut out = Vec::new();
+        let mut sub = log.subscribe(Start::After(Cursor::new(7, 3))).unwrap();
+        sub.fill(&mut out, 10);
+        assert_eq!(seqs(&out), ["4", "5"]);
+
+        out.clear();
+        let mut sub = log.subscribe(Start::After(Cursor::new(7, 0))).unwrap();
+        sub.fill(&mut out, 10);
+        assert_eq!(seqs(&out), ["gap 0..2 Some(2)", "3", "4", "5"]);
+
+        out.clear();
+        let mut sub = log.subscribe(Start::After(Cursor::new(8, 1))).unwrap();
+        sub.fill(&mut out, 10);
+        assert_eq!(seqs(&out), ["gap 1..2 None", "3", "4", "5"]);
+        assert_eq!(sub.position(), Cursor::new(7, 5));
+
+        assert!(matches!(
+            log.subscribe(Start::After(Cursor::new(7, 6))),
+            Err(StartError::Ahead { .. })
+        ));
+    }
+
+    #[test]
+    fn a_slow_reader_is_overtaken_with_a_gap() {
+        let log = Arc::new(TopicLog::new(1, 2));
+        let mut sub = log.subscribe(Start::Now).unwrap();
+        for n in 1..=5 {
+            log.append(outgoing(n));
+        }
+        let mut out = Vec::new();
+        sub.fill(&mut out, 10);
+        assert_eq!(seqs(&out), ["gap 0..3 Some(3)", "4", "5"]);
+    }
+
+    #[test]
+    fn batches_are_bounded_and_filters_skip_but_advance() {
+        let log = Arc::new(TopicLog::new(1, 100));
+        let mut sub = log.subscribe(Start::Now).unwrap();
+        sub.set_filter(Some(KindFilter::from_indices([1])));
+        for n in 1..=6 {
+            log.append(outgoing(n));
+        }
+        let mut out = Vec::new();
+        sub.fill(&mut out, 2);
+        assert_eq!(seqs(&out), ["1", "3"]);
+        out.clear();
+        sub.fill(&mut out, 10);
+        assert_eq!(seqs(&out), ["5"]);
+        assert_eq!(sub.position(), Cursor::new(1, 6));
+    }
+
+    #[tokio::test]
+    async fn wakes_on_publish() {
+        let log = Arc::new(TopicLog::new(1, 8));
+        let mut sub = log.subscribe(Start::Now).unwrap();
+        let writer = Arc::clone(&log);
+        let task = tokio::spawn(async move {
+            let mut out = Vec::new();
+            sub.next_batch(&mut out, 8).await;
+            seqs(&out)
+        });
+        tokio::task::yield_now().await;
+        writer.append(outgoing(1));
+        assert_eq!(task.await.unwrap(), ["1"]);
+    }
+
+    #[test]
+    fn filter_sets() {
+        let f = KindFilter::from_indices([0, 65, 200]);
+        assert!(f.contains(0) && f.contains(65) && f.contains(200));
+        assert!(!f.contains(1) && !f.contains(64) && !f.contains(1000));
+    }
+}

@@ -1,0 +1,192 @@
+//! The hub: the one place with state. Transports only frame what it hands them.
+
+use crate::broker::{Broker, BrokerError, BrokerSubscribeError, MemoryBroker, TopicKey};
+use crate::channel::{Channel, EventKind};
+use crate::cursor::Cursor;
+use crate::history::{KindFilter, Outgoing, Start, StartError, Subscription};
+use crate::topic::{DEFAULT_MAX_TOPIC_LEN, Topic, TopicError};
+use bytes::Bytes;
+use std::borrow::Borrow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// Events kept per topic by default.
+pub const DEFAULT_HISTORY_LEN: usize = 1024;
+
+/// Settings of a [`Hub`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// Events kept per topic for replay (default [`DEFAULT_HISTORY_LEN`]).
+    ///
+    /// A subscriber that resumes from further back, or falls this far behind,
+    /// receives a gap notice.
+    pub history_len: usize,
+    /// The longest topic name accepted, in bytes (default 128).
+    pub max_topic_len: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self { history_len: DEFAULT_HISTORY_LEN, max_topic_len: DEFAULT_MAX_TOPIC_LEN }
+    }
+}
+
+/// Why an event could not be published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The topic name is not valid.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The event could not be serialized to JSON.
+    #[error("could not serialize the event: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The broker failed; the event was not published.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// Why a subscription could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The topic name is not valid.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The starting cursor makes no sense for this topic.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl From<BrokerSubscribeError> for SubscribeError {
+    fn from(error: BrokerSubscribeError) -> Self {
+        match error {
+            BrokerSubscribeError::Start(e) => Self::Start(e),
+            BrokerSubscribeError::Broker(e) => Self::Broker(e),
+        }
+    }
+}
+
+/// Publishes events of channel `C` and hands subscriptions to transports.
+///
+/// Cheap to clone: clones share the same topics.
+///
+/// ```
+/// # #[push_runtime::push_channel(path = "/chat")]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # enum ChatEvent { Joined(String) }
+/// # async fn run() -> Result<(), push_runtime::PublishError> {
+/// use push_runtime::Hub;
+///
+/// let hub = Hub::<ChatEvent>::new();
+/// let cursor = hub.publish("lobby", ChatEvent::Joined("ann".into())).await?;
+/// assert_eq!(cursor.seq(), 1);
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(run()).unwrap();
+/// ```
+pub struct Hub<C> {
+    shared: Arc<HubShared>,
+    channel: PhantomData<fn() -> C>,
+}
+
+struct HubShared {
+    broker: Arc<dyn Broker>,
+    config: HubConfig,
+}
+
+impl<C> Clone for Hub<C> {
+    fn clone(&self) -> Self {
+        Self { shared: Arc::clone(&self.shared), channel: PhantomData }
+    }
+}
+
+impl<C> fmt::Debug for Hub<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub").field("config", &self.shared.config).finish_non_exhaustive()
+    }
+}
+
+impl<C: Channel> Default for Hub<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Channel> Hub<C> {
+    /// An in-memory hub with the default settings.
+    pub fn new() -> Self {
+        Self::with_config(HubConfig::default())
+    }
+
+    /// An in-memory hub with these settings.
+    pub fn with_config(config: HubConfig) -> Self {
+        let broker = Arc::new(MemoryBroker::new(config.history_len));
+        Self::with_broker(broker, config)
+    }
+
+    /// A hub over another broker (several hubs may share one broker).
+    pub fn with_broker(broker: Arc<dyn Broker>, config: HubConfig) -> Self {
+        Self { shared: Arc::new(HubShared { broker, config }), channel: PhantomData }
+    }
+
+    /// The hub's settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.shared.config
+    }
+
+    /// Validates a topic name against this hub's limits.
+    pub fn topic(&self, name: &str) -> Result<Topic, TopicError> {
+        Topic::with_max_len(name, self.shared.config.max_topic_len)
+    }
+
+    /// Publishes `event` to `topic` and returns its cursor.
+    ///
+    /// The event is serialized once; every subscriber on every transport
+    /// shares those bytes.
+    pub async fn publish(&self, topic: &str, event: impl Borrow<C>) -> Result<Cursor, PublishError> {
+        let topic = self.topic(topic)?;
+        let event = event.borrow();
+        let data = serde_json::to_vec(event).map_err(PublishError::Encode)?;
+        let kind = event.kind();
+        let outgoing = Outgoing { name: kind.name(), kind_index: kind.index(), data: Bytes::from(data) };
+        self.publish_encoded(&topic, outgoing).await
+    }
+
+    pub(crate) async fn publish_encoded(
+        &self,
+        topic: &Topic,
+        outgoing: Outgoing,
+    ) -> Result<Cursor, PublishError> {
+        let key = TopicKey { channel: C::PATH, topic: topic.clone() };
+        Ok(self.shared.broker.publish(&key, outgoing).await?)
+    }
+
+    /// Starts reading `topic` at `start`, optionally only events of the given kinds.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        start: Start,
+        kinds: Option<&[C::Kind]>,
+    ) -> Result<Subscription, SubscribeError> {
+        let topic = self.topic(topic)?;
+        let filter = kinds.map(|kinds| KindFilter::from_indices(kinds.iter().map(|k| k.index())));
+        self.subscribe_topic(&topic, start, filter).await
+    }
+
+    pub(crate) async fn subscribe_topic(
+        &self,
+        topic: &Topic,
+        start: Start,
+        filter: Option<KindFilter>,
+    ) -> Result<Subscription, SubscribeError> {
+        let key = TopicKey { channel: C::PATH, topic: topic.clone() };
+        let mut subscription = self.shared.broker.subscribe(&key, start).await?;
+        subscription.set_filter(filter);
+        Ok(subscription)
+    }
+}
