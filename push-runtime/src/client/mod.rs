@@ -3,7 +3,10 @@ use std::marker::PhantomData;
 
 /// A typed client.
 #[derive(Debug)]
-pub struct Client<C> { base: String, channel: PhantomData<fn() -> C> }
+pub struct Client<C> {
+    base: String,
+    channel: PhantomData<fn() -> C>,
+}
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
@@ -12,5 +15,10 @@ pub struct ClientError;
 
 impl<C> Client<C> {
     /// A client.
-    pub fn new(base_url: &str) -> Result<Self, ClientError> { Ok(Self { base: base_url.to_owned(), channel: PhantomData }) }
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        Ok(Self {
+            base: base_url.to_owned(),
+            channel: PhantomData,
+        })
+    }
 }
