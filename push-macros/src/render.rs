@@ -121,6 +121,12 @@ fn constructors(channel: &ChannelEnum, settings: &Settings) -> TokenStream {
     let Settings { path, runtime, .. } = settings;
     let vis = &channel.original.vis;
     let ident = channel.ident();
+    // `$vis:vis` cannot match nothing at the end of a macro call: a private
+    // enum passes the equivalent `pub(self)`.
+    let client_vis = match vis {
+        syn::Visibility::Inherited => quote!(pub(self)),
+        vis => quote!(#vis),
+    };
     let doc = format!(
         " The axum routes of this channel (`{}/{{topic}}/sse`, `{}/{{topic}}/ws`, …), serving the topics of `hub` with default settings, ready to `merge` or `nest` into an app with any state `S`.",
         path.value(),
@@ -135,7 +141,7 @@ fn constructors(channel: &ChannelEnum, settings: &Settings) -> TokenStream {
             {
                 #runtime::__private::router(hub)
             }
-            #runtime::__private::client_constructor!(#vis);
+            #runtime::__private::client_constructor!(#client_vis);
         }
     }
 }
