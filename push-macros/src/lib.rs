@@ -20,7 +20,8 @@ mod expansion_tests;
 
 use proc_macro::TokenStream;
 
-/// Turns an event enum into a push channel. Documented in `push_runtime`.
+// Documented where push-runtime re-exports it (`src/docs/push_channel.md`),
+// which rustdoc shows followed by any doc written here: so none is.
 #[proc_macro_attribute]
 pub fn push_channel(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::expand(attr.into(), item.into()).into()

@@ -38,6 +38,7 @@ pub use channel::{Channel, EventKind};
 pub use cursor::{Cursor, CursorParseError};
 pub use history::{Delivery, Gap, Start};
 pub use hub::{DEFAULT_HISTORY_LEN, Hub, HubConfig, PublishError, SubscribeError};
+#[doc = include_str!("docs/push_channel.md")]
 pub use push_macros::push_channel;
 pub use router::ChannelRouter;
 pub use topic::{Topic, TopicError};
