@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "SCREAMING_SNAKE_CASE")]
 enum JobEvent {
-    Started { id: u64 },
+    Started {
+        id: u64,
+    },
     #[serde(rename = "job:done")]
     Finished(u64),
     HTTPFailed,
@@ -26,5 +28,7 @@ fn main() {
     let _ = JobEvent::Finished(1);
     let _ = JobEvent::HTTPFailed;
     let _ = JobEvent::Started { id: 1 };
-    let _ = AuditEntry::UserCreated { name: String::new() };
+    let _ = AuditEntry::UserCreated {
+        name: String::new(),
+    };
 }

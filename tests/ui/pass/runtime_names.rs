@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum ChatEvent {
-    Message { from: String, text: String },
+    Message {
+        from: String,
+        text: String,
+    },
     Joined(String),
     #[serde(rename = "user:left")]
     UserLeft,
@@ -14,11 +17,21 @@ pub enum ChatEvent {
 
 fn main() {
     assert_eq!(ChatEvent::PATH, "/chat");
-    assert_eq!(ChatEventKind::ALL, [ChatEventKind::Message, ChatEventKind::Joined, ChatEventKind::UserLeft]);
+    assert_eq!(
+        ChatEventKind::ALL,
+        [
+            ChatEventKind::Message,
+            ChatEventKind::Joined,
+            ChatEventKind::UserLeft
+        ]
+    );
     assert_eq!(ChatEventKind::NAMES, ["message", "joined", "user:left"]);
 
     let events = [
-        ChatEvent::Message { from: "ann".into(), text: "hi".into() },
+        ChatEvent::Message {
+            from: "ann".into(),
+            text: "hi".into(),
+        },
         ChatEvent::Joined("bob".into()),
         ChatEvent::UserLeft,
     ];
