@@ -43,6 +43,7 @@ pub use cursor::{Cursor, CursorParseError};
 pub use history::{Delivery, Gap, Start};
 pub use hub::{DEFAULT_HISTORY_LEN, Hub, HubConfig, PublishError, SubscribeError};
 pub use params::SubscribeRejection;
+#[doc = include_str!("docs/push_channel.md")]
 pub use push_macros::push_channel;
 pub use router::{ChannelRouter, DEFAULT_MAX_PUBLISH_BODY, PublishHook, PublishRequest, Refusal};
 pub use sse::SseConfig;
