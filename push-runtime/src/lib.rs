@@ -10,7 +10,7 @@
 //! #[serde(tag = "type", rename_all = "snake_case")]
 //! enum ChatEvent {
 //!     Message { from: String, text: String },
-//!     Joined(String),
+//!     Joined { name: String },
 //! }
 //!
 //! let hub = Hub::<ChatEvent>::new();

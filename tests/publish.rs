@@ -1,0 +1,82 @@
+//! `POST {base}/{topic}`: off by default, guarded by the application's hook.
+
+mod support;
+
+use push_runtime::{ChannelRouter, Hub, PublishRequest, Refusal};
+use support::channel::{TestEvent, note};
+use support::{Server, Transport, open};
+
+async fn only_with_token(request: PublishRequest<TestEvent>) -> Result<TestEvent, Refusal> {
+    match request.parts.headers.get("authorization") {
+        Some(value) if value == "Bearer secret" => Ok(request.event),
+        Some(_) => Err(Refusal::forbidden("that token may not publish")),
+        None => Err(Refusal::unauthorized("a bearer token is required to publish")),
+    }
+}
+
+async fn server(hub: &Hub<TestEvent>) -> Server {
+    let app = ChannelRouter::new(hub.clone()).publish(only_with_token).max_publish_body(1024).into_router();
+    Server::start(app).await
+}
+
+fn post(server: &Server, path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new().post(server.url(path)).header("authorization", "Bearer secret")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_event_reaches_subscribers_and_its_cursor_is_returned() {
+    let hub = Hub::<TestEvent>::new();
+    let server = server(&hub).await;
+    let mut conn = open(&server, Transport::Sse, "/t/room/sse").await;
+    conn.ready().await;
+    let response = post(&server, "/t/room")
+        .header("content-type", "application/json")
+        .body(r#"{"moved":{"x":1,"y":2}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let frame = conn.next_frame().await;
+    assert_eq!(body, serde_json::json!({ "cursor": frame.cursor }));
+    assert_eq!(frame.event, "moved");
+    assert_eq!(frame.data, serde_json::json!({"moved": {"x": 1, "y": 2}}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hook_decides_and_bad_bodies_are_refused_with_the_reason() {
+    let hub = Hub::<TestEvent>::new();
+    let server = server(&hub).await;
+    let json = |b: reqwest::RequestBuilder| b.header("content-type", "application/json");
+    let client = reqwest::Client::new();
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (json(client.post(server.url("/t/room"))).body(r#""ping""#), 401, "a bearer token is required"),
+        (
+            json(client.post(server.url("/t/room")).header("authorization", "Bearer nope")).body(r#""ping""#),
+            403,
+            "may not publish",
+        ),
+        (json(post(&server, "/t/room")).body("{not json"), 400, ""),
+        (json(post(&server, "/t/room")).body(r#"{"unknown":1}"#), 422, "unknown variant"),
+        (post(&server, "/t/room").header("content-type", "text/plain").body(r#""ping""#), 415, ""),
+        (json(post(&server, "/t/room")).body(format!("{{\"note\":\"{}\"}}", "x".repeat(4096))), 413, ""),
+        (json(post(&server, "/t/bad%20topic")).body(r#""ping""#), 400, "invalid topic"),
+    ];
+    for (request, status, message) in cases {
+        let response = request.send().await.unwrap();
+        let got = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert_eq!(got, status, "{body}");
+        assert!(body.contains(message), "{body:?} lacks {message:?}");
+    }
+    // Nothing refused was published.
+    let mut sub = hub
+        .subscribe("room", push_runtime::Start::After(push_runtime::Cursor::new(0, 0)), None)
+        .await
+        .unwrap();
+    let mut batch = Vec::new();
+    sub.fill(&mut batch, 10);
+    assert!(matches!(&batch[..], [push_runtime::Delivery::Gap(gap)] if gap.to.seq() == 0), "{batch:?}");
+    assert_eq!(hub.publish("room", note(1)).await.unwrap().seq(), 1);
+}
