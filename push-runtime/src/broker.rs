@@ -70,7 +70,10 @@ pub struct MemoryBroker {
 impl MemoryBroker {
     /// A broker keeping up to `history_len` events per topic (at least 1).
     pub fn new(history_len: usize) -> Self {
-        Self { history_len: history_len.max(1), topics: RwLock::default() }
+        Self {
+            history_len: history_len.max(1),
+            topics: RwLock::default(),
+        }
     }
 
     /// The history of `key`, created empty on first use.
@@ -84,7 +87,10 @@ impl MemoryBroker {
         if let Some(log) = existing {
             return log;
         }
-        let mut topics = self.topics.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut topics = self
+            .topics
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         Arc::clone(
             topics
                 .entry(key.clone())
@@ -108,7 +114,10 @@ impl Broker for MemoryBroker {
         key: &'a TopicKey,
         start: Start,
     ) -> BrokerFuture<'a, Result<Subscription, BrokerSubscribeError>> {
-        let result = self.log(key).subscribe(start).map_err(BrokerSubscribeError::from);
+        let result = self
+            .log(key)
+            .subscribe(start)
+            .map_err(BrokerSubscribeError::from);
         Box::pin(std::future::ready(result))
     }
 }

@@ -44,7 +44,9 @@ impl fmt::Display for Cursor {
 
 /// Why a string is not a cursor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid cursor `{input}`: expected `<epoch>-<seq>` with two decimal numbers, e.g. `1234-56`")]
+#[error(
+    "invalid cursor `{input}`: expected `<epoch>-<seq>` with two decimal numbers, e.g. `1234-56`"
+)]
 pub struct CursorParseError {
     input: String,
 }
@@ -100,8 +102,20 @@ mod tests {
     #[test]
     fn rejects_malformed_text() {
         for bad in [
-            "", "-", "1-", "-1", "1", "1-2-3", "+1-2", "1-+2", "a-1", "1-b", " 1-2", "1-2 ",
-            "99999999999999999999999-1", "1-99999999999999999999999",
+            "",
+            "-",
+            "1-",
+            "-1",
+            "1",
+            "1-2-3",
+            "+1-2",
+            "1-+2",
+            "a-1",
+            "1-b",
+            " 1-2",
+            "1-2 ",
+            "99999999999999999999999-1",
+            "1-99999999999999999999999",
         ] {
             assert!(bad.parse::<Cursor>().is_err(), "{bad:?} should not parse");
         }

@@ -153,7 +153,9 @@ pub struct TopicLog {
 
 impl std::fmt::Debug for TopicLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TopicLog").field("epoch", &self.epoch).finish_non_exhaustive()
+        f.debug_struct("TopicLog")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
     }
 }
 
@@ -210,11 +212,15 @@ impl TopicLog {
     // A poisoned lock only means another thread panicked while holding it;
     // the ring is updated in steps that leave it consistent, so keep going.
     fn read(&self) -> RwLockReadGuard<'_, Ring> {
-        self.ring.read().unwrap_or_else(|poison| poison.into_inner())
+        self.ring
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Ring> {
-        self.ring.write().unwrap_or_else(|poison| poison.into_inner())
+        self.ring
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Appends an event with the next sequence number and wakes every waiting subscriber.
@@ -248,7 +254,11 @@ impl TopicLog {
                 let oldest = ring.oldest();
                 let resume = Cursor::new(self.epoch, oldest - 1);
                 if requested.epoch() != self.epoch {
-                    let gap = Gap { from: requested, to: resume, missed: None };
+                    let gap = Gap {
+                        from: requested,
+                        to: resume,
+                        missed: None,
+                    };
                     (oldest, Some(gap))
                 } else if requested.seq() > ring.head {
                     return Err(StartError::Ahead {
@@ -257,7 +267,14 @@ impl TopicLog {
                     });
                 } else if requested.seq() + 1 < oldest {
                     let missed = Some(oldest - 1 - requested.seq());
-                    (oldest, Some(Gap { from: requested, to: resume, missed }))
+                    (
+                        oldest,
+                        Some(Gap {
+                            from: requested,
+                            to: resume,
+                            missed,
+                        }),
+                    )
                 } else {
                     (requested.seq() + 1, None)
                 }
@@ -290,7 +307,9 @@ impl KindFilter {
             }
             bits[word] |= 1 << (index % 64);
         }
-        Self { bits: bits.into_boxed_slice() }
+        Self {
+            bits: bits.into_boxed_slice(),
+        }
     }
 
     /// Whether the set holds the kind at `index`.
@@ -339,7 +358,11 @@ impl Subscription {
             // Overtaken by the ring: the events in between are gone.
             let from = Cursor::new(self.log.epoch, self.next_seq - 1);
             let to = Cursor::new(self.log.epoch, oldest - 1);
-            out.push(Delivery::Gap(Gap { from, to, missed: Some(oldest - self.next_seq) }));
+            out.push(Delivery::Gap(Gap {
+                from,
+                to,
+                missed: Some(oldest - self.next_seq),
+            }));
             self.next_seq = oldest;
         }
         let skip = (self.next_seq - oldest) as usize;
@@ -348,7 +371,11 @@ impl Subscription {
                 break;
             }
             self.next_seq = event.cursor.seq() + 1;
-            if self.filter.as_ref().is_none_or(|f| f.contains(event.kind_index)) {
+            if self
+                .filter
+                .as_ref()
+                .is_none_or(|f| f.contains(event.kind_index))
+            {
                 out.push(Delivery::Event(Arc::clone(event)));
             }
         }
@@ -379,7 +406,11 @@ mod tests {
     use super::*;
 
     fn outgoing(n: u8) -> Outgoing {
-        Outgoing { name: "e", kind_index: usize::from(n % 2), data: Bytes::from(vec![n]) }
+        Outgoing {
+            name: "e",
+            kind_index: usize::from(n % 2),
+            data: Bytes::from(vec![n]),
+        }
     }
 
     fn seqs(items: &[Delivery]) -> Vec<String> {

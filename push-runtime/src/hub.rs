@@ -29,7 +29,10 @@ pub struct HubConfig {
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { history_len: DEFAULT_HISTORY_LEN, max_topic_len: DEFAULT_MAX_TOPIC_LEN }
+        Self {
+            history_len: DEFAULT_HISTORY_LEN,
+            max_topic_len: DEFAULT_MAX_TOPIC_LEN,
+        }
     }
 }
 
@@ -101,13 +104,18 @@ struct HubShared {
 
 impl<C> Clone for Hub<C> {
     fn clone(&self) -> Self {
-        Self { shared: Arc::clone(&self.shared), channel: PhantomData }
+        Self {
+            shared: Arc::clone(&self.shared),
+            channel: PhantomData,
+        }
     }
 }
 
 impl<C> fmt::Debug for Hub<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hub").field("config", &self.shared.config).finish_non_exhaustive()
+        f.debug_struct("Hub")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,7 +139,10 @@ impl<C: Channel> Hub<C> {
 
     /// A hub over another broker (several hubs may share one broker).
     pub fn with_broker(broker: Arc<dyn Broker>, config: HubConfig) -> Self {
-        Self { shared: Arc::new(HubShared { broker, config }), channel: PhantomData }
+        Self {
+            shared: Arc::new(HubShared { broker, config }),
+            channel: PhantomData,
+        }
     }
 
     /// The hub's settings.
@@ -148,12 +159,20 @@ impl<C: Channel> Hub<C> {
     ///
     /// The event is serialized once; every subscriber on every transport
     /// shares those bytes.
-    pub async fn publish(&self, topic: &str, event: impl Borrow<C>) -> Result<Cursor, PublishError> {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        event: impl Borrow<C>,
+    ) -> Result<Cursor, PublishError> {
         let topic = self.topic(topic)?;
         let event = event.borrow();
         let data = serde_json::to_vec(event).map_err(PublishError::Encode)?;
         let kind = event.kind();
-        let outgoing = Outgoing { name: kind.name(), kind_index: kind.index(), data: Bytes::from(data) };
+        let outgoing = Outgoing {
+            name: kind.name(),
+            kind_index: kind.index(),
+            data: Bytes::from(data),
+        };
         self.publish_encoded(&topic, outgoing).await
     }
 
@@ -162,7 +181,10 @@ impl<C: Channel> Hub<C> {
         topic: &Topic,
         outgoing: Outgoing,
     ) -> Result<Cursor, PublishError> {
-        let key = TopicKey { channel: C::PATH, topic: topic.clone() };
+        let key = TopicKey {
+            channel: C::PATH,
+            topic: topic.clone(),
+        };
         Ok(self.shared.broker.publish(&key, outgoing).await?)
     }
 
@@ -184,7 +206,10 @@ impl<C: Channel> Hub<C> {
         start: Start,
         filter: Option<KindFilter>,
     ) -> Result<Subscription, SubscribeError> {
-        let key = TopicKey { channel: C::PATH, topic: topic.clone() };
+        let key = TopicKey {
+            channel: C::PATH,
+            topic: topic.clone(),
+        };
         let mut subscription = self.shared.broker.subscribe(&key, start).await?;
         subscription.set_filter(filter);
         Ok(subscription)

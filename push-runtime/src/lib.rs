@@ -25,9 +25,9 @@
 #![deny(unsafe_code)]
 
 pub mod broker;
+mod channel;
 #[cfg(feature = "client")]
 pub mod client;
-mod channel;
 mod cursor;
 pub mod history;
 mod hub;

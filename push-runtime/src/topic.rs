@@ -53,7 +53,10 @@ impl Topic {
             return Err(TopicError::Empty);
         }
         if name.len() > max {
-            return Err(TopicError::TooLong { len: name.len(), max });
+            return Err(TopicError::TooLong {
+                len: name.len(),
+                max,
+            });
         }
         for (at, found) in name.char_indices() {
             let allowed = found.is_ascii_alphanumeric()
@@ -104,10 +107,19 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         assert_eq!(Topic::new(""), Err(TopicError::Empty));
-        assert!(matches!(Topic::new("-a"), Err(TopicError::BadChar { found: '-', at: 0 })));
+        assert!(matches!(
+            Topic::new("-a"),
+            Err(TopicError::BadChar { found: '-', at: 0 })
+        ));
         assert!(matches!(Topic::new(".."), Err(TopicError::BadChar { .. })));
-        assert!(matches!(Topic::new("a/b"), Err(TopicError::BadChar { found: '/', at: 1 })));
-        assert!(matches!(Topic::new("café"), Err(TopicError::BadChar { .. })));
+        assert!(matches!(
+            Topic::new("a/b"),
+            Err(TopicError::BadChar { found: '/', at: 1 })
+        ));
+        assert!(matches!(
+            Topic::new("café"),
+            Err(TopicError::BadChar { .. })
+        ));
         assert!(matches!(Topic::new("a b"), Err(TopicError::BadChar { .. })));
         let long = "a".repeat(DEFAULT_MAX_TOPIC_LEN + 1);
         assert!(matches!(Topic::new(&long), Err(TopicError::TooLong { .. })));
