@@ -1,5 +1,6 @@
 //! Unit tests of the client's API surface: URLs, interpretation of frames,
-//! and the reconnect loop against a port where nothing listens.
+//! and the reconnect loop against a port where nothing listens and against
+//! scripted servers that send canned bytes.
 
 use super::frame::{Frame, Meaning, interpret};
 use super::*;
@@ -270,4 +271,217 @@ async fn retries_with_backoff_then_gives_up() {
         }
         assert_eq!(delays, [(1, 1), (2, 2), (3, 4)], "{transport:?}");
     }
+}
+
+/// A scripted server: answers the n-th connection with `responses[n]` and
+/// reports each request line it saw.
+async fn scripted_http_server(
+    responses: Vec<&'static str>,
+) -> (String, tokio::sync::mpsc::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let (requests, seen) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        for response in responses {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => head.extend_from_slice(&buffer[..read]),
+                }
+            }
+            let line = String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            let _ = requests.send(line).await;
+            let _ = socket.write_all(response.as_bytes()).await;
+            // Dropping the socket ends the body.
+        }
+    });
+    (base, seen)
+}
+
+#[tokio::test]
+async fn sse_resumes_from_the_last_event_and_stops_on_a_rejection() {
+    let first = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
+        retry: 2000\n\n\
+        id: 1-0\nevent: push.ready\ndata: {\"cursor\":\"1-0\"}\n\n\
+        :\n\n\
+        id: 1-1\nevent: push.future\ndata: {}\n\n\
+        id: 1-1\r\nevent: message\r\ndata: {\"type\":\"cleared\"}\r\n\r\n\
+        id: 1-2\nevent: message\ndata: {\"type\":\"message\",\"from\":\"ann\",\"text\":\"hi\"}\n\n";
+    let second = "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+        content-length: 20\r\nconnection: close\r\n\r\ncursor `1-2` is bad\n";
+    let (base, mut requests) = scripted_http_server(vec![first, second]).await;
+    let config = ClientConfig::default()
+        .initial_delay(Duration::from_millis(1))
+        .jitter(false);
+    let client = Client::<Chat>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .kinds([ChatKind::Message, ChatKind::Cleared])
+        .stream();
+
+    assert!(
+        matches!(stream.next().await, Some(Ok(Update::Ready { cursor })) if cursor == Cursor::new(1, 0))
+    );
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(Update::Event {
+            event: Chat::Cleared,
+            ..
+        }))
+    ));
+    match stream.next().await {
+        Some(Ok(Update::Event {
+            cursor,
+            event: Chat::Message { from, .. },
+        })) => {
+            assert_eq!((cursor, from.as_str()), (Cursor::new(1, 2), "ann"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(Update::Reconnecting {
+            attempt: 1,
+            cause: ClientError::Disconnected { .. },
+            ..
+        }))
+    ));
+    match stream.next().await {
+        Some(Err(ClientError::Rejected { status, message })) => {
+            assert_eq!((status, message.as_str()), (400, "cursor `1-2` is bad"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(stream.next().await.is_none());
+    assert_eq!(stream.position(), Some(Cursor::new(1, 2)));
+    assert_eq!(
+        requests.recv().await.as_deref(),
+        Some("GET /chat/lobby/sse?events=message,cleared HTTP/1.1")
+    );
+    assert_eq!(
+        requests.recv().await.as_deref(),
+        Some("GET /chat/lobby/sse?after=1-2&events=message,cleared HTTP/1.1")
+    );
+}
+
+#[tokio::test]
+async fn sse_rejects_a_response_that_is_not_an_event_stream() {
+    let page = "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 2\r\n\r\nhi";
+    let (base, _requests) = scripted_http_server(vec![page]).await;
+    let mut stream = Client::<Chat>::new(&base)
+        .expect("client")
+        .subscribe("x")
+        .stream();
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::UnexpectedResponse { .. }))
+    ));
+    assert!(stream.next().await.is_none());
+}
+
+#[tokio::test]
+async fn websocket_resumes_after_going_away_and_stops_on_policy_violation() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let (uris, mut seen) = tokio::sync::mpsc::channel::<String>(4);
+    tokio::spawn(async move {
+        let scripts: [(&[&str], CloseCode); 2] = [
+            (
+                &[
+                    r#"{"cursor":"3-0","event":"push.ready","data":{"cursor":"3-0"}}"#,
+                    r#"{"cursor":"3-1","event":"cleared","data":{"type":"cleared"}}"#,
+                    "not json",
+                    r#"{"cursor":"3-2","event":"message","data":{"type":"nope"}}"#,
+                ],
+                CloseCode::Away,
+            ),
+            (&[], CloseCode::Policy),
+        ];
+        for (messages, code) in scripts {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let uris = uris.clone();
+            let callback = move |request: &Request, response: Response| {
+                let _ = uris.try_send(request.uri().to_string());
+                Ok(response)
+            };
+            let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(socket, callback).await else {
+                return;
+            };
+            for message in messages {
+                let _ = socket.send(Message::text(*message)).await;
+            }
+            let close = CloseFrame {
+                code,
+                reason: "bye".into(),
+            };
+            let _ = socket.close(Some(close)).await;
+        }
+    });
+
+    let config = ClientConfig::default()
+        .initial_delay(Duration::from_millis(1))
+        .jitter(false);
+    let client = Client::<Chat>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::WebSocket)
+        .stream();
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(Update::Ready { .. }))
+    ));
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(Update::Event {
+            event: Chat::Cleared,
+            ..
+        }))
+    ));
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Malformed { .. }))
+    ));
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Decode { cursor, .. })) if cursor == Cursor::new(3, 2)
+    ));
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(Update::Reconnecting {
+            cause: ClientError::Closed { code: 1001, .. },
+            ..
+        }))
+    ));
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Closed { code: 1008, .. }))
+    ));
+    assert!(stream.next().await.is_none());
+    assert_eq!(seen.recv().await.as_deref(), Some("/chat/lobby/ws"));
+    assert_eq!(
+        seen.recv().await.as_deref(),
+        Some("/chat/lobby/ws?after=3-2")
+    );
 }
