@@ -12,57 +12,13 @@
 //! client reconnects by itself, resuming where it was (with a gap if the
 //! restarted server lost the history).
 
+#[path = "chat/event.rs"]
+mod event;
+
+use event::ChatEvent;
 use futures_util::StreamExt;
-use push_runtime::client::{Client, ClientError, Transport, Update};
-use push_runtime::{Channel, EventKind};
-use serde::{Deserialize, Serialize};
+use push_runtime::client::{ClientError, Transport, Update};
 use std::process::ExitCode;
-
-// The same enum as the chat server's. Until `#[push_channel]` lands, its two
-// traits are written out here as the macro will generate them.
-/// What happens in a chat room.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ChatEvent {
-    /// Someone said something.
-    Message { from: String, text: String },
-    /// Someone came in.
-    Joined { name: String },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum ChatEventKind {
-    Message,
-    Joined,
-}
-
-impl EventKind for ChatEventKind {
-    const ALL: &'static [Self] = &[ChatEventKind::Message, ChatEventKind::Joined];
-    const NAMES: &'static [&'static str] = &["message", "joined"];
-
-    fn name(self) -> &'static str {
-        match self {
-            ChatEventKind::Message => "message",
-            ChatEventKind::Joined => "joined",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl Channel for ChatEvent {
-    type Kind = ChatEventKind;
-    const PATH: &'static str = "/chat";
-
-    fn kind(&self) -> ChatEventKind {
-        match self {
-            ChatEvent::Message { .. } => ChatEventKind::Message,
-            ChatEvent::Joined { .. } => ChatEventKind::Joined,
-        }
-    }
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -83,7 +39,7 @@ async fn main() -> ExitCode {
         }
     };
 
-    let client = match Client::<ChatEvent>::new(&url) {
+    let client = match ChatEvent::client(&url) {
         Ok(client) => client,
         Err(error) => {
             eprintln!("{error}");
@@ -101,6 +57,7 @@ async fn main() -> ExitCode {
             Ok(Update::Event { cursor, event }) => match event {
                 ChatEvent::Message { from, text } => println!("[{cursor}] {from}: {text}"),
                 ChatEvent::Joined { name } => println!("[{cursor}] {name} joined"),
+                ChatEvent::Left { name } => println!("[{cursor}] {name} left"),
             },
             Ok(Update::Gap(gap)) => match gap.missed {
                 Some(missed) => {

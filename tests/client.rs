@@ -5,16 +5,18 @@
 //! Every test waits on items (the client's `Ready`, events), never on sleeps,
 //! and runs under a deadline so that a hang fails instead of blocking CI.
 
-mod support;
+// Only the relay: the rest of `support` is the raw wire readers of `transports.rs`.
+#[path = "support/relay.rs"]
+mod relay;
 
 use futures_util::StreamExt;
 use push_runtime::client::{Client, ClientConfig, ClientError, Subscription, Transport, Update};
 use push_runtime::{Channel, ChannelRouter, Cursor, EventKind, Gap, Hub, HubConfig};
+use relay::Relay;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::relay::Relay;
 
 /// Every variant shape serde has, externally tagged, one renamed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -244,8 +246,12 @@ async fn delivers_every_shape_in_order(transport: Transport) {
 }
 
 async fn resumes_after_forced_disconnects_without_loss_or_duplicates(transport: Transport) {
-    const TOTAL: u64 = 300;
-    const CUT_AT: [usize; 3] = [40, 130, 220];
+    const BATCH: u64 = 75;
+    const BATCHES: u64 = 4;
+    const TOTAL: usize = (BATCH * BATCHES) as usize;
+    // One cut in the middle of each batch but the last; each cut releases the
+    // next batch, which can only arrive over a new connection.
+    const CUT_AT: [usize; 3] = [40, 115, 190];
     let hub = Hub::<Feed>::new();
     let relay = Relay::start(serve(&hub).await).await.expect("relay");
     let mut stream = client::<Feed>(&relay.url())
@@ -255,32 +261,39 @@ async fn resumes_after_forced_disconnects_without_loss_or_duplicates(transport: 
     wait_ready(&mut stream).await;
 
     // Publishing goes on while the reader is cut off and reconnects.
+    let (go, mut batches) = tokio::sync::mpsc::channel::<()>(BATCHES as usize);
     let publisher = tokio::spawn({
         let hub = hub.clone();
         async move {
             let mut published = Vec::new();
-            for n in 0..TOTAL {
-                let sent = event(n);
-                published.push((publish(&hub, "busy", &sent).await, sent));
-                tokio::task::yield_now().await;
+            for batch in 0..BATCHES {
+                batches.recv().await.expect("a go for every batch");
+                for n in batch * BATCH..(batch + 1) * BATCH {
+                    let sent = event(n);
+                    published.push((publish(&hub, "busy", &sent).await, sent));
+                    tokio::task::yield_now().await;
+                }
             }
             published
         }
     });
+    go.send(()).await.expect("publisher");
 
     let mut received = Vec::new();
     let mut reconnections = 0;
     let mut readies = 0;
-    while received.len() < TOTAL as usize {
+    while received.len() < TOTAL {
         match stream.next().await {
             Some(Ok(Update::Event { cursor, event })) => {
                 received.push((cursor, event));
                 if CUT_AT.contains(&received.len()) {
                     relay.cut();
+                    go.send(()).await.expect("publisher");
                 }
             }
             Some(Ok(Update::Reconnecting { .. })) => reconnections += 1,
             Some(Ok(Update::Ready { cursor })) => {
+                // A reconnection resumes exactly after the last event seen.
                 assert_eq!(Some(cursor), received.last().map(|(cursor, _)| *cursor));
                 readies += 1;
             }

@@ -344,6 +344,16 @@ impl Subscription {
         Cursor::new(self.log.epoch, self.next_seq - 1)
     }
 
+    /// Where this subscription stands for a client: the position it started
+    /// from while a gap at its start is still undelivered, else [`Subscription::position`].
+    ///
+    /// Transports announce it first (`push.ready`), so a client that
+    /// reconnects before seeing the gap is told about the gap again.
+    pub fn resume_point(&self) -> Cursor {
+        self.pending_gap
+            .map_or_else(|| self.position(), |gap| gap.from)
+    }
+
     /// Appends to `out` what is available now, at most `max` items (at least 1);
     /// returns how many it appended.
     pub fn fill(&mut self, out: &mut Vec<Delivery>, max: usize) -> usize {

@@ -1,0 +1,138 @@
+//! The user's enum as the later stages see it: each variant with its wire name
+//! and the tokens it came from, so any error can be spanned precisely.
+
+use crate::attr::skip_value;
+use crate::case::RenameRule;
+use crate::errors::Errors;
+use proc_macro2::Span;
+use syn::ext::IdentExt;
+use syn::{Attribute, Fields, Ident, Item, ItemEnum, LitStr, Token};
+
+/// An enum annotated with `#[push_channel]`.
+pub(crate) struct ChannelEnum {
+    /// The enum as written.
+    pub(crate) original: ItemEnum,
+    pub(crate) variants: Vec<Variant>,
+}
+
+/// One variant and the name serde serializes it under.
+pub(crate) struct Variant {
+    pub(crate) ident: Ident,
+    pub(crate) shape: Shape,
+    pub(crate) wire_name: String,
+    /// The `rename` literal if there is one, else the variant's ident.
+    pub(crate) wire_span: Span,
+}
+
+/// How a variant's fields are matched.
+#[derive(Clone, Copy)]
+pub(crate) enum Shape {
+    Unit,
+    Tuple,
+    Struct,
+}
+
+impl ChannelEnum {
+    /// The model of `item`, or `None` (with an error) if it is not an enum.
+    pub(crate) fn from_item(item: Item, errors: &mut Errors) -> Option<Self> {
+        let original = match item {
+            Item::Enum(item) => item,
+            Item::Struct(item) => {
+                errors.push(not_an_enum(&item.struct_token, "a struct"));
+                return None;
+            }
+            Item::Union(item) => {
+                errors.push(not_an_enum(&item.union_token, "a union"));
+                return None;
+            }
+            _ => {
+                errors.at(Span::call_site(), "`#[push_channel]` only applies to enums");
+                return None;
+            }
+        };
+        let rule = rename_all_rule(&original.attrs, errors);
+        let variants = original
+            .variants
+            .iter()
+            .map(|variant| {
+                let (wire_name, wire_span) = match variant_rename(&variant.attrs) {
+                    Some(rename) => (rename.value(), rename.span()),
+                    None => {
+                        let name = variant.ident.unraw().to_string();
+                        let name = match rule {
+                            Some(rule) => rule.apply_to_variant(&name),
+                            None => name,
+                        };
+                        (name, variant.ident.span())
+                    }
+                };
+                Variant {
+                    ident: variant.ident.clone(),
+                    shape: match variant.fields {
+                        Fields::Unit => Shape::Unit,
+                        Fields::Unnamed(_) => Shape::Tuple,
+                        Fields::Named(_) => Shape::Struct,
+                    },
+                    wire_name,
+                    wire_span,
+                }
+            })
+            .collect();
+        Some(Self { original, variants })
+    }
+
+    pub(crate) fn ident(&self) -> &Ident {
+        &self.original.ident
+    }
+}
+
+fn not_an_enum(keyword: &impl quote::ToTokens, found: &str) -> syn::Error {
+    syn::Error::new_spanned(
+        keyword,
+        format!("`#[push_channel]` only applies to enums, not to {found}"),
+    )
+}
+
+/// The enum's `#[serde(rename_all = "...")]` (or `rename_all(serialize = "...")`)
+/// rule; an unknown rule is an error spanned at its literal.
+fn rename_all_rule(attrs: &[Attribute], errors: &mut Errors) -> Option<RenameRule> {
+    let literal = serde_key(attrs, "rename_all")?;
+    let rule = RenameRule::from_name(&literal.value());
+    if rule.is_none() {
+        errors.at(
+            literal.span(),
+            RenameRule::unknown_message(&literal.value()),
+        );
+    }
+    rule
+}
+
+/// A variant's `#[serde(rename = "...")]` (or `rename(serialize = "...")`).
+fn variant_rename(attrs: &[Attribute]) -> Option<LitStr> {
+    serde_key(attrs, "rename")
+}
+
+/// The serialize-side string of `key` in the `#[serde(...)]` attributes.
+///
+/// Malformed serde attributes are left to serde, which reports them itself.
+fn serde_key(attrs: &[Attribute], key: &str) -> Option<LitStr> {
+    let mut found = None;
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("serde")) {
+        let _ignored_as_serde_reports_it = attr.parse_nested_meta(|meta| {
+            if found.is_none() && meta.path.is_ident(key) {
+                if meta.input.peek(Token![=]) {
+                    found = Some(meta.value()?.parse::<LitStr>()?);
+                } else if meta.input.peek(syn::token::Paren) {
+                    meta.parse_nested_meta(|side| {
+                        if found.is_none() && side.path.is_ident("serialize") {
+                            found = Some(side.value()?.parse::<LitStr>()?);
+                        }
+                        skip_value(&side)
+                    })?;
+                }
+            }
+            skip_value(&meta)
+        });
+    }
+    found
+}

@@ -1,0 +1,147 @@
+//! The generated code: the companion enum, the two trait impls and the
+//! inherent `router`/`client` constructors. Everything else is generic code
+//! in push-runtime.
+
+use crate::model::{ChannelEnum, Shape};
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::{Ident, LitStr};
+
+/// What the options resolved to.
+pub(crate) struct Settings {
+    pub(crate) path: LitStr,
+    pub(crate) runtime: syn::Path,
+    pub(crate) kind: Ident,
+}
+
+/// The items generated next to the user's enum (which is not included).
+pub(crate) fn render(channel: &ChannelEnum, settings: &Settings) -> TokenStream {
+    let kind_enum = kind_enum(channel, settings);
+    let event_kind_impl = event_kind_impl(channel, settings);
+    let channel_impl = channel_impl(channel, settings);
+    let constructors = constructors(channel, settings);
+    quote! {
+        #kind_enum
+        const _: () = {
+            #event_kind_impl
+            #channel_impl
+        };
+        #constructors
+    }
+}
+
+fn kind_enum(channel: &ChannelEnum, settings: &Settings) -> TokenStream {
+    let vis = &channel.original.vis;
+    let ident = channel.ident();
+    let kind = &settings.kind;
+    let doc = format!(" The kinds of [`{ident}`] events, one per variant, for typed filters.");
+    let variants = channel.variants.iter().map(|variant| {
+        let name = &variant.ident;
+        let doc = format!(" [`{ident}::{name}`], sent as `{}`.", variant.wire_name);
+        quote!(#[doc = #doc] #name,)
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(
+            ::core::clone::Clone,
+            ::core::marker::Copy,
+            ::core::fmt::Debug,
+            ::core::cmp::PartialEq,
+            ::core::cmp::Eq,
+            ::core::hash::Hash
+        )]
+        #vis enum #kind {
+            #(#variants)*
+        }
+    }
+}
+
+fn event_kind_impl(channel: &ChannelEnum, settings: &Settings) -> TokenStream {
+    let Settings { runtime, kind, .. } = settings;
+    let idents: Vec<&Ident> = channel
+        .variants
+        .iter()
+        .map(|variant| &variant.ident)
+        .collect();
+    let names: Vec<&str> = channel
+        .variants
+        .iter()
+        .map(|variant| variant.wire_name.as_str())
+        .collect();
+    quote! {
+        #[automatically_derived]
+        impl #runtime::__private::EventKind for #kind {
+            const ALL: &'static [Self] = &[#(Self::#idents),*];
+            const NAMES: &'static [&'static str] = &[#(#names),*];
+            fn name(self) -> &'static str {
+                match self {
+                    #(Self::#idents => #names,)*
+                }
+            }
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    }
+}
+
+/// Spanned at the enum's name: an enum that misses `Serialize`, `Clone`, …
+/// is the user's mistake and is reported there.
+fn channel_impl(channel: &ChannelEnum, settings: &Settings) -> TokenStream {
+    let Settings {
+        path,
+        runtime,
+        kind,
+    } = settings;
+    let ident = channel.ident();
+    let arms = channel.variants.iter().map(|variant| {
+        let name = &variant.ident;
+        let pattern = match variant.shape {
+            Shape::Unit => quote!(Self::#name),
+            Shape::Tuple => quote!(Self::#name(..)),
+            Shape::Struct => quote!(Self::#name { .. }),
+        };
+        quote!(#pattern => #kind::#name,)
+    });
+    quote_spanned! {ident.span()=>
+        #[automatically_derived]
+        impl #runtime::__private::Channel for #ident {
+            type Kind = #kind;
+            const PATH: &'static str = #path;
+            fn kind(&self) -> #kind {
+                match self {
+                    #(#arms)*
+                }
+            }
+        }
+    }
+}
+
+fn constructors(channel: &ChannelEnum, settings: &Settings) -> TokenStream {
+    let Settings { path, runtime, .. } = settings;
+    let vis = &channel.original.vis;
+    let ident = channel.ident();
+    // `$vis:vis` cannot match nothing at the end of a macro call: a private
+    // enum passes the equivalent `pub(self)`.
+    let client_vis = match vis {
+        syn::Visibility::Inherited => quote!(pub(self)),
+        vis => quote!(#vis),
+    };
+    let doc = format!(
+        " The axum routes of this channel (`{}/{{topic}}/sse`, `{}/{{topic}}/ws`, …), serving the topics of `hub` with default settings, ready to `merge` or `nest` into an app with any state `S`.",
+        path.value(),
+        path.value()
+    );
+    quote! {
+        impl #ident {
+            #[doc = #doc]
+            #vis fn router<S>(hub: &#runtime::__private::Hub<Self>) -> #runtime::__private::Router<S>
+            where
+                S: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,
+            {
+                #runtime::__private::router(hub)
+            }
+            #runtime::__private::client_constructor!(#client_vis);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! What every subscription route accepts: the topic, a starting cursor and an
+//! event filter, validated into a [`SubscribeRequest`] or a 400.
+
+use crate::channel::{Channel, EventKind};
+use crate::cursor::{Cursor, CursorParseError};
+use crate::history::{KindFilter, Start, StartError};
+use crate::hub::{Hub, SubscribeError};
+use crate::topic::{Topic, TopicError};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// The header browsers' `EventSource` sends when it reconnects.
+pub(crate) const LAST_EVENT_ID: &str = "last-event-id";
+
+/// A validated subscription request.
+#[derive(Debug)]
+pub(crate) struct SubscribeRequest {
+    pub(crate) topic: Topic,
+    pub(crate) start: Start,
+    pub(crate) filter: Option<KindFilter>,
+}
+
+/// Why a subscription request was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeRejection {
+    /// The topic in the path is not a valid topic name.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// `after` or `Last-Event-ID` is not a cursor.
+    #[error("{source} (in `{origin}`)")]
+    Cursor {
+        /// Where the cursor came from.
+        origin: &'static str,
+        /// The parse failure.
+        source: CursorParseError,
+    },
+    /// The cursor is ahead of the topic.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A query parameter appears more than once.
+    #[error("query parameter `{0}` is given more than once")]
+    Repeated(&'static str),
+    /// `events` names no event, or an unknown one.
+    #[error("unknown event name `{name}` in `events`; valid names: {valid}")]
+    UnknownEvent {
+        /// The name as given (possibly cut short).
+        name: String,
+        /// The channel's wire names, comma-separated.
+        valid: String,
+    },
+    /// The hub failed.
+    #[error("the hub failed: {0}")]
+    Hub(String),
+}
+
+impl SubscribeRejection {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Hub(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for SubscribeRejection {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "subscription failed");
+        }
+        (status, self.to_string()).into_response()
+    }
+}
+
+impl From<SubscribeError> for SubscribeRejection {
+    fn from(error: SubscribeError) -> Self {
+        match error {
+            SubscribeError::Topic(e) => Self::Topic(e),
+            SubscribeError::Start(e) => Self::Start(e),
+            other => Self::Hub(other.to_string()),
+        }
+    }
+}
+
+const QUOTE_LIMIT: usize = 64;
+
+fn parse_cursor(origin: &'static str, text: &str) -> Result<Cursor, SubscribeRejection> {
+    text.parse()
+        .map_err(|source| SubscribeRejection::Cursor { origin, source })
+}
+
+fn parse_filter<C: Channel>(list: &str) -> Result<KindFilter, SubscribeRejection> {
+    let mut indices = Vec::new();
+    for name in list.split(',') {
+        match <C::Kind as EventKind>::from_name(name) {
+            Some(kind) => indices.push(kind.index()),
+            None => {
+                return Err(SubscribeRejection::UnknownEvent {
+                    name: name.chars().take(QUOTE_LIMIT).collect(),
+                    valid: <C::Kind as EventKind>::NAMES.join(", "),
+                });
+            }
+        }
+    }
+    Ok(KindFilter::from_indices(indices))
+}
+
+/// Validates a subscription request for channel `C`.
+///
+/// `Last-Event-ID` wins over `?after=`: a browser reconnects to the original
+/// URL, whose `after` is stale by then.
+pub(crate) fn parse<C: Channel>(
+    hub: &Hub<C>,
+    topic: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<SubscribeRequest, SubscribeRejection> {
+    let topic = hub.topic(topic)?;
+    let mut after = None;
+    let mut events = None;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let slot = match &*key {
+            "after" => &mut after,
+            "events" => &mut events,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(SubscribeRejection::Repeated(if &*key == "after" {
+                "after"
+            } else {
+                "events"
+            }));
+        }
+    }
+    let last_event_id = headers
+        .get(LAST_EVENT_ID)
+        .map(|value| value.to_str().unwrap_or("\u{fffd}"))
+        .filter(|value| !value.is_empty());
+    let start = match (last_event_id, after.as_deref()) {
+        (Some(id), _) => Start::After(parse_cursor("Last-Event-ID", id)?),
+        (None, Some(after)) => Start::After(parse_cursor("after", after)?),
+        (None, None) => Start::Now,
+    };
+    let filter = events.as_deref().map(parse_filter::<C>).transpose()?;
+    Ok(SubscribeRequest {
+        topic,
+        start,
+        filter,
+    })
+}

@@ -1,0 +1,236 @@
+//! Server-Sent Events: `GET {base}/{topic}/sse`.
+//!
+//! Each event is framed once (`id:` cursor, `event:` wire name, `data:` JSON)
+//! and those bytes are shared by every subscriber; everything pending for a
+//! connection is written in one chunk.
+
+use crate::channel::Channel;
+use crate::cursor::Cursor;
+use crate::history::{Delivery, EncodedEvent, FrameKind, Gap, Subscription};
+use crate::router::ChannelState;
+use crate::{params, wire};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of the SSE transport.
+#[derive(Clone, Debug)]
+pub struct SseConfig {
+    pub(crate) heartbeat: Duration,
+    pub(crate) retry: Duration,
+    pub(crate) max_batch: usize,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+            retry: Duration::from_secs(2),
+            max_batch: 256,
+        }
+    }
+}
+
+impl SseConfig {
+    /// How long a connection may stay silent before a heartbeat comment is
+    /// sent (default 15 s), so proxies keep it open and dead peers are found.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The reconnection delay announced to clients in `retry:` (default 2 s).
+    pub fn retry(mut self, delay: Duration) -> Self {
+        self.retry = delay;
+        self
+    }
+
+    /// The most events written to a connection in one chunk (default 256).
+    pub fn max_batch(mut self, events: usize) -> Self {
+        self.max_batch = events.max(1);
+        self
+    }
+}
+
+/// Appends one SSE block.
+fn put_block(out: &mut BytesMut, cursor: Cursor, name: &str, data: &[u8]) {
+    out.put_slice(b"id: ");
+    out.put_slice(cursor.to_string().as_bytes());
+    out.put_slice(b"\nevent: ");
+    out.put_slice(name.as_bytes());
+    out.put_slice(b"\ndata: ");
+    out.put_slice(data);
+    out.put_slice(b"\n\n");
+}
+
+/// The shared SSE frame of an event.
+fn event_frame(event: &EncodedEvent) -> Bytes {
+    event.frame(FrameKind::Sse, |event| {
+        let mut out = BytesMut::with_capacity(event.data().len() + event.name().len() + 48);
+        put_block(&mut out, event.cursor(), event.name(), event.data());
+        out.freeze()
+    })
+}
+
+fn put_gap(out: &mut BytesMut, gap: &Gap) {
+    put_block(out, gap.to, wire::GAP, &wire::gap_payload(gap));
+}
+
+/// The first chunk: the reconnection delay and `push.ready`.
+fn prelude(retry: Duration, ready: Cursor) -> Bytes {
+    let mut out = BytesMut::with_capacity(128);
+    out.put_slice(format!("retry: {}\n\n", retry.as_millis()).as_bytes());
+    put_block(&mut out, ready, wire::READY, &wire::ready_payload(ready));
+    out.freeze()
+}
+
+/// Everything in `batch` as one chunk; a lone event is its shared frame as is.
+fn encode_batch(batch: &[Delivery]) -> Bytes {
+    if let [Delivery::Event(event)] = batch {
+        return event_frame(event);
+    }
+    let mut out = BytesMut::new();
+    for delivery in batch {
+        match delivery {
+            Delivery::Event(event) => out.put_slice(&event_frame(event)),
+            Delivery::Gap(gap) => put_gap(&mut out, gap),
+        }
+    }
+    out.freeze()
+}
+
+const HEARTBEAT: &[u8] = b":\n\n";
+
+struct Connection {
+    subscription: Subscription,
+    batch: Vec<Delivery>,
+    config: SseConfig,
+}
+
+impl Connection {
+    async fn next_chunk(&mut self) -> Bytes {
+        self.batch.clear();
+        let wait = self
+            .subscription
+            .next_batch(&mut self.batch, self.config.max_batch);
+        match tokio::time::timeout(self.config.heartbeat, wait).await {
+            Ok(_) => encode_batch(&self.batch),
+            Err(_) => Bytes::from_static(HEARTBEAT),
+        }
+    }
+}
+
+fn stream_body(subscription: Subscription, config: SseConfig) -> Body {
+    let prelude = prelude(config.retry, subscription.resume_point());
+    let connection = Connection {
+        subscription,
+        batch: Vec::new(),
+        config,
+    };
+    let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(prelude)));
+    let rest = futures_util::stream::unfold(connection, |mut connection| async move {
+        let chunk = connection.next_chunk().await;
+        Some((Ok::<_, Infallible>(chunk), connection))
+    });
+    Body::from_stream(futures_util::StreamExt::chain(first, rest))
+}
+
+/// `GET {base}/{topic}/sse`.
+pub(crate) async fn handler<C: Channel>(
+    State(state): State<Arc<ChannelState<C>>>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match subscribe(&state, &topic, query.as_deref(), &headers).await {
+        Ok(subscription) => {
+            let body = stream_body(subscription, state.sse.clone());
+            let headers = [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                (
+                    header::HeaderName::from_static("x-accel-buffering"),
+                    HeaderValue::from_static("no"),
+                ),
+            ];
+            (headers, body).into_response()
+        }
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn subscribe<C: Channel>(
+    state: &ChannelState<C>,
+    topic: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Subscription, params::SubscribeRejection> {
+    let request = params::parse(&state.hub, topic, query, headers)?;
+    Ok(state
+        .hub
+        .subscribe_topic(&request.topic, request.start, request.filter)
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Outgoing, Start, TopicLog};
+
+    #[test]
+    fn frames_events_gaps_and_the_prelude() {
+        let log = Arc::new(TopicLog::new(9, 2));
+        let mut sub = log.subscribe(Start::After(Cursor::new(9, 0))).unwrap();
+        for n in 1..=3 {
+            let data = Bytes::from(format!("{{\"n\":{n}}}"));
+            log.append(Outgoing {
+                name: "tick",
+                kind_index: 0,
+                data,
+            });
+        }
+        assert_eq!(
+            prelude(Duration::from_millis(1500), sub.resume_point()),
+            "retry: 1500\n\nid: 9-0\nevent: push.ready\ndata: {\"cursor\":\"9-0\"}\n\n"
+        );
+        let mut batch = Vec::new();
+        sub.fill(&mut batch, 10);
+        assert_eq!(
+            encode_batch(&batch),
+            concat!(
+                "id: 9-1\nevent: push.gap\ndata: {\"from\":\"9-0\",\"to\":\"9-1\",\"missed\":1}\n\n",
+                "id: 9-2\nevent: tick\ndata: {\"n\":2}\n\n",
+                "id: 9-3\nevent: tick\ndata: {\"n\":3}\n\n",
+            )
+        );
+    }
+
+    #[test]
+    fn a_lone_event_shares_its_frame() {
+        let log = Arc::new(TopicLog::new(1, 4));
+        let mut a = log.subscribe(Start::Now).unwrap();
+        let mut b = log.subscribe(Start::Now).unwrap();
+        log.append(Outgoing {
+            name: "e",
+            kind_index: 0,
+            data: Bytes::from_static(b"1"),
+        });
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        a.fill(&mut x, 8);
+        b.fill(&mut y, 8);
+        let (x, y) = (encode_batch(&x), encode_batch(&y));
+        assert_eq!(
+            x.as_ptr(),
+            y.as_ptr(),
+            "both subscribers must share one buffer"
+        );
+    }
+}

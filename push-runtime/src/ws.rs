@@ -1,0 +1,215 @@
+//! WebSocket: `GET {base}/{topic}/ws`.
+//!
+//! Each event is one text message `{"cursor":…,"event":…,"data":…}`, framed
+//! once per publish and shared. Everything pending is fed before one flush.
+
+use crate::channel::Channel;
+use crate::cursor::Cursor;
+use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
+use crate::router::ChannelState;
+use crate::{params, wire};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::SinkExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Settings of the WebSocket transport.
+#[derive(Clone, Debug)]
+pub struct WsConfig {
+    pub(crate) ping_interval: Duration,
+    pub(crate) max_batch: usize,
+    pub(crate) max_incoming: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(20),
+            max_batch: 256,
+            max_incoming: 4096,
+        }
+    }
+}
+
+impl WsConfig {
+    /// How often the server pings (default 20 s). A peer silent for two
+    /// intervals is closed with `1001`.
+    pub fn ping_interval(mut self, every: Duration) -> Self {
+        self.ping_interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The most events fed to a connection before one flush (default 256).
+    pub fn max_batch(mut self, events: usize) -> Self {
+        self.max_batch = events.max(1);
+        self
+    }
+
+    /// The largest message or frame a client may send, in bytes (default
+    /// 4 KiB; clients only send control frames). Larger ones close with `1009`.
+    pub fn max_incoming(mut self, bytes: usize) -> Self {
+        self.max_incoming = bytes.max(125);
+        self
+    }
+}
+
+fn put_message(out: &mut BytesMut, cursor: Cursor, name: &str, data: &[u8]) {
+    out.put_slice(b"{\"cursor\":\"");
+    out.put_slice(cursor.to_string().as_bytes());
+    out.put_slice(b"\",\"event\":\"");
+    // Wire names are validated by the macro to need no JSON escaping.
+    out.put_slice(name.as_bytes());
+    out.put_slice(b"\",\"data\":");
+    out.put_slice(data);
+    out.put_slice(b"}");
+}
+
+fn message(cursor: Cursor, name: &str, data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + name.len() + 48);
+    put_message(&mut out, cursor, name, data);
+    out.freeze()
+}
+
+fn event_message(event: &EncodedEvent) -> Bytes {
+    event.frame(FrameKind::WebSocket, |event| {
+        message(event.cursor(), event.name(), event.data())
+    })
+}
+
+fn delivery_message(delivery: &Delivery) -> Bytes {
+    match delivery {
+        Delivery::Event(event) => event_message(event),
+        Delivery::Gap(gap) => message(gap.to, wire::GAP, &wire::gap_payload(gap)),
+    }
+}
+
+fn text(bytes: Bytes) -> Message {
+    // Frames are built from UTF-8 pieces only; the check cannot fail.
+    Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_default())
+}
+
+/// `GET {base}/{topic}/ws`.
+pub(crate) async fn handler<C: Channel>(
+    State(state): State<Arc<ChannelState<C>>>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    // Parameters first: a bad request is a plain 400 whether or not it upgrades.
+    let request = match params::parse(&state.hub, &topic, query.as_deref(), &headers) {
+        Ok(request) => request,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let subscription = match state
+        .hub
+        .subscribe_topic(&request.topic, request.start, request.filter)
+        .await
+    {
+        Ok(subscription) => subscription,
+        Err(error) => return params::SubscribeRejection::from(error).into_response(),
+    };
+    let config = state.ws.clone();
+    upgrade
+        .max_message_size(config.max_incoming)
+        .max_frame_size(config.max_incoming)
+        .on_upgrade(move |socket| serve(socket, subscription, config))
+}
+
+/// Why a connection ended.
+enum End {
+    /// The peer closed or vanished: nothing more to say.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+async fn serve(mut socket: WebSocket, mut subscription: Subscription, config: WsConfig) {
+    let ready = subscription.resume_point();
+    let end = match socket
+        .send(text(message(
+            ready,
+            wire::READY,
+            &wire::ready_payload(ready),
+        )))
+        .await
+    {
+        Ok(()) => pump(&mut socket, &mut subscription, &config).await,
+        Err(_) => End::Gone,
+    };
+    if let End::Close(code, reason) = end {
+        tracing::debug!(code, reason, "closing websocket");
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        // The peer may already be gone; there is nobody left to tell.
+        let _ = socket.send(Message::Close(Some(frame))).await;
+    }
+}
+
+async fn pump(socket: &mut WebSocket, subscription: &mut Subscription, config: &WsConfig) -> End {
+    let mut batch = Vec::new();
+    let mut last_heard = Instant::now();
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        batch.clear();
+        tokio::select! {
+            _ = subscription.next_batch(&mut batch, config.max_batch) => {
+                for delivery in &batch {
+                    if socket.feed(text(delivery_message(delivery))).await.is_err() {
+                        return End::Gone;
+                    }
+                }
+                if socket.flush().await.is_err() {
+                    return End::Gone;
+                }
+            }
+            incoming = socket.recv() => {
+                last_heard = Instant::now();
+                match incoming {
+                    None => return End::Gone,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) => return End::Gone,
+                    Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                        return End::Close(close_code::POLICY, "clients may only send ping, pong and close");
+                    }
+                    Some(Err(error)) => return close_for(&error),
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= config.ping_interval * 2 {
+                    return End::Close(close_code::AWAY, "no pong from the peer");
+                }
+                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return End::Gone;
+                }
+            }
+        }
+    }
+}
+
+fn close_for(error: &axum::Error) -> End {
+    use tungstenite::error::{CapacityError, Error as WsError};
+    let cause = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
+    match cause {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+            End::Close(close_code::SIZE, "message too big")
+        }
+        Some(WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_)) => {
+            End::Close(close_code::PROTOCOL, "protocol error")
+        }
+        _ => End::Gone,
+    }
+}

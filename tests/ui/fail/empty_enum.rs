@@ -1,0 +1,8 @@
+use push_runtime::push_channel;
+use serde::{Deserialize, Serialize};
+
+#[push_channel]
+#[derive(Clone, Serialize, Deserialize)]
+pub enum ChatEvent {}
+
+fn main() {}

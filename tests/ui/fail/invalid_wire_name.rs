@@ -1,0 +1,11 @@
+use push_runtime::push_channel;
+use serde::{Deserialize, Serialize};
+
+#[push_channel]
+#[derive(Clone, Serialize, Deserialize)]
+pub enum ChatEvent {
+    #[serde(rename = "new message")]
+    Message(String),
+}
+
+fn main() {}
