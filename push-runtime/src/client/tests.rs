@@ -422,6 +422,8 @@ async fn websocket_resumes_after_going_away_and_stops_on_policy_violation() {
                 return;
             };
             let uris = uris.clone();
+            // The error type is tungstenite's, not ours to shrink.
+            #[allow(clippy::result_large_err)]
             let callback = move |request: &Request, response: Response| {
                 let _ = uris.try_send(request.uri().to_string());
                 Ok(response)
