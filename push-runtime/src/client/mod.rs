@@ -81,7 +81,7 @@ use url::Url;
 ///
 /// Cheap to clone: clones share the HTTP connection pool.
 pub struct Client<C> {
-    /// The base URL, with a path ending in `/`-less `C::PATH` segments appended.
+    /// The base URL with the segments of `C::PATH` appended.
     root: Url,
     http: reqwest::Client,
     config: ClientConfig,
