@@ -1,0 +1,236 @@
+//! What can go wrong in the client, and which of it is worth retrying.
+
+use crate::cursor::Cursor;
+use std::error::Error as StdError;
+
+/// An error of the typed client.
+///
+/// Items of a [`Subscription`](super::Subscription) are `Err` in three cases:
+/// - an item the stream skips and continues past ([`ClientError::Decode`],
+///   [`ClientError::Malformed`], and [`ClientError::TooLarge`] on SSE);
+/// - a permanent error, after which the stream ends (see
+///   [`ClientError::is_retryable`]);
+/// - [`ClientError::GaveUp`]: transient errors went on for longer than the
+///   configured number of retries; the stream ends.
+///
+/// Transient errors themselves are not yielded as `Err`: the client
+/// reconnects and reports them as [`Update::Reconnecting`](super::Update::Reconnecting).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The base URL given to [`Client::new`](super::Client::new) is unusable.
+    #[error("invalid base url `{url}`: {reason}")]
+    InvalidBaseUrl {
+        /// The URL as given (at most 256 characters of it).
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A topic that cannot even be put in a URL (`.` and `..`). Permanent.
+    /// Other invalid names are sent and rejected by the server
+    /// ([`ClientError::Rejected`]), which knows its own limits.
+    #[error("invalid topic `{topic}`: {reason}")]
+    InvalidTopic {
+        /// The topic as given.
+        topic: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The server refused the subscription with a client error status
+    /// (e.g. `400` for an invalid topic, cursor or event filter). Permanent.
+    #[error("subscription rejected ({status}): {message}")]
+    Rejected {
+        /// The HTTP status code.
+        status: u16,
+        /// The server's message (its one-line `text/plain` body).
+        message: String,
+    },
+    /// The server answered with a server error status (`5xx`), or with `408`
+    /// or `429`. Transient.
+    #[error("server error ({status}): {message}")]
+    Server {
+        /// The HTTP status code.
+        status: u16,
+        /// The server's message, if any.
+        message: String,
+    },
+    /// The server answered `200` but not with an event stream (wrong URL, a
+    /// proxy's page…). Permanent.
+    #[error("unexpected response: {reason}")]
+    UnexpectedResponse {
+        /// What was unexpected.
+        reason: String,
+    },
+    /// The connection could not be established (refused, timed out, reset
+    /// during the handshake). Transient.
+    #[error("connection failed: {reason}")]
+    Connect {
+        /// The underlying error, with its causes.
+        reason: String,
+    },
+    /// An established connection ended: the stream ended, was reset, or was
+    /// idle for longer than the configured idle timeout. Transient.
+    #[error("connection lost: {reason}")]
+    Disconnected {
+        /// Why, as far as the client can tell.
+        reason: String,
+    },
+    /// The server closed the WebSocket with this code. Permanent for `1002`,
+    /// `1003`, `1007`, `1008`, `1009` and `1010` (the client must be fixed),
+    /// transient for every other code (`1001` going away, `1011` internal
+    /// error, …).
+    #[error("websocket closed by the server ({code}): {reason}")]
+    Closed {
+        /// The close code.
+        code: u16,
+        /// The close reason the server gave (may be empty).
+        reason: String,
+    },
+    /// An event whose payload does not deserialize into the channel type.
+    /// The stream continues past it, and its cursor counts as seen.
+    #[error("event `{event}` at `{cursor}` does not decode: {source}")]
+    Decode {
+        /// The event's position.
+        cursor: Cursor,
+        /// The event's wire name (at most 128 characters of it).
+        event: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An item that does not follow the wire protocol (no valid cursor, a
+    /// control payload of the wrong shape, a WebSocket message that is not the
+    /// JSON envelope). The stream continues past it.
+    #[error("malformed item from the server: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// An item larger than the configured
+    /// [`max_item_size`](super::ClientConfig::max_item_size). On SSE the item
+    /// is skipped and the stream continues; on WebSocket the connection cannot
+    /// be read further and the error is permanent.
+    #[error("item larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// Reconnection was attempted the configured maximum number of times
+    /// without success; `last` is the last failure. The stream ends.
+    #[error("gave up after {attempts} reconnection attempts: {last}")]
+    GaveUp {
+        /// How many reconnections were attempted.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        last: Box<ClientError>,
+    },
+}
+
+impl ClientError {
+    /// Whether the client retries after this error (with backoff, resuming
+    /// from the last position) rather than ending the stream.
+    ///
+    /// Errors that only skip one item ([`ClientError::Decode`],
+    /// [`ClientError::Malformed`]) never end a stream; for them this is `false`
+    /// as there is nothing to retry.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Server { .. }
+            | ClientError::Connect { .. }
+            | ClientError::Disconnected { .. } => true,
+            ClientError::Closed { code, .. } => !is_permanent_close(*code),
+            _ => false,
+        }
+    }
+}
+
+/// WebSocket close codes that say the client is at fault: reconnecting the
+/// same way would fail the same way.
+pub(crate) fn is_permanent_close(code: u16) -> bool {
+    matches!(code, 1002 | 1003 | 1007 | 1008 | 1009 | 1010)
+}
+
+/// Whether an HTTP error status is worth retrying.
+pub(crate) fn is_transient_status(status: u16) -> bool {
+    status >= 500 || status == 408 || status == 429
+}
+
+/// The error for an HTTP status other than the expected one.
+pub(crate) fn from_status(status: u16, message: String) -> ClientError {
+    if is_transient_status(status) {
+        ClientError::Server { status, message }
+    } else {
+        ClientError::Rejected { status, message }
+    }
+}
+
+/// An error and its chain of causes on one line (`a: b: c`), since the
+/// top-level messages of reqwest and tungstenite often omit the cause.
+pub(crate) fn describe(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// At most `limit` characters of `text`, for quoting untrusted input in errors.
+pub(crate) fn quote(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// The server's message from an error body: its first line, bounded.
+pub(crate) fn body_message(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.lines().next().unwrap_or("").trim();
+    quote(line, MESSAGE_LIMIT)
+}
+
+/// The longest server message kept from an error body, in characters.
+pub(crate) const MESSAGE_LIMIT: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statuses_and_close_codes() {
+        assert!(from_status(503, String::new()).is_retryable());
+        assert!(from_status(429, String::new()).is_retryable());
+        assert!(!from_status(400, String::new()).is_retryable());
+        assert!(!from_status(404, String::new()).is_retryable());
+        for code in [1000, 1001, 1005, 1006, 1011, 1012, 1013, 4000] {
+            let error = ClientError::Closed {
+                code,
+                reason: String::new(),
+            };
+            assert!(error.is_retryable(), "{code}");
+        }
+        for code in [1002, 1003, 1007, 1008, 1009, 1010] {
+            let error = ClientError::Closed {
+                code,
+                reason: String::new(),
+            };
+            assert!(!error.is_retryable(), "{code}");
+        }
+    }
+
+    #[test]
+    fn quotes_are_bounded_and_char_safe() {
+        assert_eq!(quote("héllo", 2), "hé…");
+        assert_eq!(quote("hi", 2), "hi");
+        assert_eq!(body_message(b"bad topic\nmore"), "bad topic");
+        assert_eq!(body_message(&[0xff, b'x']), "\u{fffd}x");
+        assert!(body_message("y".repeat(10_000).as_bytes()).len() < 1100);
+    }
+}

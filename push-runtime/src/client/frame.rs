@@ -1,0 +1,89 @@
+//! What both transports deliver, and what it means for the channel type.
+
+use super::error::{ClientError, quote};
+use crate::channel::Channel;
+use crate::cursor::Cursor;
+use crate::history::Gap;
+
+/// One item off the wire, before interpretation: an SSE block or a WebSocket
+/// envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Frame {
+    /// The cursor as sent (SSE `id`, WebSocket `cursor`).
+    pub(crate) cursor: Option<String>,
+    /// The wire name.
+    pub(crate) event: String,
+    /// The payload JSON.
+    pub(crate) data: String,
+}
+
+/// What reading a connection produced.
+#[derive(Debug)]
+pub(crate) enum Read {
+    /// A frame.
+    Frame(Frame),
+    /// An item that had to be skipped; the connection goes on.
+    Skipped(ClientError),
+}
+
+/// What a frame means.
+#[derive(Debug)]
+pub(crate) enum Meaning<C> {
+    /// `push.ready`: the subscription is live after this cursor.
+    Ready(Cursor),
+    /// `push.gap`.
+    Gap(Gap),
+    /// One of the channel's events.
+    Event { cursor: Cursor, event: C },
+    /// A control event this client does not know.
+    Ignored,
+    /// A frame that is not what the protocol promises.
+    Invalid(ClientError),
+}
+
+#[derive(serde::Deserialize)]
+struct ReadyPayload {
+    cursor: Cursor,
+}
+
+/// The longest piece of server input quoted in an error, in characters.
+const QUOTE_LIMIT: usize = 128;
+
+/// Interprets a frame for channel `C`.
+pub(crate) fn interpret<C: Channel>(frame: &Frame) -> Meaning<C> {
+    match frame.event.as_str() {
+        "push.ready" => match serde_json::from_str::<ReadyPayload>(&frame.data) {
+            Ok(ready) => Meaning::Ready(ready.cursor),
+            Err(error) => malformed(format!("push.ready payload: {error}")),
+        },
+        "push.gap" => match serde_json::from_str::<Gap>(&frame.data) {
+            Ok(gap) => Meaning::Gap(gap),
+            Err(error) => malformed(format!("push.gap payload: {error}")),
+        },
+        name if name.starts_with("push.") => {
+            tracing::debug!(event = %quote(name, QUOTE_LIMIT), "ignoring an unknown control event");
+            Meaning::Ignored
+        }
+        name => {
+            let Some(cursor) = frame.cursor.as_deref().and_then(|id| id.parse().ok()) else {
+                return malformed(format!(
+                    "event `{}` without a valid cursor (`{}`)",
+                    quote(name, QUOTE_LIMIT),
+                    quote(frame.cursor.as_deref().unwrap_or(""), QUOTE_LIMIT)
+                ));
+            };
+            match serde_json::from_str::<C>(&frame.data) {
+                Ok(event) => Meaning::Event { cursor, event },
+                Err(source) => Meaning::Invalid(ClientError::Decode {
+                    cursor,
+                    event: quote(name, QUOTE_LIMIT),
+                    source,
+                }),
+            }
+        }
+    }
+}
+
+fn malformed<C>(reason: String) -> Meaning<C> {
+    Meaning::Invalid(ClientError::Malformed { reason })
+}

@@ -1,0 +1,486 @@
+//! The typed client against the real server routes, on both transports:
+//! delivery of every variant shape, order, resume across forced disconnects,
+//! gaps, filters and permanent errors.
+//!
+//! Every test waits on items (the client's `Ready`, events), never on sleeps,
+//! and runs under a deadline so that a hang fails instead of blocking CI.
+
+// Only the relay: the rest of `support` is the raw wire readers of `transports.rs`.
+#[path = "support/relay.rs"]
+mod relay;
+
+use futures_util::StreamExt;
+use push_runtime::client::{Client, ClientConfig, ClientError, Subscription, Transport, Update};
+use push_runtime::{Channel, ChannelRouter, Cursor, EventKind, Gap, Hub, HubConfig};
+use relay::Relay;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Every variant shape serde has, externally tagged, one renamed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Feed {
+    Tick,
+    Pair(u32, String),
+    Wrapped(String),
+    #[serde(rename = "note")]
+    Note {
+        id: u64,
+        text: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum FeedKind {
+    Tick,
+    Pair,
+    Wrapped,
+    Note,
+}
+
+impl EventKind for FeedKind {
+    const ALL: &'static [Self] = &[
+        FeedKind::Tick,
+        FeedKind::Pair,
+        FeedKind::Wrapped,
+        FeedKind::Note,
+    ];
+    const NAMES: &'static [&'static str] = &["Tick", "Pair", "Wrapped", "note"];
+
+    fn name(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+// Written by hand as `#[push_channel(path = "/feed")]` would generate it.
+impl Channel for Feed {
+    type Kind = FeedKind;
+    const PATH: &'static str = "/feed";
+
+    fn kind(&self) -> FeedKind {
+        match self {
+            Feed::Tick => FeedKind::Tick,
+            Feed::Pair(..) => FeedKind::Pair,
+            Feed::Wrapped(_) => FeedKind::Wrapped,
+            Feed::Note { .. } => FeedKind::Note,
+        }
+    }
+}
+
+/// The same channel as seen by an older client that only knows two variants.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum OldFeed {
+    Tick,
+    #[serde(rename = "note")]
+    Note {
+        id: u64,
+        text: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum OldFeedKind {
+    Tick,
+    Note,
+}
+
+impl EventKind for OldFeedKind {
+    const ALL: &'static [Self] = &[OldFeedKind::Tick, OldFeedKind::Note];
+    const NAMES: &'static [&'static str] = &["Tick", "note"];
+
+    fn name(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Channel for OldFeed {
+    type Kind = OldFeedKind;
+    const PATH: &'static str = "/feed";
+
+    fn kind(&self) -> OldFeedKind {
+        match self {
+            OldFeed::Tick => OldFeedKind::Tick,
+            OldFeed::Note { .. } => OldFeedKind::Note,
+        }
+    }
+}
+
+/// The n-th test event: the shapes in turn.
+fn event(n: u64) -> Feed {
+    match n % 4 {
+        0 => Feed::Tick,
+        1 => Feed::Pair(n as u32, format!("pair {n}")),
+        2 => Feed::Wrapped(format!("wrapped \"{n}\"\nwith a line break")),
+        _ => Feed::Note {
+            id: n,
+            text: format!("note {n} é ✓"),
+        },
+    }
+}
+
+/// How long a whole test may take on a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn within<T>(future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("test did not finish within {DEADLINE:?}"),
+    }
+}
+
+/// Serves `hub`'s routes on `127.0.0.1:0`.
+async fn serve(hub: &Hub<Feed>) -> SocketAddr {
+    let app: axum::Router = ChannelRouter::new(hub.clone()).into_router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the server");
+    let address = listener.local_addr().expect("server address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+fn config() -> ClientConfig {
+    ClientConfig::default()
+        .initial_delay(Duration::from_millis(10))
+        .max_delay(Duration::from_millis(200))
+        .max_retries(Some(50))
+}
+
+fn client<C: Channel>(base: &str) -> Client<C> {
+    Client::with_config(base, config()).expect("client")
+}
+
+async fn publish(hub: &Hub<Feed>, topic: &str, event: &Feed) -> Cursor {
+    hub.publish(topic, event).await.expect("publish")
+}
+
+/// The next item that is not `Reconnecting`.
+async fn next_update<C: Channel + std::fmt::Debug>(stream: &mut Subscription<C>) -> Update<C> {
+    loop {
+        match stream.next().await {
+            Some(Ok(Update::Reconnecting { .. })) => {}
+            Some(Ok(update)) => return update,
+            Some(Err(error)) => panic!("unexpected error: {error}"),
+            None => panic!("the stream ended"),
+        }
+    }
+}
+
+async fn wait_ready<C: Channel + std::fmt::Debug>(stream: &mut Subscription<C>) -> Cursor {
+    match next_update(stream).await {
+        Update::Ready { cursor } => cursor,
+        other => panic!("expected ready, got {other:?}"),
+    }
+}
+
+async fn next_event<C: Channel + std::fmt::Debug>(stream: &mut Subscription<C>) -> (Cursor, C) {
+    loop {
+        match next_update(stream).await {
+            Update::Event { cursor, event } => return (cursor, event),
+            Update::Ready { .. } => {}
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+macro_rules! both_transports {
+    ($($scenario:ident),* $(,)?) => {
+        mod sse {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::within(super::$scenario(super::Transport::Sse)).await;
+                }
+            )*
+        }
+        mod websocket {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::within(super::$scenario(super::Transport::WebSocket)).await;
+                }
+            )*
+        }
+    };
+}
+
+both_transports!(
+    delivers_every_shape_in_order,
+    resumes_after_forced_disconnects_without_loss_or_duplicates,
+    reports_a_gap_when_resuming_from_beyond_the_history,
+    reports_a_gap_across_epochs,
+    filters_by_kind,
+    rejects_a_bad_topic_with_the_servers_message,
+    rejects_a_cursor_ahead_of_the_topic,
+    skips_an_event_it_cannot_decode,
+);
+
+async fn delivers_every_shape_in_order(transport: Transport) {
+    let hub = Hub::<Feed>::new();
+    let base = format!("http://{}", serve(&hub).await);
+    let mut stream = client::<Feed>(&base)
+        .subscribe("room-1")
+        .transport(transport)
+        .stream();
+    let ready = wait_ready(&mut stream).await;
+    assert_eq!(stream.position(), Some(ready));
+
+    let mut published = Vec::new();
+    for n in 0..40 {
+        let sent = event(n);
+        published.push((publish(&hub, "room-1", &sent).await, sent));
+    }
+    for expected in &published {
+        assert_eq!(&next_event(&mut stream).await, expected);
+        assert_eq!(stream.position(), Some(expected.0));
+    }
+}
+
+async fn resumes_after_forced_disconnects_without_loss_or_duplicates(transport: Transport) {
+    const BATCH: u64 = 75;
+    const BATCHES: u64 = 4;
+    const TOTAL: usize = (BATCH * BATCHES) as usize;
+    // One cut in the middle of each batch but the last; each cut releases the
+    // next batch, which can only arrive over a new connection.
+    const CUT_AT: [usize; 3] = [40, 115, 190];
+    let hub = Hub::<Feed>::new();
+    let relay = Relay::start(serve(&hub).await).await.expect("relay");
+    let mut stream = client::<Feed>(&relay.url())
+        .subscribe("busy")
+        .transport(transport)
+        .stream();
+    wait_ready(&mut stream).await;
+
+    // Publishing goes on while the reader is cut off and reconnects.
+    let (go, mut batches) = tokio::sync::mpsc::channel::<()>(BATCHES as usize);
+    let publisher = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            let mut published = Vec::new();
+            for batch in 0..BATCHES {
+                batches.recv().await.expect("a go for every batch");
+                for n in batch * BATCH..(batch + 1) * BATCH {
+                    let sent = event(n);
+                    published.push((publish(&hub, "busy", &sent).await, sent));
+                    tokio::task::yield_now().await;
+                }
+            }
+            published
+        }
+    });
+    go.send(()).await.expect("publisher");
+
+    let mut received = Vec::new();
+    let mut reconnections = 0;
+    let mut readies = 0;
+    while received.len() < TOTAL {
+        match stream.next().await {
+            Some(Ok(Update::Event { cursor, event })) => {
+                received.push((cursor, event));
+                if CUT_AT.contains(&received.len()) {
+                    relay.cut();
+                    go.send(()).await.expect("publisher");
+                }
+            }
+            Some(Ok(Update::Reconnecting { .. })) => reconnections += 1,
+            Some(Ok(Update::Ready { cursor })) => {
+                // A reconnection resumes exactly after the last event seen.
+                assert_eq!(Some(cursor), received.last().map(|(cursor, _)| *cursor));
+                readies += 1;
+            }
+            other => panic!("unexpected item: {other:?}"),
+        }
+    }
+    let published = publisher.await.expect("publisher");
+    assert_eq!(received, published);
+    assert!(
+        reconnections >= CUT_AT.len(),
+        "{reconnections} reconnections"
+    );
+    assert_eq!(readies, CUT_AT.len());
+    assert!(relay.accepted() > CUT_AT.len());
+}
+
+/// A hub that keeps only 4 events per topic.
+fn small_hub() -> Hub<Feed> {
+    let mut config = HubConfig::default();
+    config.history_len = 4;
+    Hub::with_config(config)
+}
+
+async fn reports_a_gap_when_resuming_from_beyond_the_history(transport: Transport) {
+    let hub = small_hub();
+    let base = format!("http://{}", serve(&hub).await);
+    let mut cursors = Vec::new();
+    for n in 0..10 {
+        cursors.push(publish(&hub, "old", &event(n)).await);
+    }
+    // Resume after the 2nd event: the 3rd to the 6th are gone.
+    let mut stream = client::<Feed>(&base)
+        .subscribe("old")
+        .transport(transport)
+        .after(cursors[1])
+        .stream();
+    let mut gap = None;
+    let mut events = Vec::new();
+    while events.len() < 4 {
+        match next_update(&mut stream).await {
+            Update::Gap(seen) => {
+                assert!(
+                    events.is_empty(),
+                    "the gap comes before the events after it"
+                );
+                assert_eq!(gap.replace(seen), None, "one gap");
+            }
+            Update::Event { cursor, event } => events.push((cursor, event)),
+            Update::Ready { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        gap,
+        Some(Gap {
+            from: cursors[1],
+            to: cursors[5],
+            missed: Some(4),
+        })
+    );
+    let expected: Vec<_> = (6..10).map(|n| (cursors[n as usize], event(n))).collect();
+    assert_eq!(events, expected);
+    assert_eq!(stream.position(), Some(cursors[9]));
+}
+
+async fn reports_a_gap_across_epochs(transport: Transport) {
+    let hub = small_hub();
+    let base = format!("http://{}", serve(&hub).await);
+    let newest = publish(&hub, "epochs", &event(0)).await;
+    let elsewhere = Cursor::new(newest.epoch().wrapping_add(1), 1);
+    let mut stream = client::<Feed>(&base)
+        .subscribe("epochs")
+        .transport(transport)
+        .after(elsewhere)
+        .stream();
+    loop {
+        match next_update(&mut stream).await {
+            Update::Gap(gap) => {
+                assert_eq!(gap.from, elsewhere);
+                assert_eq!(gap.missed, None);
+                assert_eq!(gap.to.epoch(), newest.epoch());
+                break;
+            }
+            Update::Ready { .. } => {}
+            other => panic!("expected a gap first, got {other:?}"),
+        }
+    }
+}
+
+async fn filters_by_kind(transport: Transport) {
+    let hub = Hub::<Feed>::new();
+    let base = format!("http://{}", serve(&hub).await);
+    let mut stream = client::<Feed>(&base)
+        .subscribe("filtered")
+        .transport(transport)
+        .kinds([FeedKind::Pair, FeedKind::Note])
+        .stream();
+    wait_ready(&mut stream).await;
+    let mut expected = Vec::new();
+    for n in 0..20 {
+        let sent = event(n);
+        let cursor = publish(&hub, "filtered", &sent).await;
+        if matches!(sent, Feed::Pair(..) | Feed::Note { .. }) {
+            expected.push((cursor, sent));
+        }
+    }
+    for wanted in &expected {
+        assert_eq!(&next_event(&mut stream).await, wanted);
+    }
+}
+
+/// The first item, which must be a permanent error; the stream then ends.
+async fn permanent_error<C: Channel + std::fmt::Debug>(mut stream: Subscription<C>) -> ClientError {
+    let error = match stream.next().await {
+        Some(Err(error)) => error,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert!(!error.is_retryable(), "{error}");
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after a permanent error"
+    );
+    error
+}
+
+async fn rejects_a_bad_topic_with_the_servers_message(transport: Transport) {
+    let hub = Hub::<Feed>::new();
+    let base = format!("http://{}", serve(&hub).await);
+    let bad = "no spaces allowed";
+    let server_says = hub.topic(bad).expect_err("an invalid topic").to_string();
+    let error = permanent_error(
+        client::<Feed>(&base)
+            .subscribe(bad)
+            .transport(transport)
+            .stream(),
+    )
+    .await;
+    match error {
+        ClientError::Rejected { status, message } => {
+            assert_eq!(status, 400);
+            assert!(
+                message.contains(&server_says) || server_says.contains(&message),
+                "{message}"
+            );
+        }
+        other => panic!("expected a rejection, got {other}"),
+    }
+}
+
+async fn rejects_a_cursor_ahead_of_the_topic(transport: Transport) {
+    let hub = Hub::<Feed>::new();
+    let base = format!("http://{}", serve(&hub).await);
+    let newest = publish(&hub, "short", &event(0)).await;
+    let ahead = Cursor::new(newest.epoch(), newest.seq() + 100);
+    let stream = client::<Feed>(&base)
+        .subscribe("short")
+        .transport(transport)
+        .after(ahead)
+        .stream();
+    match permanent_error(stream).await {
+        ClientError::Rejected {
+            status: 400,
+            message,
+        } => {
+            assert!(message.contains(&ahead.to_string()), "{message}");
+        }
+        other => panic!("expected a 400 rejection, got {other}"),
+    }
+}
+
+async fn skips_an_event_it_cannot_decode(transport: Transport) {
+    let hub = Hub::<Feed>::new();
+    let base = format!("http://{}", serve(&hub).await);
+    let mut stream = client::<OldFeed>(&base)
+        .subscribe("mixed")
+        .transport(transport)
+        .stream();
+    wait_ready(&mut stream).await;
+    let unknown = publish(&hub, "mixed", &Feed::Pair(1, "new".into())).await;
+    let known = publish(&hub, "mixed", &Feed::Tick).await;
+    match stream.next().await {
+        Some(Err(ClientError::Decode { cursor, event, .. })) => {
+            assert_eq!(cursor, unknown);
+            assert_eq!(event, "Pair");
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert_eq!(stream.position(), Some(unknown));
+    assert_eq!(next_event(&mut stream).await, (known, OldFeed::Tick));
+}
