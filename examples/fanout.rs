@@ -53,7 +53,10 @@ fn options() -> Result<Options, String> {
 }
 
 fn now_micros() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or_default()
 }
 
 /// What one subscriber saw: message numbers in arrival order and latencies.
@@ -64,16 +67,27 @@ struct Seen {
 }
 
 fn record(seen: &mut Seen, data: &str) {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(data) else { return };
-    let Some(text) = value["text"].as_str() else { return };
-    let Some((number, sent)) = text.split_once(' ') else { return };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(data) else {
+        return;
+    };
+    let Some(text) = value["text"].as_str() else {
+        return;
+    };
+    let Some((number, sent)) = text.split_once(' ') else {
+        return;
+    };
     if let (Ok(number), Ok(sent)) = (number.parse(), sent.parse::<u128>()) {
         seen.numbers.push(number);
-        seen.latencies_us.push(now_micros().saturating_sub(sent) as u64);
+        seen.latencies_us
+            .push(now_micros().saturating_sub(sent) as u64);
     }
 }
 
-async fn subscribe_sse(url: String, events: usize, ready: mpsc::Sender<()>) -> Result<Seen, String> {
+async fn subscribe_sse(
+    url: String,
+    events: usize,
+    ready: mpsc::Sender<()>,
+) -> Result<Seen, String> {
     let response = reqwest::get(&url).await.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
         return Err(format!("{url}: {}", response.status()));
@@ -83,7 +97,11 @@ async fn subscribe_sse(url: String, events: usize, ready: mpsc::Sender<()>) -> R
     let mut seen = Seen::default();
     let mut announced = false;
     while seen.numbers.len() < events {
-        let chunk = body.next().await.ok_or("stream ended")?.map_err(|e| e.to_string())?;
+        let chunk = body
+            .next()
+            .await
+            .ok_or("stream ended")?
+            .map_err(|e| e.to_string())?;
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
             let block: String = buffer.drain(..end + 2).collect();
@@ -91,10 +109,11 @@ async fn subscribe_sse(url: String, events: usize, ready: mpsc::Sender<()>) -> R
                 announced = true;
                 let _ = ready.send(()).await;
             }
-            if block.contains("event: message\n") {
-                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
-                    record(&mut seen, data);
-                }
+            if !block.contains("event: message\n") {
+                continue;
+            }
+            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                record(&mut seen, data);
             }
         }
     }
@@ -103,12 +122,20 @@ async fn subscribe_sse(url: String, events: usize, ready: mpsc::Sender<()>) -> R
 
 async fn subscribe_ws(url: String, events: usize, ready: mpsc::Sender<()>) -> Result<Seen, String> {
     use tokio_tungstenite::tungstenite::Message;
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| e.to_string())?;
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut seen = Seen::default();
     while seen.numbers.len() < events {
-        match socket.next().await.ok_or("socket closed")?.map_err(|e| e.to_string())? {
+        match socket
+            .next()
+            .await
+            .ok_or("socket closed")?
+            .map_err(|e| e.to_string())?
+        {
             Message::Text(text) => {
-                let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| e.to_string())?;
                 match value["event"].as_str() {
                     Some("push.ready") => {
                         let _ = ready.send(()).await;
@@ -152,7 +179,10 @@ async fn main() -> Result<(), String> {
     }
     drop(ready_tx);
     for _ in 0..o.subscribers {
-        ready_rx.recv().await.ok_or("a subscriber failed before it was ready")?;
+        ready_rx
+            .recv()
+            .await
+            .ok_or("a subscriber failed before it was ready")?;
     }
 
     let http = reqwest::Client::new();
@@ -163,7 +193,10 @@ async fn main() -> Result<(), String> {
             let due = started + Duration::from_secs_f64(n as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let body = format!(r#"{{"type":"message","from":"fanout","text":"{n} {}"}}"#, now_micros());
+        let body = format!(
+            r#"{{"type":"message","from":"fanout","text":"{n} {}"}}"#,
+            now_micros()
+        );
         let response = http
             .post(&publish_url)
             .header("content-type", "application/json")
@@ -191,7 +224,9 @@ async fn main() -> Result<(), String> {
     let delivered_in = started.elapsed();
     latencies.sort_unstable();
     let deliveries = latencies.len();
-    println!("| transport | subscribers | events | deliveries | deliveries/s | publish/s | p50 latency | p99 latency | lost | duplicates | reordered streams |");
+    println!(
+        "| transport | subscribers | events | deliveries | deliveries/s | publish/s | p50 latency | p99 latency | lost | duplicates | reordered streams |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
         "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {} |",

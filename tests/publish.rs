@@ -10,17 +10,24 @@ async fn only_with_token(request: PublishRequest<TestEvent>) -> Result<TestEvent
     match request.parts.headers.get("authorization") {
         Some(value) if value == "Bearer secret" => Ok(request.event),
         Some(_) => Err(Refusal::forbidden("that token may not publish")),
-        None => Err(Refusal::unauthorized("a bearer token is required to publish")),
+        None => Err(Refusal::unauthorized(
+            "a bearer token is required to publish",
+        )),
     }
 }
 
 async fn server(hub: &Hub<TestEvent>) -> Server {
-    let app = ChannelRouter::new(hub.clone()).publish(only_with_token).max_publish_body(1024).into_router();
+    let app = ChannelRouter::new(hub.clone())
+        .publish(only_with_token)
+        .max_publish_body(1024)
+        .into_router();
     Server::start(app).await
 }
 
 fn post(server: &Server, path: &str) -> reqwest::RequestBuilder {
-    reqwest::Client::new().post(server.url(path)).header("authorization", "Bearer secret")
+    reqwest::Client::new()
+        .post(server.url(path))
+        .header("authorization", "Bearer secret")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,17 +58,44 @@ async fn the_hook_decides_and_bad_bodies_are_refused_with_the_reason() {
     let json = |b: reqwest::RequestBuilder| b.header("content-type", "application/json");
     let client = reqwest::Client::new();
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
-        (json(client.post(server.url("/t/room"))).body(r#""ping""#), 401, "a bearer token is required"),
         (
-            json(client.post(server.url("/t/room")).header("authorization", "Bearer nope")).body(r#""ping""#),
+            json(client.post(server.url("/t/room"))).body(r#""ping""#),
+            401,
+            "a bearer token is required",
+        ),
+        (
+            json(
+                client
+                    .post(server.url("/t/room"))
+                    .header("authorization", "Bearer nope"),
+            )
+            .body(r#""ping""#),
             403,
             "may not publish",
         ),
         (json(post(&server, "/t/room")).body("{not json"), 400, ""),
-        (json(post(&server, "/t/room")).body(r#"{"unknown":1}"#), 422, "unknown variant"),
-        (post(&server, "/t/room").header("content-type", "text/plain").body(r#""ping""#), 415, ""),
-        (json(post(&server, "/t/room")).body(format!("{{\"note\":\"{}\"}}", "x".repeat(4096))), 413, ""),
-        (json(post(&server, "/t/bad%20topic")).body(r#""ping""#), 400, "invalid topic"),
+        (
+            json(post(&server, "/t/room")).body(r#"{"unknown":1}"#),
+            422,
+            "unknown variant",
+        ),
+        (
+            post(&server, "/t/room")
+                .header("content-type", "text/plain")
+                .body(r#""ping""#),
+            415,
+            "",
+        ),
+        (
+            json(post(&server, "/t/room")).body(format!("{{\"note\":\"{}\"}}", "x".repeat(4096))),
+            413,
+            "",
+        ),
+        (
+            json(post(&server, "/t/bad%20topic")).body(r#""ping""#),
+            400,
+            "invalid topic",
+        ),
     ];
     for (request, status, message) in cases {
         let response = request.send().await.unwrap();
@@ -72,11 +106,18 @@ async fn the_hook_decides_and_bad_bodies_are_refused_with_the_reason() {
     }
     // Nothing refused was published.
     let mut sub = hub
-        .subscribe("room", push_runtime::Start::After(push_runtime::Cursor::new(0, 0)), None)
+        .subscribe(
+            "room",
+            push_runtime::Start::After(push_runtime::Cursor::new(0, 0)),
+            None,
+        )
         .await
         .unwrap();
     let mut batch = Vec::new();
     sub.fill(&mut batch, 10);
-    assert!(matches!(&batch[..], [push_runtime::Delivery::Gap(gap)] if gap.to.seq() == 0), "{batch:?}");
+    assert!(
+        matches!(&batch[..], [push_runtime::Delivery::Gap(gap)] if gap.to.seq() == 0),
+        "{batch:?}"
+    );
     assert_eq!(hub.publish("room", note(1)).await.unwrap().seq(), 1);
 }

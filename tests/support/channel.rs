@@ -10,9 +10,14 @@ pub enum TestEvent {
     Ping,
     Note(String),
     Pair(u32, String),
-    Moved { x: i64, y: i64 },
+    Moved {
+        x: i64,
+        y: i64,
+    },
     #[serde(rename = "custom.name")]
-    Renamed { text: String },
+    Renamed {
+        text: String,
+    },
 }
 
 /// A note numbered `n`, for tests that count.

@@ -95,8 +95,10 @@ pub enum Conn {
         buf: String,
     },
     Ws(
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        Box<
+            tokio_tungstenite::WebSocketStream<
+                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+            >,
         >,
     ),
 }
@@ -135,7 +137,7 @@ pub async fn open_with(
             let (ws, _) = tokio_tungstenite::connect_async(server.ws_url(path_and_query))
                 .await
                 .unwrap_or_else(|e| panic!("ws {path_and_query}: {e}"));
-            Conn::Ws(ws)
+            Conn::Ws(Box::new(ws))
         }
     }
 }
