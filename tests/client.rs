@@ -5,7 +5,7 @@
 //! Every test waits on items (the client's `Ready`, events), never on sleeps,
 //! and runs under a deadline so that a hang fails instead of blocking CI.
 
-// Only the relay: the rest of `support` is the raw wire readers of `transports.rs`.
+// Only the relay: the rest of `support` is the raw wire readers of `conformance.rs`.
 #[path = "support/relay.rs"]
 mod relay;
 

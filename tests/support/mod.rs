@@ -1,11 +1,24 @@
 //! Shared by the integration tests: a server on 127.0.0.1:0 and raw wire
 //! readers that turn each transport's bytes into the same [`Frame`]s, so one
 //! set of checks runs against every transport.
+//!
+//! Streams (SSE, WebSocket, forever frame) are one HTTP response each. For the
+//! polls, a [`Conn`] is the *client state* of a polling loop: the cursor it
+//! follows and the items of the last answer not yet consumed. Opening one
+//! makes the first request (with `timeout=0` for the long poll, so it answers
+//! at once); each later request asks from the cursor of the previous answer
+//! (`after=`, plus `If-None-Match` for the short poll). Dropping it is "stop
+//! polling". Polls have no `push.ready`: the support synthesizes one as the
+//! first item, whose cursor is the position the client gave (`after` or
+//! `Last-Event-ID`) or, without one, the cursor of the first answer, so that
+//! [`Conn::ready`] means the same on every transport. An empty answer (a
+//! `304`, or a long poll that timed out) is reported as [`Item::Heartbeat`].
 #![allow(dead_code)]
 
 pub mod channel;
 
 use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -72,9 +85,36 @@ impl Frame {
 pub enum Transport {
     Sse,
     WebSocket,
+    ShortPoll,
+    LongPoll,
+    Iframe,
 }
 
-pub const TRANSPORTS: [Transport; 2] = [Transport::Sse, Transport::WebSocket];
+pub const TRANSPORTS: [Transport; 5] = [
+    Transport::Sse,
+    Transport::WebSocket,
+    Transport::ShortPoll,
+    Transport::LongPoll,
+    Transport::Iframe,
+];
+
+impl Transport {
+    /// The last segment of the transport's route.
+    pub fn route_name(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::WebSocket => "ws",
+            Transport::ShortPoll => "poll",
+            Transport::LongPoll => "long-poll",
+            Transport::Iframe => "iframe",
+        }
+    }
+}
+
+/// How long a long poll of the support loop is held, unless the path says `timeout=`.
+pub const LONG_POLL_SECONDS: u64 = 5;
+/// The pause of the short-poll loop after an empty answer.
+pub const SHORT_POLL_PAUSE: Duration = Duration::from_millis(10);
 
 /// What a stream yields besides frames.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +126,35 @@ pub enum Item {
     Retry(u64),
     /// The WebSocket close frame: code and reason.
     Closed(u16, String),
+}
+
+type ByteStream =
+    Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + Unpin>;
+
+/// The state of a polling client (see the module docs).
+pub struct PollConn {
+    client: reqwest::Client,
+    /// Server URL and path, without the query.
+    url: String,
+    /// The query parameters of every request but `after` and `timeout`.
+    params: Vec<(String, String)>,
+    long: bool,
+    timeout: u64,
+    cursor: String,
+    etag: Option<String>,
+    pending: VecDeque<Item>,
+    last_empty: bool,
+}
+
+/// What a forever frame's body has shown so far.
+pub struct IframeConn {
+    body: ByteStream,
+    buf: String,
+    /// Everything received, for checks on the raw HTML.
+    pub raw: String,
+    /// The prelude, once received.
+    pub prelude: Option<String>,
+    ended: bool,
 }
 
 /// A raw connection to one subscription route.
@@ -101,6 +170,8 @@ pub enum Conn {
             >,
         >,
     ),
+    Poll(Box<PollConn>),
+    Iframe(Box<IframeConn>),
 }
 
 /// Opens `{path}` (e.g. `/t/room/sse?after=…`) on `server`; panics unless it is accepted.
@@ -139,13 +210,265 @@ pub async fn open_with(
                 .unwrap_or_else(|e| panic!("ws {path_and_query}: {e}"));
             Conn::Ws(Box::new(ws))
         }
+        Transport::ShortPoll | Transport::LongPoll => {
+            open_poll(server, transport, path_and_query, last_event_id).await
+        }
+        Transport::Iframe => {
+            let response = reqwest::get(server.url(path_and_query))
+                .await
+                .expect("iframe request");
+            assert_eq!(
+                response.status(),
+                200,
+                "iframe {path_and_query}: {:?}",
+                response.text().await
+            );
+            Conn::Iframe(Box::new(IframeConn {
+                body: Box::new(response.bytes_stream()),
+                buf: String::new(),
+                raw: String::new(),
+                prelude: None,
+                ended: false,
+            }))
+        }
+    }
+}
+
+fn split_query(path_and_query: &str) -> (&str, Vec<(String, String)>) {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let params = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    (path, params)
+}
+
+async fn open_poll(
+    server: &Server,
+    transport: Transport,
+    path_and_query: &str,
+    last_event_id: Option<&str>,
+) -> Conn {
+    let (path, mut params) = split_query(path_and_query);
+    let take = |params: &mut Vec<(String, String)>, key: &str| {
+        let at = params.iter().position(|(k, _)| k == key)?;
+        Some(params.remove(at).1)
+    };
+    let after = take(&mut params, "after");
+    let timeout = take(&mut params, "timeout")
+        .map(|t| t.parse().expect("timeout in the test path is a number"))
+        .unwrap_or(LONG_POLL_SECONDS);
+    let long = transport == Transport::LongPoll;
+    let mut conn = PollConn {
+        client: reqwest::Client::new(),
+        url: server.url(path),
+        params,
+        long,
+        timeout,
+        cursor: String::new(),
+        etag: None,
+        pending: VecDeque::new(),
+        last_empty: false,
+    };
+    let mut extra = Vec::new();
+    if let Some(after) = &after {
+        extra.push(("after", after.clone()));
+    }
+    if long {
+        extra.push(("timeout", "0".to_owned()));
+    }
+    let mut request = conn.client.get(conn.request_url(&extra));
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = tokio::time::timeout(PATIENCE, request.send())
+        .await
+        .expect("first poll answered in time")
+        .expect("poll request");
+    assert_eq!(
+        response.status(),
+        200,
+        "{transport:?} {path_and_query}: {:?}",
+        response.text().await
+    );
+    let answer = conn.take_answer(response).await.expect("poll answer");
+    let ready = last_event_id
+        .map(str::to_owned)
+        .or(after)
+        .unwrap_or_else(|| answer.clone());
+    conn.pending.push_front(Item::Frame(Frame {
+        cursor: ready.clone(),
+        event: "push.ready".into(),
+        data: serde_json::json!({ "cursor": ready }),
+    }));
+    Conn::Poll(Box::new(conn))
+}
+
+/// A poll answer: `{"cursor":…,"more":…,"events":[…]}`, items kept raw.
+#[derive(serde::Deserialize)]
+pub struct PollAnswer<'a> {
+    pub cursor: String,
+    pub more: bool,
+    #[serde(borrow)]
+    pub events: Vec<&'a serde_json::value::RawValue>,
+}
+
+impl PollConn {
+    /// The URL with the base parameters and `extra` (values used as they are:
+    /// the tests only use URL-safe ones).
+    fn request_url(&self, extra: &[(&str, String)]) -> String {
+        let pairs: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .chain(extra.iter().map(|(k, v)| (*k, v)))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("{}?{}", self.url, pairs.join("&"))
+    }
+
+    /// Reads an answer into `pending` and returns its cursor; `None` if the
+    /// body cannot be read.
+    async fn take_answer(&mut self, response: reqwest::Response) -> Option<String> {
+        if let Some(etag) = response.headers().get("etag") {
+            self.etag = Some(etag.to_str().expect("etag is ASCII").to_owned());
+        }
+        if response.status() == 304 {
+            self.last_empty = true;
+            return Some(self.cursor.clone());
+        }
+        assert_eq!(response.status(), 200, "poll answer status");
+        let text = response.text().await.ok()?;
+        let answer: PollAnswer<'_> = serde_json::from_str(&text).expect("poll answer is JSON");
+        assert_eq!(
+            self.etag.as_deref(),
+            Some(&*format!("\"{}\"", answer.cursor)),
+            "etag is the quoted cursor"
+        );
+        self.last_empty = answer.events.is_empty();
+        for item in &answer.events {
+            self.pending.push_back(Item::Frame(parse_item(item.get())));
+        }
+        self.cursor = answer.cursor.clone();
+        Some(answer.cursor)
+    }
+
+    async fn next_item(&mut self) -> Option<Item> {
+        if let Some(item) = self.pending.pop_front() {
+            return Some(item);
+        }
+        if self.last_empty && !self.long {
+            tokio::time::sleep(SHORT_POLL_PAUSE).await;
+        }
+        let mut extra = vec![("after", self.cursor.clone())];
+        if self.long {
+            extra.push(("timeout", self.timeout.to_string()));
+        }
+        let mut request = self.client.get(self.request_url(&extra));
+        if let (false, Some(etag)) = (self.long, &self.etag) {
+            request = request.header("if-none-match", etag);
+        }
+        let response = request.send().await.ok()?;
+        self.take_answer(response).await?;
+        Some(self.pending.pop_front().unwrap_or(Item::Heartbeat))
+    }
+}
+
+/// One `{"cursor":…,"event":…,"data":…}` object, checking its exact shape.
+pub fn parse_item(text: &str) -> Frame {
+    let mut value: serde_json::Value = serde_json::from_str(text).expect("item is JSON");
+    assert_eq!(value.as_object().expect("object").len(), 3, "{text}");
+    let at = |key: &str| text.find(key).unwrap_or_else(|| panic!("{key} in {text}"));
+    assert!(text.starts_with("{\"cursor\":"), "{text}");
+    assert!(
+        at(",\"event\":") < at(",\"data\":"),
+        "keys in order: {text}"
+    );
+    Frame {
+        cursor: value["cursor"].as_str().expect("cursor").to_owned(),
+        event: value["event"].as_str().expect("event").to_owned(),
+        data: value["data"].take(),
+    }
+}
+
+/// The end of the forever frame's prelude.
+pub const IFRAME_PRELUDE_END: &str = "function m(x){parent.postMessage(x,t)}</script>\n";
+
+/// One item chunk's JSON, checking that nothing in it could end the script.
+pub fn iframe_item(line: &str) -> &str {
+    let json = line
+        .strip_prefix("<script>m(")
+        .and_then(|l| l.strip_suffix(")</script>"))
+        .unwrap_or_else(|| panic!("not an item chunk: {line:?}"));
+    for bad in ['<', '>', '&', '\u{2028}', '\u{2029}'] {
+        assert!(!json.contains(bad), "raw {bad:?} in an item: {line:?}");
+    }
+    json
+}
+
+impl IframeConn {
+    fn take_line(&mut self) -> Option<String> {
+        if self.prelude.is_none() {
+            let end = self.buf.find(IFRAME_PRELUDE_END)? + IFRAME_PRELUDE_END.len();
+            self.prelude = Some(self.buf.drain(..end).collect());
+        }
+        let end = self.buf.find('\n')?;
+        let line: String = self.buf.drain(..=end).collect();
+        Some(line.trim_end_matches('\n').to_owned())
+    }
+
+    fn parse_line(&mut self, line: &str) -> Item {
+        if line == "<!---->" {
+            return Item::Heartbeat;
+        }
+        let line = match line.strip_suffix("</body></html>") {
+            Some(last) => {
+                self.ended = true;
+                last
+            }
+            None => line,
+        };
+        Item::Frame(parse_item(iframe_item(line)))
+    }
+
+    async fn next_item(&mut self) -> Option<Item> {
+        loop {
+            if let Some(line) = self.take_line() {
+                return Some(self.parse_line(&line));
+            }
+            if self.ended {
+                return None;
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => {
+                    let text = std::str::from_utf8(&chunk).expect("the frame is UTF-8");
+                    self.buf.push_str(text);
+                    self.raw.push_str(text);
+                }
+                Some(Err(_)) => return None,
+                None => {
+                    // The last chunk has no newline after `</body></html>`.
+                    if self.prelude.is_none() || self.buf.is_empty() {
+                        return None;
+                    }
+                    let line = std::mem::take(&mut self.buf);
+                    return Some(self.parse_line(&line));
+                }
+            }
+        }
     }
 }
 
 /// Requests `{path}` with the transport's handshake and returns the refusal: status and body.
 pub async fn refused(server: &Server, transport: Transport, path_and_query: &str) -> (u16, String) {
     match transport {
-        Transport::Sse => {
+        Transport::Sse | Transport::ShortPoll | Transport::LongPoll | Transport::Iframe => {
             let response = reqwest::get(server.url(path_and_query))
                 .await
                 .expect("request");
@@ -194,6 +517,14 @@ fn parse_sse_block(block: &str) -> Option<Item> {
 }
 
 impl Conn {
+    /// The forever frame's state (raw HTML and prelude), for iframe-specific checks.
+    pub fn iframe(&self) -> &IframeConn {
+        match self {
+            Conn::Iframe(frame) => frame,
+            _ => panic!("not a forever frame"),
+        }
+    }
+
     /// The next item, or `None` when the connection ended.
     pub async fn next_item(&mut self) -> Option<Item> {
         tokio::time::timeout(PATIENCE, self.next_item_unbounded())
@@ -216,24 +547,7 @@ impl Conn {
             },
             Conn::Ws(ws) => loop {
                 match ws.next().await? {
-                    Ok(Message::Text(text)) => {
-                        let mut value: serde_json::Value =
-                            serde_json::from_str(&text).expect("ws message is JSON");
-                        assert_eq!(value.as_object().expect("object").len(), 3, "{text}");
-                        let at =
-                            |key: &str| text.find(key).unwrap_or_else(|| panic!("{key} in {text}"));
-                        assert!(text.starts_with("{\"cursor\":"), "{text}");
-                        assert!(
-                            at(",\"event\":") < at(",\"data\":"),
-                            "keys in order: {text}"
-                        );
-                        let frame = Frame {
-                            cursor: value["cursor"].as_str().expect("cursor").to_owned(),
-                            event: value["event"].as_str().expect("event").to_owned(),
-                            data: value["data"].take(),
-                        };
-                        return Some(Item::Frame(frame));
-                    }
+                    Ok(Message::Text(text)) => return Some(Item::Frame(parse_item(&text))),
                     Ok(Message::Ping(_)) => return Some(Item::Heartbeat),
                     Ok(Message::Close(frame)) => {
                         let (code, reason) = frame
@@ -245,6 +559,8 @@ impl Conn {
                     Err(_) => return None,
                 }
             },
+            Conn::Poll(poll) => poll.next_item().await,
+            Conn::Iframe(frame) => frame.next_item().await,
         }
     }
 
@@ -289,7 +605,7 @@ impl Conn {
     pub async fn send_ws(&mut self, message: Message) {
         match self {
             Conn::Ws(ws) => ws.send(message).await.expect("send"),
-            Conn::Sse { .. } => panic!("not a websocket"),
+            _ => panic!("not a websocket"),
         }
     }
 }

@@ -1,9 +1,11 @@
-//! Every check here runs against SSE and WebSocket alike: delivery, order,
-//! resume, gaps, filters, heartbeats and bad input.
+//! The conformance suite: every check here runs against every transport (SSE,
+//! WebSocket, short poll, long poll, forever frame) alike: delivery, order,
+//! resume, gaps, filters, heartbeats, bad input and concurrency. Checks of
+//! one transport's own features follow at the end.
 
 mod support;
 
-use push_runtime::{ChannelRouter, Hub, HubConfig, SseConfig, WsConfig};
+use push_runtime::{ChannelRouter, Hub, HubConfig, IframeConfig, SseConfig, WsConfig};
 use std::time::Duration;
 use support::channel::{TestEvent, TestEventKind, note, one_of_each};
 use support::{Frame, Item, Server, TRANSPORTS, Transport, open, open_with, refused};
@@ -20,10 +22,7 @@ async fn serve(hub: &Hub<TestEvent>) -> Server {
 }
 
 fn route(transport: Transport, topic: &str, query: &str) -> String {
-    let name = match transport {
-        Transport::Sse => "sse",
-        Transport::WebSocket => "ws",
-    };
+    let name = transport.route_name();
     if query.is_empty() {
         format!("/t/{topic}/{name}")
     } else {
@@ -258,10 +257,12 @@ async fn heartbeats_flow_while_idle() {
                 .retry(Duration::from_millis(1234)),
         )
         .websocket(WsConfig::default().ping_interval(Duration::from_millis(50)))
+        .iframe(IframeConfig::default().heartbeat(Duration::from_millis(50)))
         .into_router();
     let server = Server::start(app).await;
     for transport in TRANSPORTS {
-        let mut conn = open(&server, transport, &route(transport, "idle", "")).await;
+        // A poll's heartbeat is an empty answer: `304`, or a long poll that timed out.
+        let mut conn = open(&server, transport, &route(transport, "idle", "timeout=1")).await;
         if transport == Transport::Sse {
             assert_eq!(conn.next_item().await, Some(Item::Retry(1234)));
         }
@@ -412,7 +413,7 @@ async fn many_subscribers_each_get_everything_while_others_reconnect() {
     let server = serve(&hub).await;
     let mut subscribers = Vec::new();
     for i in 0..100 {
-        let transport = TRANSPORTS[i % 2];
+        let transport = TRANSPORTS[i % TRANSPORTS.len()];
         let mut conn = open(&server, transport, &route(transport, "crowd", "")).await;
         conn.ready().await;
         subscribers.push(conn);
@@ -430,7 +431,7 @@ async fn many_subscribers_each_get_everything_while_others_reconnect() {
     let mut seen = Vec::new();
     let mut round = 0;
     while seen.len() < total {
-        let transport = TRANSPORTS[round % 2];
+        let transport = TRANSPORTS[round % TRANSPORTS.len()];
         round += 1;
         let query = position
             .as_ref()
