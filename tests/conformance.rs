@@ -5,10 +5,14 @@
 
 mod support;
 
-use push_runtime::{ChannelRouter, Hub, HubConfig, IframeConfig, SseConfig, WsConfig};
+use push_runtime::broker::{MemoryBroker, TopicKey};
+use push_runtime::{
+    ChannelRouter, Hub, HubConfig, IframeConfig, PollConfig, SseConfig, Topic, WsConfig,
+};
+use std::sync::Arc;
 use std::time::Duration;
 use support::channel::{TestEvent, TestEventKind, note, one_of_each};
-use support::{Frame, Item, Server, TRANSPORTS, Transport, open, open_with, refused};
+use support::{Frame, Item, PATIENCE, Server, TRANSPORTS, Transport, open, open_with, refused};
 use tokio_tungstenite::tungstenite::Message;
 
 fn hub(history_len: usize) -> Hub<TestEvent> {
@@ -454,4 +458,422 @@ async fn many_subscribers_each_get_everything_while_others_reconnect() {
             "subscriber {i}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Short and long polling
+
+/// A hub over a memory broker the test can look into, to see held requests.
+fn inspectable_hub(history_len: usize) -> (Hub<TestEvent>, Arc<MemoryBroker>) {
+    let broker = Arc::new(MemoryBroker::new(history_len));
+    let mut config = HubConfig::default();
+    config.history_len = history_len;
+    (Hub::with_broker(broker.clone(), config), broker)
+}
+
+/// How many holders the topic's log has: the broker, plus one per live subscription.
+fn holders(broker: &MemoryBroker, topic: &str) -> usize {
+    let key = TopicKey {
+        channel: "/t",
+        topic: Topic::new(topic).expect("topic"),
+    };
+    // Minus the handle this call itself holds.
+    Arc::strong_count(&broker.log(&key)) - 1
+}
+
+/// Waits (bounded) until `condition` holds; the server side has no other signal.
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The JSON body of a finished request.
+async fn json_of(response: reqwest::Response) -> serde_json::Value {
+    serde_json::from_str(&response.text().await.expect("body")).expect("JSON body")
+}
+
+struct Answer {
+    status: u16,
+    etag: Option<String>,
+    body: serde_json::Value,
+}
+
+async fn get(server: &Server, path: &str, if_none_match: Option<&str>) -> Answer {
+    let mut request = reqwest::Client::new().get(server.url(path));
+    if let Some(tag) = if_none_match {
+        request = request.header("if-none-match", tag);
+    }
+    let response = tokio::time::timeout(PATIENCE, request.send())
+        .await
+        .expect("answered in time")
+        .expect("request");
+    let status = response.status().as_u16();
+    let etag = response
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = response.text().await.expect("body");
+    let body = if status == 200 {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+    } else {
+        serde_json::Value::String(text)
+    };
+    Answer { status, etag, body }
+}
+
+fn cursors_of(answer: &Answer) -> Vec<String> {
+    answer.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["cursor"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const POLLS: [Transport; 2] = [Transport::ShortPoll, Transport::LongPoll];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_answer_with_an_etag_and_304_when_nothing_is_new() {
+    let hub = hub(64);
+    let server = serve(&hub).await;
+    for transport in POLLS {
+        let topic = format!("etag-{transport:?}");
+        let cursors = publish_all(&hub, &topic, (0..3).map(note)).await;
+        let start = format!("{}-0", cursors[0].split_once('-').unwrap().0);
+        let wait = if transport == Transport::LongPoll {
+            "&timeout=0"
+        } else {
+            ""
+        };
+        let path = |query: &str| route(transport, &topic, &format!("{query}{wait}"));
+
+        let response = reqwest::get(server.url(&path(&format!("after={start}"))))
+            .await
+            .unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            header("content-type").as_deref(),
+            Some("application/json"),
+            "{transport:?}"
+        );
+        assert_eq!(
+            header("cache-control").as_deref(),
+            Some("no-cache"),
+            "{transport:?}"
+        );
+        let etag = format!("\"{}\"", cursors[2]);
+        assert_eq!(header("etag"), Some(etag.clone()), "{transport:?}");
+
+        // If-None-Match alone is the position: nothing new, same tag, 304.
+        let answer = get(&server, &path(""), Some(&etag)).await;
+        assert_eq!(answer.status, 304, "{transport:?}");
+        assert_eq!(answer.etag, Some(etag.clone()), "{transport:?}");
+        assert_eq!(answer.body, "", "{transport:?}: a 304 has no body");
+        // A weak tag is read the same.
+        assert_eq!(
+            get(&server, &path(""), Some(&format!("W/{etag}")))
+                .await
+                .status,
+            304
+        );
+
+        // Something new: If-None-Match is the position the events follow.
+        let more = publish_all(&hub, &topic, [note(3)]).await;
+        let answer = get(&server, &path(""), Some(&etag)).await;
+        assert_eq!(answer.status, 200, "{transport:?}");
+        assert_eq!(cursors_of(&answer), more, "{transport:?}");
+        assert_eq!(answer.etag, Some(format!("\"{}\"", more[0])));
+
+        // `after` wins over If-None-Match as the position.
+        let answer = get(
+            &server,
+            &path(&format!("after={}&", cursors[1])),
+            Some(&etag),
+        )
+        .await;
+        assert_eq!(
+            cursors_of(&answer),
+            [cursors[2].clone(), more[0].clone()],
+            "{transport:?}"
+        );
+
+        // A malformed tag is a 400 that says where.
+        let answer = get(&server, &path(""), Some("\"nope\"")).await;
+        assert_eq!(answer.status, 400, "{transport:?}");
+        assert!(
+            answer.body.as_str().unwrap().contains("in `If-None-Match`"),
+            "{:?}",
+            answer.body
+        );
+    }
+    // A held long poll never answers 304, even when the tag matches.
+    let newest = hub.publish("etag-held", note(0)).await.unwrap();
+    let answer = get(
+        &server,
+        "/t/etag-held/long-poll?timeout=1",
+        Some(&format!("\"{newest}\"")),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body["cursor"], newest.to_string());
+    assert_eq!(answer.body["events"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_without_a_position_answer_from_now() {
+    let hub = hub(64);
+    let server = serve(&hub).await;
+    let cursors = publish_all(&hub, "now", (0..3).map(note)).await;
+    let answer = get(&server, "/t/now/poll", None).await;
+    assert_eq!(answer.body["cursor"], cursors[2]);
+    assert_eq!(answer.body["events"], serde_json::json!([]));
+    assert_eq!(answer.body["more"], false);
+    let answer = get(&server, "/t/now/long-poll?timeout=0", None).await;
+    assert_eq!(answer.body["cursor"], cursors[2]);
+    assert_eq!(answer.body["events"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_honor_limit_and_say_when_there_is_more() {
+    let hub = hub(64);
+    let app = ChannelRouter::new(hub.clone())
+        .poll(PollConfig::default().batch_limit(4))
+        .into_router();
+    let server = Server::start(app).await;
+    for transport in POLLS {
+        let topic = format!("limit-{transport:?}");
+        let cursors = publish_all(&hub, &topic, (0..10).map(note)).await;
+        let start = format!("{}-0", cursors[0].split_once('-').unwrap().0);
+        let mut position = start.clone();
+        let mut seen = Vec::new();
+        let mut answers = 0;
+        loop {
+            let path = route(
+                transport,
+                &topic,
+                &format!("after={position}&limit=3&timeout=0"),
+            );
+            let answer = get(&server, &path, None).await;
+            answers += 1;
+            let got = cursors_of(&answer);
+            position = answer.body["cursor"].as_str().unwrap().to_owned();
+            assert_eq!(
+                got.last(),
+                Some(&position),
+                "{transport:?}: the cursor is the last item's"
+            );
+            seen.extend(got);
+            if answer.body["more"] == false {
+                break;
+            }
+            assert_eq!(
+                seen.len() % 3,
+                0,
+                "{transport:?}: `more` only on a full answer"
+            );
+        }
+        assert_eq!(seen, cursors, "{transport:?}");
+        assert_eq!(answers, 4, "{transport:?}");
+        // Larger than the batch limit: clamped.
+        let answer = get(
+            &server,
+            &route(
+                transport,
+                &topic,
+                &format!("after={start}&limit=1000&timeout=0"),
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(cursors_of(&answer), cursors[..4], "{transport:?}");
+        assert_eq!(answer.body["more"], true);
+        for bad in ["limit=0", "limit=x", "limit=-1", "limit=1&limit=2"] {
+            let answer = get(&server, &route(transport, &topic, bad), None).await;
+            assert_eq!(answer.status, 400, "{transport:?} {bad}");
+            assert!(
+                answer.body.as_str().unwrap().contains("`limit`"),
+                "{:?}",
+                answer.body
+            );
+        }
+    }
+    for bad in [
+        "timeout=x",
+        "timeout=-1",
+        "timeout=1.5",
+        "timeout=1&timeout=1",
+    ] {
+        let answer = get(&server, &format!("/t/limit/long-poll?{bad}"), None).await;
+        assert_eq!(answer.status, 400, "{bad}");
+        assert!(
+            answer.body.as_str().unwrap().contains("`timeout`"),
+            "{:?}",
+            answer.body
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_poll_moves_its_cursor_past_what_it_filters_out() {
+    let hub = hub(64);
+    let server = serve(&hub).await;
+    for transport in POLLS {
+        let topic = format!("pf-{transport:?}");
+        let start = format!("{}-0", hub.publish(&topic, note(0)).await.unwrap().epoch());
+        let cursors = publish_all(&hub, &topic, one_of_each()).await;
+        let path = route(
+            transport,
+            &topic,
+            &format!("after={start}&events=pair&timeout=0"),
+        );
+        let answer = get(&server, &path, None).await;
+        assert_eq!(cursors_of(&answer), [cursors[2].clone()], "{transport:?}");
+        assert_eq!(answer.body["cursor"], cursors[4], "{transport:?}");
+    }
+    // A long poll that only saw filtered-out events times out past them.
+    let from = hub.publish("pf-held", note(0)).await.unwrap();
+    let (server_hub, topic) = (hub.clone(), "pf-held");
+    let held = tokio::spawn({
+        let url = server.url(&format!(
+            "/t/{topic}/long-poll?after={from}&events=pair&timeout=1"
+        ));
+        async move { json_of(reqwest::get(url).await.unwrap()).await }
+    });
+    let skipped = publish_all(&server_hub, topic, [note(1), note(2)]).await;
+    let answer = tokio::time::timeout(PATIENCE, held).await.unwrap().unwrap();
+    assert_eq!(answer["events"], serde_json::json!([]));
+    assert_eq!(answer["cursor"], skipped[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_times_out_with_the_same_cursor() {
+    let hub = hub(64);
+    let app = ChannelRouter::new(hub.clone())
+        .poll(PollConfig::default().long_poll_timeout(Duration::from_secs(1)))
+        .into_router();
+    let server = Server::start(app).await;
+    let newest = hub.publish("quiet", note(0)).await.unwrap().to_string();
+    for query in [
+        format!("after={newest}&timeout=1"),
+        format!("after={newest}&timeout=999999"),
+        String::new(),
+    ] {
+        let started = std::time::Instant::now();
+        let answer = get(&server, &format!("/t/quiet/long-poll?{query}"), None).await;
+        let waited = started.elapsed();
+        assert_eq!(answer.status, 200, "{query}");
+        assert_eq!(answer.body["cursor"], newest, "{query}");
+        assert_eq!(answer.body["events"], serde_json::json!([]), "{query}");
+        assert_eq!(answer.etag, Some(format!("\"{newest}\"")));
+        // Held for the (clamped) timeout: tokio's timers never fire early.
+        assert!(
+            waited >= Duration::from_millis(990),
+            "{query}: answered after {waited:?}"
+        );
+        assert!(waited < PATIENCE, "{query}: answered after {waited:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_is_woken_by_a_publish_and_released_when_its_client_leaves() {
+    let (hub, broker) = inspectable_hub(64);
+    let server = serve(&hub).await;
+    let from = hub.publish("wake", note(0)).await.unwrap();
+    let base = holders(&broker, "wake");
+    let url = server.url(&format!("/t/wake/long-poll?after={from}"));
+    let held = tokio::spawn(async move { json_of(reqwest::get(url).await.unwrap()).await });
+    wait_until("the long poll is held", || holders(&broker, "wake") > base).await;
+    let cursor = hub.publish("wake", note(1)).await.unwrap();
+    let answer = tokio::time::timeout(PATIENCE, held).await.unwrap().unwrap();
+    assert_eq!(answer["cursor"], cursor.to_string());
+    assert_eq!(
+        answer["events"][0]["data"],
+        serde_json::json!({"note": "n1"})
+    );
+    wait_until("the answered poll lets go", || {
+        holders(&broker, "wake") == base
+    })
+    .await;
+
+    // A client that gives up: the server drops the held request at once.
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!("GET /t/wake/long-poll?after={cursor} HTTP/1.1\r\nhost: x\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut socket, request.as_bytes())
+        .await
+        .unwrap();
+    wait_until("the raw long poll is held", || {
+        holders(&broker, "wake") > base
+    })
+    .await;
+    drop(socket);
+    wait_until("the abandoned long poll is released", || {
+        holders(&broker, "wake") == base
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_long_pollers_are_all_woken_by_one_publish() {
+    let (hub, broker) = inspectable_hub(64);
+    let server = serve(&hub).await;
+    let from = hub.publish("herd", note(0)).await.unwrap();
+    let base = holders(&broker, "herd");
+    let client = reqwest::Client::new();
+    let poll = || {
+        let request = client.get(server.url(&format!("/t/herd/long-poll?after={from}")));
+        tokio::spawn(async move { json_of(request.send().await.unwrap()).await })
+    };
+    // What one held poll costs in references to the topic's log.
+    let mut pollers = vec![poll()];
+    wait_until("the first long poll is held", || {
+        holders(&broker, "herd") > base
+    })
+    .await;
+    let each = holders(&broker, "herd") - base;
+    pollers.extend((1..50).map(|_| poll()));
+    wait_until("all 50 long polls are held", || {
+        holders(&broker, "herd") == base + 50 * each
+    })
+    .await;
+    let cursor = hub.publish("herd", note(1)).await.unwrap().to_string();
+    for poller in pollers {
+        // Each would otherwise hold 25 s, longer than PATIENCE.
+        let answer = tokio::time::timeout(PATIENCE, poller)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer["cursor"], cursor);
+        assert_eq!(answer["events"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_between_long_polls_are_not_lost() {
+    let hub = hub(64);
+    let server = serve(&hub).await;
+    let mut position = hub.publish("between", note(0)).await.unwrap().to_string();
+    let mut seen = Vec::new();
+    for round in 0..5 {
+        // Published while no request is in flight.
+        let published =
+            publish_all(&hub, "between", (round * 3 + 1..round * 3 + 4).map(note)).await;
+        let answer = get(
+            &server,
+            &format!("/t/between/long-poll?after={position}"),
+            None,
+        )
+        .await;
+        assert_eq!(cursors_of(&answer), published, "round {round}");
+        position = answer.body["cursor"].as_str().unwrap().to_owned();
+        seen.extend(cursors_of(&answer));
+    }
+    assert_eq!(seen.len(), 15);
 }
