@@ -5,6 +5,7 @@
 
 mod support;
 
+use futures_util::StreamExt;
 use push_runtime::broker::{MemoryBroker, TopicKey};
 use push_runtime::{
     ChannelRouter, Hub, HubConfig, IframeConfig, PollConfig, SseConfig, Topic, WsConfig,
@@ -876,4 +877,291 @@ async fn events_published_between_long_polls_are_not_lost() {
         seen.extend(cursors_of(&answer));
     }
     assert_eq!(seen.len(), 15);
+}
+
+// ---------------------------------------------------------------------------
+// Forever frame
+
+async fn serve_iframe(hub: &Hub<TestEvent>, config: IframeConfig) -> Server {
+    Server::start(ChannelRouter::new(hub.clone()).iframe(config).into_router()).await
+}
+
+/// Opens the frame and reads through `push.ready`; returns it with the prelude.
+async fn open_frame(server: &Server, path: &str) -> (support::Conn, String) {
+    let mut conn = open(server, Transport::Iframe, path).await;
+    conn.ready().await;
+    let prelude = conn.iframe().prelude.clone().expect("prelude read");
+    (conn, prelude)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iframe_headers_padding_and_default_target() {
+    let hub = hub(16);
+    let server = serve(&hub).await;
+    let response = reqwest::get(server.url("/t/h/iframe")).await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(header("x-accel-buffering").as_deref(), Some("no"));
+    assert_eq!(
+        header("content-security-policy").as_deref(),
+        Some("frame-ancestors 'self'")
+    );
+    drop(response);
+
+    let (_conn, prelude) = open_frame(&server, "/t/h/iframe").await;
+    assert!(
+        prelude.starts_with("<!doctype html><html><head><meta charset=\"utf-8\">"),
+        "{prelude}"
+    );
+    let padding = format!("<!--{}-->", " ".repeat(1024));
+    assert!(prelude.contains(&padding), "about 1 KiB of padding");
+    assert!(prelude.len() > 1024 + 100);
+    assert!(
+        prelude.ends_with(
+            "<script>\"use strict\";var t=location.origin;function m(x){parent.postMessage(x,t)}</script>\n"
+        ),
+        "{prelude}"
+    );
+    // Any origin asked for is refused when none is configured.
+    let (status, body) = refused(
+        &server,
+        Transport::Iframe,
+        "/t/h/iframe?origin=http://127.0.0.1",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iframe_targets_only_configured_origins() {
+    let hub = hub(16);
+    let two = IframeConfig::default()
+        .allowed_origins(["https://app.example", "http://localhost:8080"])
+        .unwrap();
+    let server = serve_iframe(&hub, two).await;
+    let response = reqwest::get(server.url("/t/o/iframe")).await.unwrap();
+    assert_eq!(
+        response.headers()["content-security-policy"],
+        "frame-ancestors 'self' https://app.example http://localhost:8080"
+    );
+    drop(response);
+    let target = |prelude: &str| {
+        let start = prelude.find("var t=").unwrap() + 6;
+        let end = start + prelude[start..].find(";function").unwrap();
+        prelude[start..end].to_owned()
+    };
+    let (_c, prelude) = open_frame(&server, "/t/o/iframe").await;
+    assert_eq!(
+        target(&prelude),
+        "location.origin",
+        "two entries, none picked"
+    );
+    let (_c, prelude) = open_frame(&server, "/t/o/iframe?origin=http://localhost:8080").await;
+    assert_eq!(target(&prelude), "\"http://localhost:8080\"");
+    let (_c, prelude) = open_frame(&server, "/t/o/iframe?origin=https://APP.example").await;
+    assert_eq!(target(&prelude), "\"https://app.example\"");
+    for unlisted in [
+        "https://evil.example",
+        "*",
+        "https://app.example.evil.example",
+        "null",
+    ] {
+        let (status, body) = refused(
+            &server,
+            Transport::Iframe,
+            &format!("/t/o/iframe?origin={unlisted}"),
+        )
+        .await;
+        assert_eq!(status, 403, "{unlisted}: {body}");
+        assert!(body.contains("is not allowed"), "{body}");
+    }
+    // The request's own headers are never reflected.
+    let response = reqwest::Client::new()
+        .get(server.url("/t/o/iframe"))
+        .header("origin", "https://evil.example")
+        .header("referer", "https://evil.example/page")
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let first = tokio::time::timeout(PATIENCE, body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&first).contains("evil"));
+
+    // A list of one is the default; `*` only when configured.
+    let one = IframeConfig::default()
+        .allowed_origins(["https://app.example"])
+        .unwrap();
+    let server = serve_iframe(&hub, one).await;
+    let (_c, prelude) = open_frame(&server, "/t/o/iframe").await;
+    assert_eq!(target(&prelude), "\"https://app.example\"");
+    let any = IframeConfig::default().allowed_origins(["*"]).unwrap();
+    let server = serve_iframe(&hub, any).await;
+    let (_c, prelude) = open_frame(&server, "/t/o/iframe").await;
+    assert_eq!(target(&prelude), "\"*\"");
+
+    for bad in ["https://app.example/", "app.example", "https://a.example/x"] {
+        let error = IframeConfig::default()
+            .allowed_origins([bad])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("invalid origin"), "{error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iframe_honors_no_callback_parameter() {
+    let hub = hub(16);
+    let server = serve(&hub).await;
+    hub.publish("cb", note(0)).await.unwrap();
+    let (mut plain, plain_prelude) = open_frame(&server, "/t/cb/iframe").await;
+    let (mut with_callback, callback_prelude) =
+        open_frame(&server, "/t/cb/iframe?callback=alert&cb=alert&jsonp=alert").await;
+    assert_eq!(plain_prelude, callback_prelude);
+    hub.publish("cb", note(1)).await.unwrap();
+    plain.next_frame().await;
+    with_callback.next_frame().await;
+    assert_eq!(plain.iframe().raw, with_callback.iframe().raw);
+    assert!(!with_callback.iframe().raw.contains("alert"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iframe_ends_after_max_bytes_with_a_resume_cursor() {
+    let hub = hub(1024);
+    let server = serve_iframe(&hub, IframeConfig::default().max_bytes(4096)).await;
+    let mut conn = open(&server, Transport::Iframe, "/t/big/iframe").await;
+    conn.ready().await;
+    let events: Vec<TestEvent> = (0..100).map(note).collect();
+    let cursors = publish_all(&hub, "big", events.clone()).await;
+    let mut seen = Vec::new();
+    let end = loop {
+        let frame = conn.next_frame().await;
+        if frame.event == "push.end" {
+            break frame;
+        }
+        seen.push(frame);
+    };
+    assert_eq!(end.data["cursor"], end.cursor);
+    assert_eq!(Some(&end.cursor), seen.last().map(|f| &f.cursor));
+    assert!(
+        seen.len() < events.len(),
+        "4 KiB cannot hold 100 events: {}",
+        seen.len()
+    );
+    assert_eq!(
+        conn.next_item().await,
+        None,
+        "the response ends after push.end"
+    );
+    let raw = &conn.iframe().raw;
+    assert!(raw.ends_with(")</script></body></html>"), "{raw}");
+    // Cut after the item that reached the limit, then the end.
+    assert!(raw.len() < 4096 + 2 * 200, "{} bytes", raw.len());
+    // Resuming from push.end's cursor, frame after frame, gets the rest, nothing twice.
+    let mut position = end.cursor;
+    let mut frames = 1;
+    while seen.len() < events.len() {
+        let path = format!("/t/big/iframe?after={position}");
+        let mut again = open(&server, Transport::Iframe, &path).await;
+        assert_eq!(again.ready().await, position);
+        frames += 1;
+        loop {
+            let frame = again.next_frame().await;
+            position = frame.cursor.clone();
+            if frame.event == "push.end" {
+                break;
+            }
+            seen.push(frame);
+            if seen.len() == events.len() {
+                break;
+            }
+        }
+    }
+    let all: Vec<String> = seen.iter().map(|f| f.cursor.clone()).collect();
+    assert_eq!(all, cursors);
+    assert!(frames > 2, "{frames} frames of 4 KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iframe_ends_after_max_duration() {
+    let hub = hub(16);
+    let config = IframeConfig::default()
+        .max_duration(Duration::from_millis(300))
+        .heartbeat(Duration::from_millis(100));
+    let server = serve_iframe(&hub, config).await;
+    let mut conn = open(&server, Transport::Iframe, "/t/aging/iframe").await;
+    let ready = conn.ready().await;
+    let end = conn.next_frame().await;
+    assert_eq!(end.event, "push.end");
+    assert_eq!(end.cursor, ready);
+    assert_eq!(conn.next_item().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iframe_items_cannot_break_out_of_their_script() {
+    let hub = hub(64);
+    let server = serve(&hub).await;
+    let corpus = [
+        "</script><script>alert(1)</script>",
+        "<!--",
+        "<script",
+        "--><script>alert(2)</script><!--",
+        "\u{2028}",
+        "\u{2029}",
+        "a\u{2028}b\u{2029}c",
+        "\"quotes\" and 'single'",
+        "back\\slash \\u003c \\\\",
+        "&amp; &lt; &#x3c; & <> ]]>",
+        "</SCRIPT ><ScRiPt>alert(3)</sCrIpT>",
+        "\u{e2}\u{80}\u{a8} é ✓ 🎉",
+    ];
+    let events: Vec<TestEvent> = corpus
+        .iter()
+        .flat_map(|s| {
+            [
+                TestEvent::Note((*s).to_owned()),
+                TestEvent::Renamed {
+                    text: (*s).to_owned(),
+                },
+            ]
+        })
+        .collect();
+    let mut conn = open(&server, Transport::Iframe, "/t/xss/iframe").await;
+    conn.ready().await;
+    publish_all(&hub, "xss", events.clone()).await;
+    // `support` already checks each chunk between `<script>m(` and `)</script>`
+    // for raw `<`, `>`, `&`, U+2028 and U+2029; here the payloads come back exactly.
+    let frames = conn.frames(events.len()).await;
+    assert_eq!(frames.iter().map(decode).collect::<Vec<_>>(), events);
+    let raw = &conn.iframe().raw;
+    let body = raw.split_once(support::IFRAME_PRELUDE_END).unwrap().1;
+    let items = events.len() + 1; // and push.ready
+    assert_eq!(
+        raw.matches("</script>").count(),
+        items + 1,
+        "one per item plus the prelude's"
+    );
+    assert_eq!(body.matches("<script>").count(), items);
+    assert!(
+        !body.contains("<!--"),
+        "no comment can open inside the items"
+    );
+    for line in body.lines() {
+        let json = support::iframe_item(line);
+        let value: serde_json::Value = serde_json::from_str(json).expect("each item is JSON");
+        assert!(value["event"].is_string());
+    }
 }

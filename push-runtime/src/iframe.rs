@@ -328,6 +328,8 @@ struct Frame {
     max_bytes: usize,
     deadline: Instant,
     written: usize,
+    /// Where the client stands after what was written so far.
+    resume: Cursor,
     ended: bool,
 }
 
@@ -341,13 +343,13 @@ impl Frame {
             if self.written >= self.max_bytes || now >= self.deadline {
                 self.ended = true;
                 tracing::trace!(written = self.written, "ending a forever frame");
-                return Some(ending(self.subscription.resume_point()));
+                return Some(ending(self.resume));
             }
             self.batch.clear();
             let idle = self.heartbeat.min(self.deadline - now);
             let wait = self.subscription.next_batch(&mut self.batch, MAX_BATCH);
             let chunk = match tokio::time::timeout(idle, wait).await {
-                Ok(_) => encode_batch(&self.batch),
+                Ok(_) => self.encode_batch(),
                 // Time is up: the next turn ends the frame.
                 Err(_) if Instant::now() >= self.deadline => continue,
                 Err(_) => Bytes::from_static(HEARTBEAT),
@@ -356,22 +358,36 @@ impl Frame {
             return Some(chunk);
         }
     }
-}
 
-fn encode_batch(batch: &[Delivery]) -> Bytes {
-    if let [Delivery::Event(event)] = batch {
-        return event_script(event);
+    /// The batch as one chunk, cut after the item that reaches the byte
+    /// limit; the items cut are sent again by the next response, which
+    /// resumes from the last one written.
+    fn encode_batch(&mut self) -> Bytes {
+        if let [Delivery::Event(event)] = self.batch.as_slice() {
+            self.resume = self.subscription.position();
+            return event_script(event);
+        }
+        let mut out = BytesMut::new();
+        for delivery in &self.batch {
+            out.put_slice(&delivery_script(delivery));
+            self.resume = match delivery {
+                Delivery::Event(event) => event.cursor(),
+                Delivery::Gap(gap) => gap.to,
+            };
+            if self.written.saturating_add(out.len()) >= self.max_bytes {
+                return out.freeze();
+            }
+        }
+        // All written: also past what the filter skipped after the last item.
+        self.resume = self.subscription.position();
+        out.freeze()
     }
-    let mut out = BytesMut::new();
-    for delivery in batch {
-        out.put_slice(&delivery_script(delivery));
-    }
-    out.freeze()
 }
 
 fn stream_body(subscription: Subscription, target: &Target, config: &IframeConfig) -> Body {
     let prelude = prelude(target, config.padding, subscription.resume_point());
     let frame = Frame {
+        resume: subscription.resume_point(),
         subscription,
         batch: Vec::new(),
         heartbeat: config.heartbeat,
