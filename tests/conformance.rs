@@ -1165,3 +1165,55 @@ async fn iframe_items_cannot_break_out_of_their_script() {
         assert!(value["event"].is_string());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Cost
+
+/// What each transport costs per delivered event, headers included, for one
+/// subscriber: "paced" publishes an event once the previous one arrived (the
+/// worst case for polls: one answer per event), "burst" publishes 100 at once.
+/// Prints a table: `cargo test --test conformance cost -- --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_per_delivered_event() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let hub = hub(1024);
+    let server = serve(&hub).await;
+    let n = 100;
+    eprintln!("| transport | mode | requests/event | bytes down/event | bytes up/event |");
+    eprintln!("|---|---|---|---|---|");
+    for transport in TRANSPORTS {
+        for paced in [true, false] {
+            let (proxy, traffic) = server.counting_proxy().await;
+            let topic = format!("cost-{transport:?}-{paced}");
+            let mut conn = open(&proxy, transport, &route(transport, &topic, "")).await;
+            conn.ready().await;
+            // The opening (handshake, prelude, first poll) is not per event.
+            let (up0, down0, req0) = (
+                traffic.up.load(Relaxed),
+                traffic.down.load(Relaxed),
+                traffic.requests.load(Relaxed),
+            );
+            if paced {
+                for i in 0..n {
+                    publish_all(&hub, &topic, [note(i)]).await;
+                    assert_eq!(decode(&conn.next_frame().await), note(i), "{transport:?}");
+                }
+            } else {
+                publish_all(&hub, &topic, (0..n).map(note)).await;
+                let frames = conn.frames(n).await;
+                assert_eq!(
+                    frames.iter().map(decode).collect::<Vec<_>>(),
+                    (0..n).map(note).collect::<Vec<_>>()
+                );
+            }
+            let per = |now: u64, before: u64| (now - before) as f64 / n as f64;
+            eprintln!(
+                "| {transport:?} | {} | {:.2} | {:.0} | {:.0} |",
+                if paced { "paced" } else { "burst" },
+                per(traffic.requests.load(Relaxed), req0),
+                per(traffic.down.load(Relaxed), down0),
+                per(traffic.up.load(Relaxed), up0),
+            );
+        }
+    }
+}

@@ -609,3 +609,62 @@ impl Conn {
         }
     }
 }
+
+/// Bytes and HTTP requests that went through a [`Server::counting_proxy`].
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Client to server bytes.
+    pub up: std::sync::atomic::AtomicU64,
+    /// Server to client bytes.
+    pub down: std::sync::atomic::AtomicU64,
+    /// Requests seen (each read from the client that starts with `GET `).
+    pub requests: std::sync::atomic::AtomicU64,
+}
+
+impl Server {
+    /// A TCP proxy in front of `self` that counts what crosses it, headers
+    /// and all; stopped when dropped.
+    pub async fn counting_proxy(&self) -> (Server, std::sync::Arc<Traffic>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let traffic = std::sync::Arc::new(Traffic::default());
+        let target = self.addr;
+        let counters = traffic.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut in_read, mut in_write) = inbound.into_split();
+                let (mut out_read, mut out_write) = outbound.into_split();
+                let up = counters.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = in_read.read(&mut buf).await {
+                        let chunk = &buf[..n];
+                        up.up.fetch_add(n as u64, Relaxed);
+                        if chunk.starts_with(b"GET ") {
+                            up.requests.fetch_add(1, Relaxed);
+                        }
+                        if out_write.write_all(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let down = counters.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = out_read.read(&mut buf).await {
+                        down.down.fetch_add(n as u64, Relaxed);
+                        if in_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (Server { addr, task }, traffic)
+    }
+}
