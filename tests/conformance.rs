@@ -1217,3 +1217,47 @@ async fn cost_per_delivered_event() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_settings_are_served_without_panics() {
+    let hub = hub(16);
+    let app = ChannelRouter::new(hub.clone())
+        .poll(
+            PollConfig::default()
+                .batch_limit(usize::MAX)
+                .long_poll_timeout(Duration::MAX),
+        )
+        .iframe(
+            IframeConfig::default()
+                .max_duration(Duration::MAX)
+                .max_bytes(usize::MAX)
+                .heartbeat(Duration::MAX)
+                .padding(0),
+        )
+        .into_router();
+    let server = Server::start(app).await;
+    let cursors = publish_all(&hub, "x", (0..3).map(note)).await;
+    let start = format!("{}-0", cursors[0].split_once('-').unwrap().0);
+    for path in [
+        format!("/t/x/poll?after={start}&limit=99999999999999999999999"),
+        format!("/t/x/long-poll?after={start}&timeout=99999999999999999999999"),
+    ] {
+        let answer = get(&server, &path, None).await;
+        assert_eq!(cursors_of(&answer), cursors, "{path}");
+    }
+    for transport in TRANSPORTS {
+        let mut conn = open(
+            &server,
+            transport,
+            &route(transport, "x", &format!("after={start}")),
+        )
+        .await;
+        conn.ready().await;
+        let frames = conn.frames(3).await;
+        assert_eq!(
+            frames.iter().map(|f| f.cursor.clone()).collect::<Vec<_>>(),
+            cursors,
+            "{transport:?}"
+        );
+    }
+}

@@ -392,7 +392,10 @@ fn stream_body(subscription: Subscription, target: &Target, config: &IframeConfi
         batch: Vec::new(),
         heartbeat: config.heartbeat,
         max_bytes: config.max_bytes,
-        deadline: Instant::now() + config.max_duration,
+        // A duration too large for the clock means "no age limit".
+        deadline: Instant::now()
+            .checked_add(config.max_duration)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)),
         written: prelude.len(),
         ended: false,
     };

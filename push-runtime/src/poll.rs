@@ -196,16 +196,17 @@ async fn poll<C: Channel>(
         .await
         .map_err(SubscribeRejection::from)?;
     // One item more than the limit tells whether the answer is cut short.
+    let probe = limit.saturating_add(1);
     let mut items = Vec::new();
     if request.start != Start::Now {
-        subscription.fill(&mut items, limit + 1);
+        subscription.fill(&mut items, probe);
     }
     let mut waited = false;
     if items.is_empty() && !wait.is_zero() {
         tracing::trace!(?wait, "holding a long poll");
         waited = true;
         // Cancel-safe: a timeout loses nothing, the position stays exact.
-        let _ = tokio::time::timeout(wait, subscription.next_batch(&mut items, limit + 1)).await;
+        let _ = tokio::time::timeout(wait, subscription.next_batch(&mut items, probe)).await;
     }
     let more = items.len() > limit;
     items.truncate(limit);
@@ -216,8 +217,10 @@ async fn poll<C: Channel>(
     let etag = HeaderValue::from_str(&format!("\"{cursor}\"")).ok();
     if items.is_empty() && !waited && tag == Some(cursor) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         if let Some(etag) = etag {
-            response.headers_mut().insert(header::ETAG, etag);
+            headers.insert(header::ETAG, etag);
         }
         return Ok(response);
     }
