@@ -291,3 +291,159 @@ impl IframeConnection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` one at a time, draining after each.
+    fn parse(max: usize, chunks: &[&[u8]]) -> Vec<IframeItem> {
+        let mut parser = IframeParser::new(max);
+        let mut items = Vec::new();
+        for chunk in chunks {
+            parser.push(Bytes::copy_from_slice(chunk));
+            while let Some(item) = parser.next_item() {
+                items.push(item);
+            }
+        }
+        items
+    }
+
+    fn item(json: &str) -> IframeItem {
+        IframeItem::Item(json.to_owned())
+    }
+
+    /// What the server writes for an item: the WebSocket message object with
+    /// the characters that could end the script or start a comment escaped.
+    fn escape(json: &str) -> String {
+        let mut escaped = String::with_capacity(json.len());
+        for c in json.chars() {
+            match c {
+                '<' => escaped.push_str("\\u003c"),
+                '>' => escaped.push_str("\\u003e"),
+                '&' => escaped.push_str("\\u0026"),
+                '\u{2028}' => escaped.push_str("\\u2028"),
+                '\u{2029}' => escaped.push_str("\\u2029"),
+                c => escaped.push(c),
+            }
+        }
+        escaped
+    }
+
+    const READY: &str = r#"{"cursor":"7-0","event":"push.ready","data":{"cursor":"7-0"}}"#;
+    const EVENT: &str =
+        r#"{"cursor":"7-1","event":"message","data":{"type":"message","text":"\u003c/script\u003e"}}"#;
+    const END: &str = r#"{"cursor":"7-1","event":"push.end","data":{"cursor":"7-1"}}"#;
+
+    fn document() -> String {
+        format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>push</title></head><body>\n\
+             <!--{pad}-->\n\
+             <script>\"use strict\";var t=location.origin;function m(x){{parent.postMessage(x,t)}}</script>\n\
+             <script>m({READY})</script>\n\
+             <!---->\n\
+             <script>m({EVENT})</script>\n\
+             <!---->\n<!---->\n\
+             <script>m({END})</script></body></html>",
+            pad = " ".repeat(1024)
+        )
+    }
+
+    fn document_items() -> Vec<IframeItem> {
+        vec![item(READY), item(EVENT), item(END)]
+    }
+
+    #[test]
+    fn reads_the_items_of_the_servers_document() {
+        assert_eq!(parse(1024, &[document().as_bytes()]), document_items());
+    }
+
+    #[test]
+    fn any_fragmentation_gives_the_same_items() {
+        let document = document();
+        let bytes = document.as_bytes();
+        for size in 1..64 {
+            let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+            assert_eq!(parse(1024, &chunks), document_items(), "chunks of {size}");
+        }
+        // Two chunks, split at every byte: inside `<script>m(`, the item,
+        // `)</script>`, comments and the prelude's script.
+        for split in 1..bytes.len() {
+            let (a, b) = bytes.split_at(split);
+            assert_eq!(parse(1024, &[a, b]), document_items(), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn escaped_items_round_trip_to_the_original_data() {
+        let data = serde_json::json!({
+            "type": "message",
+            "text": "</script><script>alert(1)</script><!-- & --> \u{2028}\u{2029} é ✓ \"q\"",
+        });
+        let message = serde_json::json!({"cursor": "3-9", "event": "message", "data": data});
+        let escaped = escape(&message.to_string());
+        assert!(!escaped.contains('<') && !escaped.contains('>') && !escaped.contains('&'));
+        let page = format!("<script>m({escaped})</script>\n");
+        let bytes = page.as_bytes();
+        for size in [1, 2, 3, 7, bytes.len()] {
+            let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+            let items = parse(1024, &chunks);
+            let [IframeItem::Item(json)] = items.as_slice() else {
+                panic!("chunks of {size}: {items:?}");
+            };
+            let frame = parse_envelope(json).expect("an envelope");
+            assert_eq!((frame.cursor.as_deref(), frame.event.as_str()), (Some("3-9"), "message"));
+            let decoded: serde_json::Value = serde_json::from_str(&frame.data).expect("data");
+            assert_eq!(decoded, data);
+        }
+    }
+
+    #[test]
+    fn heartbeats_prelude_and_other_markup_are_silent() {
+        let markup = "<!----><!-- a <script>m(1)</script> in a comment -->\n\
+            <script>var m = \"<script>m(2)</script>\";</script>\
+            <p>text <b>bold</b> < > <<script>m(3)</script> <SCRIPT>m(4)</script>";
+        assert_eq!(parse(1024, &[markup.as_bytes()]), vec![item("3")]);
+        assert_eq!(parse(1024, &[b"<!---->\n<!---->\n<!---->\n"]), vec![]);
+    }
+
+    #[test]
+    fn garbage_never_panics_and_items_after_it_survive() {
+        let garbage: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        let mut chunks: Vec<&[u8]> = garbage.chunks(37).collect();
+        // Whatever state the garbage left, a `>` and a closing tag end it.
+        chunks.push(b"--></script>");
+        chunks.push(b"<script>m({\"cursor\":\"1-1\",\"event\":\"x\",\"data\":{}})</script>");
+        let items = parse(100_000, &chunks);
+        assert_eq!(
+            items.last(),
+            Some(&item(r#"{"cursor":"1-1","event":"x","data":{}}"#))
+        );
+    }
+
+    #[test]
+    fn a_script_that_is_not_a_call_is_malformed() {
+        let items = parse(1024, &[b"<script>m({\"a\":1};</script><script>m(\xff)</script><script>m(2)</script>"]);
+        assert!(matches!(items[0], IframeItem::Malformed(_)), "{items:?}");
+        assert!(matches!(items[1], IframeItem::Malformed(_)), "{items:?}");
+        assert_eq!(items[2], item("2"));
+        assert_eq!(items.len(), 3);
+    }
+
+    #[test]
+    fn an_oversized_item_is_bounded_and_skipped() {
+        let mut parser = IframeParser::new(64);
+        parser.push(Bytes::from_static(b"<script>m("));
+        assert_eq!(parser.next_item(), None);
+        for _ in 0..10_000 {
+            parser.push(Bytes::from_static(&[b'a'; 100]));
+            assert_eq!(parser.next_item(), None);
+            assert!(parser.item.capacity() <= 128);
+        }
+        parser.push(Bytes::from_static(b")</script>\n<script>m(ok)</script>"));
+        assert_eq!(parser.next_item(), Some(IframeItem::TooLarge));
+        assert_eq!(parser.next_item(), Some(item("ok")));
+        assert_eq!(parser.next_item(), None);
+        assert!(parser.tag.capacity() <= ITEM_OPEN.len().max(16));
+    }
+}
