@@ -149,8 +149,7 @@ impl ClientConfig {
     /// How long one poll request may take, up to the end of its body.
     pub(crate) fn poll_request_timeout(&self, long_poll: bool) -> Duration {
         if long_poll {
-            self.long_poll_timeout
-                .saturating_add(self.connect_timeout)
+            self.long_poll_timeout.saturating_add(self.connect_timeout)
         } else {
             self.connect_timeout
         }

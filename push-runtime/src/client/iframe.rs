@@ -260,7 +260,9 @@ impl IframeConnection {
                         Ok(frame) => Read::Frame(frame),
                         Err(error) => Read::Skipped(error),
                     },
-                    IframeItem::TooLarge => Read::Skipped(ClientError::TooLarge { limit: self.max }),
+                    IframeItem::TooLarge => {
+                        Read::Skipped(ClientError::TooLarge { limit: self.max })
+                    }
                     IframeItem::Malformed(reason) => {
                         Read::Skipped(ClientError::Malformed { reason })
                     }
@@ -331,8 +333,7 @@ mod tests {
     }
 
     const READY: &str = r#"{"cursor":"7-0","event":"push.ready","data":{"cursor":"7-0"}}"#;
-    const EVENT: &str =
-        r#"{"cursor":"7-1","event":"message","data":{"type":"message","text":"\u003c/script\u003e"}}"#;
+    const EVENT: &str = r#"{"cursor":"7-1","event":"message","data":{"type":"message","text":"\u003c/script\u003e"}}"#;
     const END: &str = r#"{"cursor":"7-1","event":"push.end","data":{"cursor":"7-1"}}"#;
 
     fn document() -> String {
@@ -392,7 +393,10 @@ mod tests {
                 panic!("chunks of {size}: {items:?}");
             };
             let frame = parse_envelope(json).expect("an envelope");
-            assert_eq!((frame.cursor.as_deref(), frame.event.as_str()), (Some("3-9"), "message"));
+            assert_eq!(
+                (frame.cursor.as_deref(), frame.event.as_str()),
+                (Some("3-9"), "message")
+            );
             let decoded: serde_json::Value = serde_json::from_str(&frame.data).expect("data");
             assert_eq!(decoded, data);
         }
@@ -423,7 +427,10 @@ mod tests {
 
     #[test]
     fn a_script_that_is_not_a_call_is_malformed() {
-        let items = parse(1024, &[b"<script>m({\"a\":1};</script><script>m(\xff)</script><script>m(2)</script>"]);
+        let items = parse(
+            1024,
+            &[b"<script>m({\"a\":1};</script><script>m(\xff)</script><script>m(2)</script>"],
+        );
         assert!(matches!(items[0], IframeItem::Malformed(_)), "{items:?}");
         assert!(matches!(items[1], IframeItem::Malformed(_)), "{items:?}");
         assert_eq!(items[2], item("2"));

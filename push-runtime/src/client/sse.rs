@@ -11,8 +11,8 @@
 
 use super::config::ClientConfig;
 use super::error::{ClientError, describe};
-use super::http;
 use super::frame::{Frame, Read};
+use super::http;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::header;

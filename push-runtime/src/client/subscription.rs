@@ -408,9 +408,14 @@ async fn connect<C: Channel>(
         };
         tracing::debug!(topic = %target.topic, ?transport, ?position, "polling");
         let long = transport == Transport::LongPoll;
-        let connection =
-            PollConnection::open(client.http.clone(), Box::new(url_for), long, position, config)
-                .await?;
+        let connection = PollConnection::open(
+            client.http.clone(),
+            Box::new(url_for),
+            long,
+            position,
+            config,
+        )
+        .await?;
         return Ok(Connection::Poll(connection));
     }
     let url = client.endpoint(&target.topic, transport, position, target.events.as_deref())?;
