@@ -31,17 +31,20 @@ pub struct EncodedEvent {
 pub enum FrameKind {
     /// A `text/event-stream` block.
     Sse,
-    /// A WebSocket text message.
+    /// A WebSocket text message (also the item of a poll answer).
     WebSocket,
+    /// A forever-frame `<script>` chunk.
+    Iframe,
 }
 
 impl FrameKind {
-    const COUNT: usize = 2;
+    const COUNT: usize = 3;
 
     fn slot(self) -> usize {
         match self {
             FrameKind::Sse => 0,
             FrameKind::WebSocket => 1,
+            FrameKind::Iframe => 2,
         }
     }
 }

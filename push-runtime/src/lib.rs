@@ -14,7 +14,7 @@
 //! }
 //!
 //! let hub = Hub::<ChatEvent>::new();
-//! // Mount `/chat/{topic}/sse`, `/chat/{topic}/ws`, … into any axum app.
+//! // Mount `/chat/{topic}/sse`, `/chat/{topic}/ws`, `/chat/{topic}/poll`, … into any axum app.
 //! let app: axum::Router = axum::Router::new().merge(ChatEvent::router(&hub));
 //! # let _ = app;
 //! ```
@@ -31,7 +31,9 @@ pub mod client;
 mod cursor;
 pub mod history;
 mod hub;
+pub mod iframe;
 mod params;
+pub mod poll;
 mod router;
 pub mod sse;
 mod topic;
@@ -42,7 +44,9 @@ pub use channel::{Channel, EventKind};
 pub use cursor::{Cursor, CursorParseError};
 pub use history::{Delivery, Gap, Start};
 pub use hub::{DEFAULT_HISTORY_LEN, Hub, HubConfig, PublishError, SubscribeError};
+pub use iframe::{IframeConfig, IframeRejection, InvalidOrigin};
 pub use params::SubscribeRejection;
+pub use poll::{PollConfig, PollRejection};
 #[doc = include_str!("docs/push_channel.md")]
 pub use push_macros::push_channel;
 pub use router::{ChannelRouter, DEFAULT_MAX_PUBLISH_BODY, PublishHook, PublishRequest, Refusal};

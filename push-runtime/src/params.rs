@@ -85,7 +85,8 @@ impl From<SubscribeError> for SubscribeRejection {
 
 const QUOTE_LIMIT: usize = 64;
 
-fn parse_cursor(origin: &'static str, text: &str) -> Result<Cursor, SubscribeRejection> {
+/// Parses a cursor that arrived in `origin` (a header or parameter name).
+pub(crate) fn parse_cursor(origin: &'static str, text: &str) -> Result<Cursor, SubscribeRejection> {
     text.parse()
         .map_err(|source| SubscribeRejection::Cursor { origin, source })
 }
@@ -104,6 +105,20 @@ fn parse_filter<C: Channel>(list: &str) -> Result<KindFilter, SubscribeRejection
         }
     }
     Ok(KindFilter::from_indices(indices))
+}
+
+/// The value of the query parameter `name`, if given; refused if given twice.
+pub(crate) fn single(
+    query: Option<&str>,
+    name: &'static str,
+) -> Result<Option<String>, SubscribeRejection> {
+    let mut found = None;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if key == name && found.replace(value.into_owned()).is_some() {
+            return Err(SubscribeRejection::Repeated(name));
+        }
+    }
+    Ok(found)
 }
 
 /// Validates a subscription request for channel `C`.

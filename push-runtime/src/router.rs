@@ -3,6 +3,8 @@
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::hub::{Hub, PublishError};
+use crate::iframe::{self, IframeConfig};
+use crate::poll::{self, PollConfig};
 use crate::sse::{self, SseConfig};
 use crate::topic::Topic;
 use crate::ws::{self, WsConfig};
@@ -92,6 +94,8 @@ pub(crate) struct ChannelState<C> {
     pub(crate) hub: Hub<C>,
     pub(crate) sse: SseConfig,
     pub(crate) ws: WsConfig,
+    pub(crate) poll: PollConfig,
+    pub(crate) iframe: IframeConfig,
     publish: Option<Arc<dyn PublishHook<C>>>,
 }
 
@@ -104,11 +108,16 @@ pub(crate) struct ChannelState<C> {
 /// |---|---|
 /// | `GET {base}/{topic}/sse` | Server-Sent Events |
 /// | `GET {base}/{topic}/ws` | WebSocket |
+/// | `GET {base}/{topic}/poll` | short polling |
+/// | `GET {base}/{topic}/long-poll` | long polling |
+/// | `GET {base}/{topic}/iframe` | forever frame (hidden iframe) |
 /// | `POST {base}/{topic}` | publish (only with [`ChannelRouter::publish`]) |
 pub struct ChannelRouter<C> {
     hub: Hub<C>,
     sse: SseConfig,
     ws: WsConfig,
+    poll: PollConfig,
+    iframe: IframeConfig,
     publish: Option<Arc<dyn PublishHook<C>>>,
     max_publish_body: usize,
 }
@@ -118,6 +127,8 @@ impl<C> fmt::Debug for ChannelRouter<C> {
         f.debug_struct("ChannelRouter")
             .field("sse", &self.sse)
             .field("ws", &self.ws)
+            .field("poll", &self.poll)
+            .field("iframe", &self.iframe)
             .field("publish", &self.publish.is_some())
             .field("max_publish_body", &self.max_publish_body)
             .finish_non_exhaustive()
@@ -131,6 +142,8 @@ impl<C: Channel> ChannelRouter<C> {
             hub,
             sse: SseConfig::default(),
             ws: WsConfig::default(),
+            poll: PollConfig::default(),
+            iframe: IframeConfig::default(),
             publish: None,
             max_publish_body: DEFAULT_MAX_PUBLISH_BODY,
         }
@@ -145,6 +158,18 @@ impl<C: Channel> ChannelRouter<C> {
     /// Settings of the WebSocket transport.
     pub fn websocket(mut self, config: WsConfig) -> Self {
         self.ws = config;
+        self
+    }
+
+    /// Settings of short and long polling.
+    pub fn poll(mut self, config: PollConfig) -> Self {
+        self.poll = config;
+        self
+    }
+
+    /// Settings of the forever frame, including the origins allowed to embed it.
+    pub fn iframe(mut self, config: IframeConfig) -> Self {
+        self.iframe = config;
         self
     }
 
@@ -189,11 +214,25 @@ impl<C: Channel> ChannelRouter<C> {
             hub: self.hub,
             sse: self.sse,
             ws: self.ws,
+            poll: self.poll,
+            iframe: self.iframe,
             publish: self.publish,
         });
         let mut router = Router::new()
             .route(&format!("{base}/{{topic}}/sse"), get(sse::handler::<C>))
-            .route(&format!("{base}/{{topic}}/ws"), get(ws::handler::<C>));
+            .route(&format!("{base}/{{topic}}/ws"), get(ws::handler::<C>))
+            .route(
+                &format!("{base}/{{topic}}/poll"),
+                get(poll::short_handler::<C>),
+            )
+            .route(
+                &format!("{base}/{{topic}}/long-poll"),
+                get(poll::long_handler::<C>),
+            )
+            .route(
+                &format!("{base}/{{topic}}/iframe"),
+                get(iframe::handler::<C>),
+            );
         if publish_enabled {
             router = router.route(
                 &format!("{base}/{{topic}}"),

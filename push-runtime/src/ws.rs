@@ -69,19 +69,19 @@ fn put_message(out: &mut BytesMut, cursor: Cursor, name: &str, data: &[u8]) {
     out.put_slice(b"}");
 }
 
-fn message(cursor: Cursor, name: &str, data: &[u8]) -> Bytes {
+pub(crate) fn message(cursor: Cursor, name: &str, data: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + name.len() + 48);
     put_message(&mut out, cursor, name, data);
     out.freeze()
 }
 
-fn event_message(event: &EncodedEvent) -> Bytes {
+pub(crate) fn event_message(event: &EncodedEvent) -> Bytes {
     event.frame(FrameKind::WebSocket, |event| {
         message(event.cursor(), event.name(), event.data())
     })
 }
 
-fn delivery_message(delivery: &Delivery) -> Bytes {
+pub(crate) fn delivery_message(delivery: &Delivery) -> Bytes {
     match delivery {
         Delivery::Event(event) => event_message(event),
         Delivery::Gap(gap) => message(gap.to, wire::GAP, &wire::gap_payload(gap)),

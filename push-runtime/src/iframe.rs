@@ -1,0 +1,515 @@
+//! The forever frame: `GET {base}/{topic}/iframe`.
+//!
+//! An HTML document that never finishes loading (until a size or age limit);
+//! each item is a `<script>` element handing the WebSocket message object to
+//! the embedding page with `postMessage`. The target origin comes from the
+//! server's configuration only, never from the request's headers.
+
+use crate::channel::Channel;
+use crate::cursor::Cursor;
+use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
+use crate::params::{self, SubscribeRejection};
+use crate::router::ChannelState;
+use crate::{wire, ws};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The control event that ends a forever frame.
+const END: &str = "push.end";
+/// The most items written per wakeup.
+const MAX_BATCH: usize = 256;
+
+/// Settings of the forever-frame transport.
+#[derive(Clone, Debug)]
+pub struct IframeConfig {
+    allowed_origins: Vec<String>,
+    pub(crate) padding: usize,
+    pub(crate) heartbeat: Duration,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_duration: Duration,
+}
+
+impl Default for IframeConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            padding: 1024,
+            heartbeat: Duration::from_secs(15),
+            max_bytes: 256 * 1024,
+            max_duration: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A configured allowed origin that is not an origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid origin `{origin}`: {reason}; expected `scheme://host[:port]`, e.g. `https://app.example`, or `*`"
+)]
+pub struct InvalidOrigin {
+    origin: String,
+    reason: &'static str,
+}
+
+impl InvalidOrigin {
+    /// The origin as configured.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+fn is_host(host: &str) -> bool {
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ip6) => !ip6.is_empty() && ip6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }
+    }
+}
+
+/// Checks and normalizes (lowercases) an origin, `scheme://host[:port]`.
+fn parse_origin(origin: &str) -> Result<String, InvalidOrigin> {
+    let fail = |reason| InvalidOrigin {
+        origin: origin.chars().take(256).collect(),
+        reason,
+    };
+    if origin == "*" {
+        return Ok(origin.to_owned());
+    }
+    let (scheme, rest) = origin.split_once("://").ok_or_else(|| fail("no `://`"))?;
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok {
+        return Err(fail("bad scheme"));
+    }
+    // A bracketed IPv6 host holds colons; the port is after the last `]`.
+    let split = rest.rfind(']').map_or(0, |i| i + 1);
+    let (host, port) = match rest.get(split..).and_then(|tail| tail.find(':')) {
+        Some(at) => (
+            rest.get(..split + at).unwrap_or_default(),
+            Some(rest.get(split + at + 1..).unwrap_or_default()),
+        ),
+        None => (rest, None),
+    };
+    if !is_host(host) {
+        return Err(fail(
+            "bad host (no path, query, user or trailing slash allowed)",
+        ));
+    }
+    if let Some(port) = port {
+        let digits =
+            !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+        if !digits || port.parse::<u16>().is_err() {
+            return Err(fail("bad port"));
+        }
+    }
+    Ok(origin.to_ascii_lowercase())
+}
+
+impl IframeConfig {
+    /// The origins of the pages allowed to embed the frame and receive its
+    /// messages, each `scheme://host[:port]` (or `*`, which allows any page
+    /// to read the stream: only for public data). Default: none, i.e. only
+    /// pages of the server's own origin.
+    ///
+    /// A request picks one with `?origin=`; a list of one is picked by default.
+    /// The list also makes the `content-security-policy: frame-ancestors`.
+    ///
+    /// ```
+    /// use push_runtime::IframeConfig;
+    /// let config = IframeConfig::default()
+    ///     .allowed_origins(["https://app.example", "http://localhost:8080"])
+    ///     .expect("valid origins");
+    /// assert!(IframeConfig::default().allowed_origins(["https://app.example/"]).is_err());
+    /// # let _ = config;
+    /// ```
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Result<Self, InvalidOrigin>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut list = Vec::new();
+        for origin in origins {
+            let origin = parse_origin(origin.as_ref())?;
+            if !list.contains(&origin) {
+                list.push(origin);
+            }
+        }
+        self.allowed_origins = list;
+        Ok(self)
+    }
+
+    /// Bytes of padding in the prelude (default 1024), to get past the
+    /// first-chunk buffering of browsers and proxies.
+    pub fn padding(mut self, bytes: usize) -> Self {
+        self.padding = bytes;
+        self
+    }
+
+    /// How long the frame may stay silent before a heartbeat comment
+    /// `<!---->` is sent (default 15 s).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// After how many body bytes the response ends with `push.end`
+    /// (default 256 KiB), so that the browser can free the document.
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// After how long the response ends with `push.end` (default 60 s).
+    pub fn max_duration(mut self, duration: Duration) -> Self {
+        self.max_duration = duration;
+        self
+    }
+
+    /// The `frame-ancestors` directive: `'self'` plus the allowed origins.
+    fn content_security_policy(&self) -> String {
+        let mut policy = String::from("frame-ancestors 'self'");
+        for origin in &self.allowed_origins {
+            policy.push(' ');
+            policy.push_str(origin);
+        }
+        policy
+    }
+
+    /// The `postMessage` target for a request's `origin` parameter.
+    fn target(&self, requested: Option<&str>) -> Result<Target, IframeRejection> {
+        match (requested, self.allowed_origins.as_slice()) {
+            (None, [only]) => Ok(Target::Origin(only.clone())),
+            (None, _) => Ok(Target::Own),
+            (Some(requested), list) => list
+                .iter()
+                .find(|allowed| allowed.eq_ignore_ascii_case(requested))
+                .map(|allowed| Target::Origin(allowed.clone()))
+                .ok_or_else(|| IframeRejection::Origin(requested.chars().take(256).collect())),
+        }
+    }
+}
+
+/// Where the frame's messages may go.
+enum Target {
+    /// `location.origin`: the page embedding the frame has the server's origin.
+    Own,
+    /// A configured origin (or `*`).
+    Origin(String),
+}
+
+/// Why a forever frame was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IframeRejection {
+    /// The common subscription parameters are wrong.
+    #[error(transparent)]
+    Subscribe(#[from] SubscribeRejection),
+    /// `origin` names an origin that is not allowed.
+    #[error("origin `{0}` is not allowed to embed this stream")]
+    Origin(String),
+}
+
+impl IntoResponse for IframeRejection {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Subscribe(rejection) => rejection.into_response(),
+            origin @ Self::Origin(_) => (StatusCode::FORBIDDEN, origin.to_string()).into_response(),
+        }
+    }
+}
+
+/// Copies a JSON text, escaping what could end a script element or a line
+/// of JavaScript. These characters only occur inside JSON strings, where the
+/// `\uXXXX` escapes mean the same.
+fn put_escaped(out: &mut BytesMut, json: &[u8]) {
+    let mut rest = json;
+    while let Some(at) = rest
+        .iter()
+        .position(|&b| matches!(b, b'<' | b'>' | b'&' | 0xE2))
+    {
+        let (head, tail) = rest.split_at(at);
+        out.put_slice(head);
+        let (replacement, used) = escape(tail);
+        out.put_slice(replacement);
+        rest = tail.get(used..).unwrap_or_default();
+    }
+    out.put_slice(rest);
+}
+
+/// What to write for the start of `tail`, and how many bytes that replaces.
+fn escape(tail: &[u8]) -> (&[u8], usize) {
+    match tail {
+        [b'<', ..] => (b"\\u003c", 1),
+        [b'>', ..] => (b"\\u003e", 1),
+        [b'&', ..] => (b"\\u0026", 1),
+        [0xE2, 0x80, 0xA8, ..] => (b"\\u2028", 3),
+        [0xE2, 0x80, 0xA9, ..] => (b"\\u2029", 3),
+        _ => (tail.get(..1).unwrap_or_default(), 1),
+    }
+}
+
+/// `<script>m(<escaped item>)</script>\n`
+fn script(item: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(item.len() + 32);
+    out.put_slice(b"<script>m(");
+    put_escaped(&mut out, item);
+    out.put_slice(b")</script>\n");
+    out.freeze()
+}
+
+fn event_script(event: &EncodedEvent) -> Bytes {
+    event.frame(FrameKind::Iframe, |event| script(&ws::event_message(event)))
+}
+
+fn delivery_script(delivery: &Delivery) -> Bytes {
+    match delivery {
+        Delivery::Event(event) => event_script(event),
+        Delivery::Gap(gap) => script(&ws::message(gap.to, wire::GAP, &wire::gap_payload(gap))),
+    }
+}
+
+fn control_script(cursor: Cursor, name: &str) -> Bytes {
+    script(&ws::message(cursor, name, &wire::ready_payload(cursor)))
+}
+
+/// The document head, the padding, the `m()` helper and `push.ready`.
+fn prelude(target: &Target, padding: usize, ready: Cursor) -> Bytes {
+    let mut out = BytesMut::with_capacity(padding + 512);
+    out.put_slice(
+        b"<!doctype html><html><head><meta charset=\"utf-8\"><title>push</title></head><body>\n<!--",
+    );
+    out.put_bytes(b' ', padding);
+    out.put_slice(b"-->\n<script>\"use strict\";var t=");
+    match target {
+        Target::Own => out.put_slice(b"location.origin"),
+        // Validated origins hold no quote, backslash or angle bracket.
+        Target::Origin(origin) => {
+            out.put_u8(b'"');
+            out.put_slice(origin.as_bytes());
+            out.put_u8(b'"');
+        }
+    }
+    out.put_slice(b";function m(x){parent.postMessage(x,t)}</script>\n");
+    out.put_slice(&control_script(ready, wire::READY));
+    out.freeze()
+}
+
+/// The last chunk: `push.end` with the resume cursor, and the document's end.
+fn ending(resume: Cursor) -> Bytes {
+    let mut out = BytesMut::from(&control_script(resume, END)[..]);
+    // The item's newline goes: the spec writes the end on the same line.
+    out.truncate(out.len().saturating_sub(1));
+    out.put_slice(b"</body></html>");
+    out.freeze()
+}
+
+const HEARTBEAT: &[u8] = b"<!---->\n";
+
+struct Frame {
+    subscription: Subscription,
+    batch: Vec<Delivery>,
+    heartbeat: Duration,
+    max_bytes: usize,
+    deadline: Instant,
+    written: usize,
+    ended: bool,
+}
+
+impl Frame {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            let now = Instant::now();
+            if self.written >= self.max_bytes || now >= self.deadline {
+                self.ended = true;
+                tracing::trace!(written = self.written, "ending a forever frame");
+                return Some(ending(self.subscription.resume_point()));
+            }
+            self.batch.clear();
+            let idle = self.heartbeat.min(self.deadline - now);
+            let wait = self.subscription.next_batch(&mut self.batch, MAX_BATCH);
+            let chunk = match tokio::time::timeout(idle, wait).await {
+                Ok(_) => encode_batch(&self.batch),
+                // Time is up: the next turn ends the frame.
+                Err(_) if Instant::now() >= self.deadline => continue,
+                Err(_) => Bytes::from_static(HEARTBEAT),
+            };
+            self.written = self.written.saturating_add(chunk.len());
+            return Some(chunk);
+        }
+    }
+}
+
+fn encode_batch(batch: &[Delivery]) -> Bytes {
+    if let [Delivery::Event(event)] = batch {
+        return event_script(event);
+    }
+    let mut out = BytesMut::new();
+    for delivery in batch {
+        out.put_slice(&delivery_script(delivery));
+    }
+    out.freeze()
+}
+
+fn stream_body(subscription: Subscription, target: &Target, config: &IframeConfig) -> Body {
+    let prelude = prelude(target, config.padding, subscription.resume_point());
+    let frame = Frame {
+        subscription,
+        batch: Vec::new(),
+        heartbeat: config.heartbeat,
+        max_bytes: config.max_bytes,
+        deadline: Instant::now() + config.max_duration,
+        written: prelude.len(),
+        ended: false,
+    };
+    let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(prelude)));
+    let rest = futures_util::stream::unfold(frame, |mut frame| async move {
+        let chunk = frame.next_chunk().await?;
+        Some((Ok::<_, Infallible>(chunk), frame))
+    });
+    Body::from_stream(futures_util::StreamExt::chain(first, rest))
+}
+
+/// `GET {base}/{topic}/iframe`.
+pub(crate) async fn handler<C: Channel>(
+    State(state): State<Arc<ChannelState<C>>>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match open(&state, &topic, query.as_deref(), &headers).await {
+        Ok(response) => response,
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn open<C: Channel>(
+    state: &ChannelState<C>,
+    topic: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, IframeRejection> {
+    let config = &state.iframe;
+    let request = params::parse(&state.hub, topic, query, headers)?;
+    let target = config.target(params::single(query, "origin")?.as_deref())?;
+    let subscription = state
+        .hub
+        .subscribe_topic(&request.topic, request.start, request.filter)
+        .await
+        .map_err(SubscribeRejection::from)?;
+    let csp = HeaderValue::from_str(&config.content_security_policy())
+        .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'self'"));
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (
+            header::HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (header::CONTENT_SECURITY_POLICY, csp),
+    ];
+    Ok((headers, stream_body(subscription, &target, config)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_what_could_close_a_script() {
+        let json = "{\"a\":\"</script><!--&amp;\u{2028}\u{2029}\u{2027}é\"}";
+        let mut out = BytesMut::new();
+        put_escaped(&mut out, json.as_bytes());
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(
+            text,
+            "{\"a\":\"\\u003c/script\\u003e\\u003c!--\\u0026amp;\\u2028\\u2029\u{2027}é\"}"
+        );
+        let back: serde_json::Value = serde_json::from_str(text).unwrap();
+        let original: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(back, original);
+    }
+
+    #[test]
+    fn validates_origins() {
+        for good in [
+            "https://app.example",
+            "http://localhost:8080",
+            "http://[::1]:3000",
+            "HTTPS://App.Example",
+            "*",
+        ] {
+            assert!(parse_origin(good).is_ok(), "{good}");
+        }
+        assert_eq!(
+            parse_origin("HTTPS://App.Example").unwrap(),
+            "https://app.example"
+        );
+        for bad in [
+            "app.example",
+            "https://app.example/",
+            "https://app.example/path",
+            "https://user@app.example",
+            "https://app.example:99999",
+            "https://app.example:",
+            "https://",
+            "https://a b",
+            "https://a\"b",
+            "1http://a",
+            "https://a.example?x",
+            "'self'",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prelude_and_ending() {
+        let ready = Cursor::new(4, 2);
+        let text = prelude(&Target::Own, 8, ready);
+        assert_eq!(
+            text,
+            concat!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>push</title></head><body>\n",
+                "<!--        -->\n",
+                "<script>\"use strict\";var t=location.origin;function m(x){parent.postMessage(x,t)}</script>\n",
+                "<script>m({\"cursor\":\"4-2\",\"event\":\"push.ready\",\"data\":{\"cursor\":\"4-2\"}})</script>\n",
+            )
+        );
+        let text = prelude(&Target::Origin("https://a.example".into()), 0, ready);
+        assert!(
+            std::str::from_utf8(&text)
+                .unwrap()
+                .contains("var t=\"https://a.example\";")
+        );
+        assert_eq!(
+            ending(ready),
+            "<script>m({\"cursor\":\"4-2\",\"event\":\"push.end\",\"data\":{\"cursor\":\"4-2\"}})</script></body></html>"
+        );
+    }
+}

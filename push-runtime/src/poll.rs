@@ -1,0 +1,330 @@
+//! Short and long polling: `GET {base}/{topic}/poll` and `GET {base}/{topic}/long-poll`.
+//!
+//! Each request is a fresh subscription from the client's cursor that reads
+//! one batch and ends, so a poller costs nothing between requests. The items
+//! are the WebSocket message objects, shared with the WebSocket transport's
+//! cached frame of each event.
+
+use crate::channel::Channel;
+use crate::cursor::Cursor;
+use crate::history::{Delivery, Start};
+use crate::params::{self, SubscribeRejection};
+use crate::router::ChannelState;
+use crate::ws;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The default batch limit of a poll answer, in items.
+pub const DEFAULT_POLL_BATCH_LIMIT: usize = 100;
+/// The default (and default maximum) time a long poll is held.
+pub const DEFAULT_LONG_POLL_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Settings of the short and long polling transports.
+#[derive(Clone, Debug)]
+pub struct PollConfig {
+    pub(crate) batch_limit: usize,
+    pub(crate) max_timeout: Duration,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        Self {
+            batch_limit: DEFAULT_POLL_BATCH_LIMIT,
+            max_timeout: DEFAULT_LONG_POLL_TIMEOUT,
+        }
+    }
+}
+
+impl PollConfig {
+    /// The most items in one answer (default 100, at least 1); a larger
+    /// `?limit=` is clamped to it.
+    pub fn batch_limit(mut self, items: usize) -> Self {
+        self.batch_limit = items.max(1);
+        self
+    }
+
+    /// How long a long poll is held at most, and by default, when nothing
+    /// arrives (default 25 s); a larger `?timeout=` is clamped to it. Keep it
+    /// below the idle timeout of any proxy in front of the server.
+    pub fn long_poll_timeout(mut self, max: Duration) -> Self {
+        self.max_timeout = max;
+        self
+    }
+}
+
+/// Why a poll was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PollRejection {
+    /// The common subscription parameters are wrong.
+    #[error(transparent)]
+    Subscribe(#[from] SubscribeRejection),
+    /// `limit` or `timeout` is not a whole number in range.
+    #[error("invalid `{name}` `{value}`: expected {expected}")]
+    Number {
+        /// The parameter.
+        name: &'static str,
+        /// The value as given (possibly cut short).
+        value: String,
+        /// What would have been accepted.
+        expected: &'static str,
+    },
+}
+
+impl IntoResponse for PollRejection {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Subscribe(rejection) => rejection.into_response(),
+            number @ Self::Number { .. } => {
+                (StatusCode::BAD_REQUEST, number.to_string()).into_response()
+            }
+        }
+    }
+}
+
+const QUOTE_LIMIT: usize = 32;
+
+fn number(
+    query: Option<&str>,
+    name: &'static str,
+    expected: &'static str,
+    min: u64,
+) -> Result<Option<u64>, PollRejection> {
+    let Some(text) = params::single(query, name)? else {
+        return Ok(None);
+    };
+    match text.parse::<u64>() {
+        Ok(n) if n >= min && text.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(n)),
+        // Only overflow is left once the digits are checked: treat it as huge.
+        Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(Some(u64::MAX))
+        }
+        _ => Err(PollRejection::Number {
+            name,
+            value: text.chars().take(QUOTE_LIMIT).collect(),
+            expected,
+        }),
+    }
+}
+
+/// `If-None-Match: "<cursor>"` (a weak tag is accepted too; `*` is ignored).
+fn if_none_match(headers: &HeaderMap) -> Result<Option<Cursor>, SubscribeRejection> {
+    let Some(value) = headers.get(header::IF_NONE_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("\u{fffd}").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let tag = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag);
+    params::parse_cursor("If-None-Match", tag).map(Some)
+}
+
+/// Which of the two routes is asking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Short,
+    Long,
+}
+
+/// `GET {base}/{topic}/poll`.
+pub(crate) async fn short_handler<C: Channel>(
+    State(state): State<Arc<ChannelState<C>>>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    poll(&state, &topic, query.as_deref(), &headers, Mode::Short)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET {base}/{topic}/long-poll`.
+pub(crate) async fn long_handler<C: Channel>(
+    State(state): State<Arc<ChannelState<C>>>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    poll(&state, &topic, query.as_deref(), &headers, Mode::Long)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+fn item_cursor(delivery: &Delivery) -> Cursor {
+    match delivery {
+        Delivery::Event(event) => event.cursor(),
+        Delivery::Gap(gap) => gap.to,
+    }
+}
+
+async fn poll<C: Channel>(
+    state: &ChannelState<C>,
+    topic: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    mode: Mode,
+) -> Result<Response, PollRejection> {
+    let config = &state.poll;
+    let mut request = params::parse(&state.hub, topic, query, headers)?;
+    let limit = number(query, "limit", "a whole number of items, at least 1", 1)?
+        .map_or(config.batch_limit, |n| {
+            usize::try_from(n).map_or(config.batch_limit, |n| n.min(config.batch_limit))
+        });
+    let wait = match mode {
+        Mode::Short => Duration::ZERO,
+        Mode::Long => number(query, "timeout", "a whole number of seconds", 0)?
+            .map_or(config.max_timeout, |s| {
+                Duration::from_secs(s).min(config.max_timeout)
+            }),
+    };
+    let tag = if_none_match(headers)?;
+    if let (Start::Now, Some(tag)) = (request.start, tag) {
+        request.start = Start::After(tag);
+    }
+    let mut subscription = state
+        .hub
+        .subscribe_topic(&request.topic, request.start, request.filter)
+        .await
+        .map_err(SubscribeRejection::from)?;
+    // One item more than the limit tells whether the answer is cut short.
+    let mut items = Vec::new();
+    if request.start != Start::Now {
+        subscription.fill(&mut items, limit + 1);
+    }
+    let mut waited = false;
+    if items.is_empty() && !wait.is_zero() {
+        tracing::trace!(?wait, "holding a long poll");
+        waited = true;
+        // Cancel-safe: a timeout loses nothing, the position stays exact.
+        let _ = tokio::time::timeout(wait, subscription.next_batch(&mut items, limit + 1)).await;
+    }
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let cursor = match (more, items.last()) {
+        (true, Some(last)) => item_cursor(last),
+        _ => subscription.position(),
+    };
+    let etag = HeaderValue::from_str(&format!("\"{cursor}\"")).ok();
+    if items.is_empty() && !waited && tag == Some(cursor) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        if let Some(etag) = etag {
+            response.headers_mut().insert(header::ETAG, etag);
+        }
+        return Ok(response);
+    }
+    let mut response = (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        answer_body(cursor, more, &items),
+    )
+        .into_response();
+    if let Some(etag) = etag {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
+/// `{"cursor":"<c>","more":<bool>,"events":[<item>,…]}`
+fn answer_body(cursor: Cursor, more: bool, items: &[Delivery]) -> Bytes {
+    let frames: Vec<Bytes> = items.iter().map(ws::delivery_message).collect();
+    let size = frames.iter().map(|f| f.len() + 1).sum::<usize>() + 80;
+    let mut out = BytesMut::with_capacity(size);
+    out.put_slice(b"{\"cursor\":\"");
+    out.put_slice(cursor.to_string().as_bytes());
+    out.put_slice(if more {
+        b"\",\"more\":true,\"events\":["
+    } else {
+        b"\",\"more\":false,\"events\":["
+    });
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(frame);
+    }
+    out.put_slice(b"]}");
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Outgoing, TopicLog};
+
+    #[test]
+    fn answers_are_the_websocket_items_in_an_envelope() {
+        let log = Arc::new(TopicLog::new(3, 2));
+        let mut sub = log.subscribe(Start::After(Cursor::new(3, 0))).unwrap();
+        for n in 1..=3 {
+            log.append(Outgoing {
+                name: "tick",
+                kind_index: 0,
+                data: Bytes::from(format!("{{\"n\":{n}}}")),
+            });
+        }
+        let mut items = Vec::new();
+        sub.fill(&mut items, 10);
+        assert_eq!(
+            answer_body(sub.position(), false, &items),
+            concat!(
+                r#"{"cursor":"3-3","more":false,"events":["#,
+                r#"{"cursor":"3-1","event":"push.gap","data":{"from":"3-0","to":"3-1","missed":1}},"#,
+                r#"{"cursor":"3-2","event":"tick","data":{"n":2}},"#,
+                r#"{"cursor":"3-3","event":"tick","data":{"n":3}}]}"#,
+            )
+        );
+        assert_eq!(
+            answer_body(Cursor::new(3, 3), true, &[]),
+            r#"{"cursor":"3-3","more":true,"events":[]}"#
+        );
+    }
+
+    #[test]
+    fn parses_if_none_match() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(if_none_match(&headers).unwrap(), None);
+        for (value, expected) in [
+            ("\"5-7\"", Some(Cursor::new(5, 7))),
+            ("W/\"5-7\"", Some(Cursor::new(5, 7))),
+            ("*", None),
+        ] {
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static(value));
+            assert_eq!(if_none_match(&headers).unwrap(), expected, "{value}");
+        }
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
+        let error = if_none_match(&headers).unwrap_err().to_string();
+        assert!(error.contains("in `If-None-Match`"), "{error}");
+    }
+
+    #[test]
+    fn parses_numbers() {
+        let q = |s: &'static str| number(Some(s), "limit", "n", 1);
+        assert_eq!(q("limit=7").unwrap(), Some(7));
+        assert_eq!(q("other=7").unwrap(), None);
+        assert_eq!(q("limit=99999999999999999999999").unwrap(), Some(u64::MAX));
+        for bad in [
+            "limit=0",
+            "limit=-1",
+            "limit=+1",
+            "limit=",
+            "limit=1.5",
+            "limit=1&limit=2",
+        ] {
+            assert!(q(bad).is_err(), "{bad}");
+        }
+    }
+}
