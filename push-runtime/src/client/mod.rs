@@ -1,6 +1,7 @@
-//! The typed Rust client: subscribe to a channel's topic over SSE or
-//! WebSocket and receive the channel's own enum, with automatic reconnection
-//! that resumes where it left off.
+//! The typed Rust client: subscribe to a channel's topic over SSE, WebSocket,
+//! short or long polling or a forever frame (or let [`Transport::Auto`] pick
+//! the first that gets through) and receive the channel's own enum, with
+//! automatic reconnection that resumes where it left off.
 //!
 //! ```no_run
 //! # use push_runtime::{Channel, Cursor, EventKind};
@@ -44,16 +45,38 @@
 //! # }
 //! ```
 //!
+//! # Transports
+//!
+//! | [`Transport`] | route | a "connection" is | live after |
+//! |---|---|---|---|
+//! | [`Sse`](Transport::Sse) (default) | `GET …/sse` | one event stream | its `push.ready` |
+//! | [`WebSocket`](Transport::WebSocket) | `GET …/ws`, upgraded | one socket | its `push.ready` |
+//! | [`ShortPoll`](Transport::ShortPoll) | `GET …/poll?after=…` | a run of polls that succeed | the first answer |
+//! | [`LongPoll`](Transport::LongPoll) | `GET …/long-poll?after=…&timeout=…` | a run of polls that succeed | the first answer |
+//! | [`Iframe`](Transport::Iframe) | `GET …/iframe` | one HTML document | its `push.ready` |
+//! | [`Auto`](Transport::Auto) | WebSocket → SSE → long poll → short poll | the first that works | as that transport |
+//!
+//! Whatever the transport, the same items arrive: [`Update::Ready`] once per
+//! connection (with the position it continues from), then events and gaps in
+//! cursor order. Polls carry no `push.ready`: the client yields `Ready` at the
+//! first answer, at the position it asked from (or, without one, at the
+//! position the server answered). A forever frame that the server ends with
+//! `push.end` is reopened at once from the cursor it names, without backoff
+//! and without an [`Update::Reconnecting`]; the new document yields a new
+//! `Ready`. [`Subscription::transport`] tells which transport is in use.
+//!
 //! # Delivery
 //!
 //! A [`Subscription`] yields the topic's events in cursor order. When the
 //! connection drops (refused, reset, server error, idle for too long, SSE body
-//! ended, WebSocket closed with `1001`/`1011`…) the client waits
-//! (exponential backoff with jitter, see [`ClientConfig`]) and reconnects with
-//! `?after=<last position>`, so nothing is lost or repeated; events the server
-//! no longer holds arrive as an [`Update::Gap`]. Permanent errors (a `4xx`
-//! answer, WebSocket close `1002`/`1008`/`1009`…) end the stream after being
-//! yielded as `Err`. See [`ClientError`] for the full classification.
+//! or forever frame ended without `push.end`, WebSocket closed with
+//! `1001`/`1011`, a poll that failed or did not answer in time…) the client
+//! waits (exponential backoff with jitter, see [`ClientConfig`]) and
+//! reconnects with `?after=<last position>`, so nothing is lost or repeated;
+//! events the server no longer holds arrive as an [`Update::Gap`]. Permanent
+//! errors (a `4xx` answer other than `408`/`429`, WebSocket close
+//! `1002`/`1008`/`1009`…) end the stream after being yielded as `Err`. See
+//! [`ClientError`] for the full classification.
 //!
 //! The wire format is `docs/protocol.md` in the repository.
 
