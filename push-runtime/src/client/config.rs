@@ -83,7 +83,8 @@ impl ClientConfig {
     }
 
     /// How long establishing a connection (up to the response headers or the
-    /// WebSocket handshake) may take.
+    /// WebSocket handshake) may take; for short polling, a whole poll (up to
+    /// the end of its answer).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -92,8 +93,11 @@ impl ClientConfig {
     /// How long an established connection may stay silent before the client
     /// considers it dead and reconnects; `None` waits forever.
     ///
-    /// The server sends an SSE heartbeat every 15 s and a WebSocket ping every
-    /// 20 s by default: keep this well above the server's interval.
+    /// The server sends an SSE or forever-frame heartbeat every 15 s and a
+    /// WebSocket ping every 20 s by default: keep this well above the
+    /// server's interval. Polls do not use it: each request has its own
+    /// deadline (see [`connect_timeout`](Self::connect_timeout) and
+    /// [`long_poll_timeout`](Self::long_poll_timeout)).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
         self
