@@ -135,9 +135,10 @@ impl ClientConfig {
     /// `timeout=<whole seconds>` (the server caps it, at 25 s by default).
     /// The client gives each request this plus
     /// [`connect_timeout`](Self::connect_timeout) to complete, so a held
-    /// request is not mistaken for a dead one.
+    /// request is not mistaken for a dead one. Clamped to at least 1 s: a
+    /// `timeout=0` would make every long poll answer at once, in a tight loop.
     pub fn long_poll_timeout(mut self, timeout: Duration) -> Self {
-        self.long_poll_timeout = timeout;
+        self.long_poll_timeout = timeout.max(Duration::from_secs(1));
         self
     }
 
