@@ -2,10 +2,14 @@
 //!
 //! ```text
 //! cargo run --example chat                      # in one terminal
-//! cargo run --example chat_client -- lobby ws   # in another (topic, sse|ws)
+//! cargo run --example chat_client -- lobby ws   # in another: topic, transport
 //! curl -X POST localhost:3000/chat/lobby -H 'content-type: application/json' \
 //!      -d '{"type":"message","from":"ann","text":"hi"}'
 //! ```
+//!
+//! The transport is one of `sse` (the default), `ws`, `poll` (short polling),
+//! `long-poll`, `iframe` (forever frame) or `auto` (WebSocket, falling back to
+//! SSE, long polling, short polling when one does not get through).
 //!
 //! `PUSH_URL` sets the server (default `http://127.0.0.1:3000`); `RUST_LOG=debug`
 //! shows the client's connection log. Stop the server and start it again: the
@@ -33,8 +37,14 @@ async fn main() -> ExitCode {
     let transport = match args.next().as_deref() {
         None | Some("sse") => Transport::Sse,
         Some("ws") => Transport::WebSocket,
+        Some("poll") => Transport::ShortPoll,
+        Some("long-poll") => Transport::LongPoll,
+        Some("iframe") => Transport::Iframe,
+        Some("auto") => Transport::Auto,
         Some(other) => {
-            eprintln!("unknown transport `{other}`: use `sse` or `ws`");
+            eprintln!(
+                "unknown transport `{other}`: use `sse`, `ws`, `poll`, `long-poll`, `iframe` or `auto`"
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -53,7 +63,9 @@ async fn main() -> ExitCode {
     println!("subscribing to `{topic}` at {url} over {transport:?}");
     while let Some(item) = stream.next().await {
         match item {
-            Ok(Update::Ready { cursor }) => println!("[ready] live after {cursor}"),
+            Ok(Update::Ready { cursor }) => {
+                println!("[ready] live after {cursor} over {:?}", stream.transport());
+            }
             Ok(Update::Event { cursor, event }) => match event {
                 ChatEvent::Message { from, text } => println!("[{cursor}] {from}: {text}"),
                 ChatEvent::Joined { name } => println!("[{cursor}] {name} joined"),
@@ -71,6 +83,14 @@ async fn main() -> ExitCode {
                 cause,
             }) => {
                 println!("[reconnecting] {cause}; attempt {attempt} in {delay:?}");
+            }
+            Ok(Update::Fallback {
+                from,
+                to,
+                delay,
+                cause,
+            }) => {
+                println!("[fallback] {from:?} failed ({cause}); trying {to:?} in {delay:?}");
             }
             Ok(_) => {}
             Err(error @ (ClientError::Decode { .. } | ClientError::Malformed { .. })) => {

@@ -1,6 +1,8 @@
-//! The typed client against the real server routes, on both transports:
+//! The typed client against the real server routes, on all five transports:
 //! delivery of every variant shape, order, resume across forced disconnects,
-//! gaps, filters and permanent errors.
+//! gaps, filters and permanent errors; and `Transport::Auto`, which settles on
+//! WebSocket against the full router and falls back to SSE when a proxy
+//! drops the upgrade.
 //!
 //! Every test waits on items (the client's `Ready`, events), never on sleeps,
 //! and runs under a deadline so that a hang fails instead of blocking CI.
@@ -153,6 +155,7 @@ fn config() -> ClientConfig {
         .initial_delay(Duration::from_millis(10))
         .max_delay(Duration::from_millis(200))
         .max_retries(Some(50))
+        .poll_interval(Duration::from_millis(20))
 }
 
 fn client<C: Channel>(base: &str) -> Client<C> {
@@ -192,28 +195,27 @@ async fn next_event<C: Channel + std::fmt::Debug>(stream: &mut Subscription<C>) 
     }
 }
 
-macro_rules! both_transports {
+macro_rules! all_transports {
     ($($scenario:ident),* $(,)?) => {
-        mod sse {
+        all_transports!(@mod sse, Sse; $($scenario),*);
+        all_transports!(@mod websocket, WebSocket; $($scenario),*);
+        all_transports!(@mod short_poll, ShortPoll; $($scenario),*);
+        all_transports!(@mod long_poll, LongPoll; $($scenario),*);
+        all_transports!(@mod iframe, Iframe; $($scenario),*);
+    };
+    (@mod $module:ident, $transport:ident; $($scenario:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    super::within(super::$scenario(super::Transport::Sse)).await;
-                }
-            )*
-        }
-        mod websocket {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::within(super::$scenario(super::Transport::WebSocket)).await;
+                    super::within(super::$scenario(super::Transport::$transport)).await;
                 }
             )*
         }
     };
 }
 
-both_transports!(
+all_transports!(
     delivers_every_shape_in_order,
     resumes_after_forced_disconnects_without_loss_or_duplicates,
     reports_a_gap_when_resuming_from_beyond_the_history,
@@ -302,12 +304,19 @@ async fn resumes_after_forced_disconnects_without_loss_or_duplicates(transport: 
     }
     let published = publisher.await.expect("publisher");
     assert_eq!(received, published);
-    assert!(
-        reconnections >= CUT_AT.len(),
-        "{reconnections} reconnections"
-    );
-    assert_eq!(readies, CUT_AT.len());
     assert!(relay.accepted() > CUT_AT.len());
+    if let Transport::ShortPoll | Transport::LongPoll = transport {
+        // A cut between two polls only closes an idle pooled connection,
+        // which the HTTP client replaces without an error: not every cut is
+        // a reconnection, but every reconnection is followed by a `Ready`.
+        assert!(readies <= reconnections, "{readies} > {reconnections}");
+    } else {
+        assert!(
+            reconnections >= CUT_AT.len(),
+            "{reconnections} reconnections"
+        );
+        assert_eq!(readies, CUT_AT.len());
+    }
 }
 
 /// A hub that keeps only 4 events per topic.
@@ -483,4 +492,150 @@ async fn skips_an_event_it_cannot_decode(transport: Transport) {
     }
     assert_eq!(stream.position(), Some(unknown));
     assert_eq!(next_event(&mut stream).await, (known, OldFeed::Tick));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_settles_on_websocket_and_stays_there_across_reconnections() {
+    within(async {
+        let hub = Hub::<Feed>::new();
+        let relay = Relay::start(serve(&hub).await).await.expect("relay");
+        let mut stream = client::<Feed>(&relay.url())
+            .subscribe("auto")
+            .transport(Transport::Auto)
+            .stream();
+        let ready = wait_ready(&mut stream).await;
+        assert_eq!(stream.transport(), Transport::WebSocket);
+        let first = (publish(&hub, "auto", &event(1)).await, event(1));
+        assert_eq!(next_event(&mut stream).await, first);
+        assert!(first.0 > ready);
+
+        // Publish only once reconnected: the cut takes effect asynchronously,
+        // and an event sent meanwhile could still use the old connection.
+        relay.cut();
+        loop {
+            match stream.next().await {
+                Some(Ok(Update::Reconnecting { .. })) => {}
+                Some(Ok(Update::Ready { cursor })) => {
+                    assert_eq!(cursor, first.0);
+                    break;
+                }
+                other => panic!("expected a reconnection, got {other:?}"),
+            }
+        }
+        let second = (publish(&hub, "auto", &event(2)).await, event(2));
+        assert_eq!(next_event(&mut stream).await, second);
+        assert_eq!(stream.transport(), Transport::WebSocket);
+    })
+    .await;
+}
+
+/// A front that forwards only plain HTTP routes: the WebSocket route is not
+/// found. (A proxy that drops the hop-by-hop `Connection`/`Upgrade` headers
+/// instead gets a `400` from the server, which `Auto` must take for a bad
+/// request: see the protocol's error table.)
+async fn without_websocket_route(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.uri().path().ends_with("/ws") {
+        let not_found = (axum::http::StatusCode::NOT_FOUND, "no such route\n");
+        return axum::response::IntoResponse::into_response(not_found);
+    }
+    next.run(request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_falls_back_to_sse_when_the_websocket_route_is_missing() {
+    within(async {
+        let hub = Hub::<Feed>::new();
+        let app: axum::Router = ChannelRouter::new(hub.clone())
+            .into_router()
+            .layer(axum::middleware::from_fn(without_websocket_route));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the server");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut stream = client::<Feed>(&base)
+            .subscribe("behind-proxy")
+            .transport(Transport::Auto)
+            .stream();
+        match stream.next().await {
+            Some(Ok(Update::Fallback {
+                from, to, cause, ..
+            })) => {
+                assert_eq!((from, to), (Transport::WebSocket, Transport::Sse));
+                assert!(
+                    matches!(cause, ClientError::Rejected { status: 404, .. }),
+                    "{cause}"
+                );
+            }
+            other => panic!("expected a fallback, got {other:?}"),
+        }
+        wait_ready(&mut stream).await;
+        assert_eq!(stream.transport(), Transport::Sse);
+        let sent = (publish(&hub, "behind-proxy", &event(3)).await, event(3));
+        assert_eq!(next_event(&mut stream).await, sent);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_ends_on_a_bad_topic_without_falling_back() {
+    within(async {
+        let hub = Hub::<Feed>::new();
+        let base = format!("http://{}", serve(&hub).await);
+        let stream = client::<Feed>(&base)
+            .subscribe("no spaces allowed")
+            .transport(Transport::Auto)
+            .stream();
+        assert!(matches!(
+            permanent_error(stream).await,
+            ClientError::Rejected { status: 400, .. }
+        ));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iframe_resumes_at_once_each_time_the_server_ends_the_document() {
+    within(async {
+        let hub = Hub::<Feed>::new();
+        // A document ends with `push.end` once it holds 2 KiB.
+        let app: axum::Router = ChannelRouter::new(hub.clone())
+            .iframe(push_runtime::IframeConfig::default().max_bytes(2048))
+            .into_router();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the server");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut stream = client::<Feed>(&base)
+            .subscribe("long")
+            .transport(Transport::Iframe)
+            .stream();
+        wait_ready(&mut stream).await;
+        // One event at a time, so that each goes in its own chunk.
+        let mut published = Vec::new();
+        let mut received = Vec::new();
+        let mut readies = 0;
+        for n in 0..60 {
+            published.push((publish(&hub, "long", &event(n)).await, event(n)));
+            while received.len() < published.len() {
+                match stream.next().await {
+                    Some(Ok(Update::Event { cursor, event })) => received.push((cursor, event)),
+                    Some(Ok(Update::Ready { cursor })) => {
+                        assert_eq!(Some(cursor), received.last().map(|(cursor, _)| *cursor));
+                        readies += 1;
+                    }
+                    other => panic!("push.end is no failure, got {other:?}"),
+                }
+            }
+        }
+        assert_eq!(received, published);
+        assert!(readies >= 2, "{readies} new documents");
+    })
+    .await;
 }

@@ -14,6 +14,9 @@ use std::time::Duration;
 /// | [`connect_timeout`](Self::connect_timeout) | 10 s |
 /// | [`idle_timeout`](Self::idle_timeout) | 60 s |
 /// | [`max_item_size`](Self::max_item_size) | 1 MiB |
+/// | [`poll_interval`](Self::poll_interval) | 1 s |
+/// | [`long_poll_timeout`](Self::long_poll_timeout) | 25 s |
+/// | [`fallback_after`](Self::fallback_after) | 3 |
 ///
 /// Reconnection delays grow exponentially (factor 2) from `initial_delay` up
 /// to `max_delay`; with jitter each delay is lengthened by a random 0–100 %,
@@ -30,6 +33,9 @@ pub struct ClientConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_item_size: usize,
+    pub(crate) poll_interval: Duration,
+    pub(crate) long_poll_timeout: Duration,
+    pub(crate) fallback_after: u32,
 }
 
 impl Default for ClientConfig {
@@ -42,6 +48,9 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(60)),
             max_item_size: 1024 * 1024,
+            poll_interval: Duration::from_secs(1),
+            long_poll_timeout: Duration::from_secs(25),
+            fallback_after: 3,
         }
     }
 }
@@ -74,7 +83,8 @@ impl ClientConfig {
     }
 
     /// How long establishing a connection (up to the response headers or the
-    /// WebSocket handshake) may take.
+    /// WebSocket handshake) may take; for short polling, a whole poll (up to
+    /// the end of its answer).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -83,17 +93,70 @@ impl ClientConfig {
     /// How long an established connection may stay silent before the client
     /// considers it dead and reconnects; `None` waits forever.
     ///
-    /// The server sends an SSE heartbeat every 15 s and a WebSocket ping every
-    /// 20 s by default: keep this well above the server's interval.
+    /// The server sends an SSE or forever-frame heartbeat every 15 s and a
+    /// WebSocket ping every 20 s by default: keep this well above the
+    /// server's interval. Polls do not use it: each request has its own
+    /// deadline (see [`connect_timeout`](Self::connect_timeout) and
+    /// [`long_poll_timeout`](Self::long_poll_timeout)).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
         self
     }
 
     /// The largest item the client accepts, in bytes: one SSE line or event
-    /// block, one WebSocket message (clamped to at least 1 KiB).
+    /// block, one WebSocket message, one forever-frame item (clamped to at
+    /// least 1 KiB). A whole short- or long-poll answer may be
+    /// [`POLL_ANSWER_ITEMS`](Self::POLL_ANSWER_ITEMS) times this.
     pub fn max_item_size(mut self, bytes: usize) -> Self {
         self.max_item_size = bytes.max(1024);
         self
+    }
+
+    /// How many items' worth of bytes ([`max_item_size`](Self::max_item_size)
+    /// each) a poll answer may hold before the client refuses it.
+    pub const POLL_ANSWER_ITEMS: usize = 16;
+
+    /// The largest poll answer body accepted, in bytes.
+    pub(crate) fn max_answer_size(&self) -> usize {
+        self.max_item_size.saturating_mul(Self::POLL_ANSWER_ITEMS)
+    }
+
+    /// [`Transport::ShortPoll`](super::Transport::ShortPoll): how long to
+    /// wait after an answer that was not cut short (`"more":false`, or a
+    /// `304`) before polling again. An answer with `"more":true` is followed
+    /// by the next poll at once.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// [`Transport::LongPoll`](super::Transport::LongPoll): how long the
+    /// server may hold a request when nothing is new, sent as
+    /// `timeout=<whole seconds>` (the server caps it, at 25 s by default).
+    /// The client gives each request this plus
+    /// [`connect_timeout`](Self::connect_timeout) to complete, so a held
+    /// request is not mistaken for a dead one. Clamped to at least 1 s: a
+    /// `timeout=0` would make every long poll answer at once, in a tight loop.
+    pub fn long_poll_timeout(mut self, timeout: Duration) -> Self {
+        self.long_poll_timeout = timeout.max(Duration::from_secs(1));
+        self
+    }
+
+    /// [`Transport::Auto`](super::Transport::Auto): how many attempts in a row
+    /// may fail with a transient error on one transport, before it ever
+    /// worked, until the subscription tries the next transport (clamped to
+    /// at least 1). See [`Transport::Auto`](super::Transport::Auto).
+    pub fn fallback_after(mut self, attempts: u32) -> Self {
+        self.fallback_after = attempts.max(1);
+        self
+    }
+
+    /// How long one poll request may take, up to the end of its body.
+    pub(crate) fn poll_request_timeout(&self, long_poll: bool) -> Duration {
+        if long_poll {
+            self.long_poll_timeout.saturating_add(self.connect_timeout)
+        } else {
+            self.connect_timeout
+        }
     }
 }

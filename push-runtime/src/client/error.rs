@@ -37,7 +37,11 @@ pub enum ClientError {
         reason: &'static str,
     },
     /// The server refused the subscription with a client error status
-    /// (e.g. `400` for an invalid topic, cursor or event filter). Permanent.
+    /// (e.g. `400` for an invalid topic, cursor or event filter). Permanent;
+    /// but before it has settled, [`Transport::Auto`](super::Transport::Auto)
+    /// takes a `404`, `405` or `426` (or a WebSocket handshake answered with a
+    /// non-error status) to mean that this transport's route is not there, and
+    /// tries the next one.
     #[error("subscription rejected ({status}): {message}")]
     Rejected {
         /// The HTTP status code.
@@ -54,8 +58,10 @@ pub enum ClientError {
         /// The server's message, if any.
         message: String,
     },
-    /// The server answered `200` but not with an event stream (wrong URL, a
-    /// proxy's page…). Permanent.
+    /// The server answered `200` but not with what the transport expects (an
+    /// event stream, an HTML forever frame, a poll answer of the right shape):
+    /// wrong URL, a proxy's page… Permanent (but [`Transport::Auto`](super::Transport::Auto)
+    /// tries the next transport before it has settled).
     #[error("unexpected response: {reason}")]
     UnexpectedResponse {
         /// What was unexpected.
@@ -107,9 +113,11 @@ pub enum ClientError {
         reason: String,
     },
     /// An item larger than the configured
-    /// [`max_item_size`](super::ClientConfig::max_item_size). On SSE the item
-    /// is skipped and the stream continues; on WebSocket the connection cannot
-    /// be read further and the error is permanent.
+    /// [`max_item_size`](super::ClientConfig::max_item_size). On SSE and the
+    /// forever frame the item is skipped and the stream continues; on
+    /// WebSocket the connection cannot be read further, and a poll answer
+    /// larger than [`POLL_ANSWER_ITEMS`](super::ClientConfig::POLL_ANSWER_ITEMS)
+    /// items' worth would be sent again as is: both are permanent.
     #[error("item larger than the limit of {limit} bytes")]
     TooLarge {
         /// The limit, in bytes.

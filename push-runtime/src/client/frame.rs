@@ -1,12 +1,13 @@
-//! What both transports deliver, and what it means for the channel type.
+//! What every transport delivers, and what it means for the channel type.
 
 use super::error::{ClientError, quote};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::Gap;
 
-/// One item off the wire, before interpretation: an SSE block or a WebSocket
-/// envelope.
+/// One item off the wire, before interpretation: an SSE block, or a
+/// WebSocket message object (as sent over WebSocket, in a poll answer, or in
+/// a forever frame's `<script>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Frame {
     /// The cursor as sent (SSE `id`, WebSocket `cursor`).
@@ -24,6 +25,9 @@ pub(crate) enum Read {
     Frame(Frame),
     /// An item that had to be skipped; the connection goes on.
     Skipped(ClientError),
+    /// A polling transport's first answer: the subscription is live after
+    /// this cursor (polls carry no `push.ready`, so the client makes its own).
+    Ready(Cursor),
 }
 
 /// What a frame means.
@@ -35,6 +39,9 @@ pub(crate) enum Meaning<C> {
     Gap(Gap),
     /// One of the channel's events.
     Event { cursor: Cursor, event: C },
+    /// `push.end`: the server ends this response; resume from the cursor at
+    /// once (forever frame).
+    End(Cursor),
     /// A control event this client does not know.
     Ignored,
     /// A frame that is not what the protocol promises.
@@ -55,6 +62,10 @@ pub(crate) fn interpret<C: Channel>(frame: &Frame) -> Meaning<C> {
         "push.ready" => match serde_json::from_str::<ReadyPayload>(&frame.data) {
             Ok(ready) => Meaning::Ready(ready.cursor),
             Err(error) => malformed(format!("push.ready payload: {error}")),
+        },
+        "push.end" => match serde_json::from_str::<ReadyPayload>(&frame.data) {
+            Ok(end) => Meaning::End(end.cursor),
+            Err(error) => malformed(format!("push.end payload: {error}")),
         },
         "push.gap" => match serde_json::from_str::<Gap>(&frame.data) {
             Ok(gap) => Meaning::Gap(gap),

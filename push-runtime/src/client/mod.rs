@@ -1,6 +1,7 @@
-//! The typed Rust client: subscribe to a channel's topic over SSE or
-//! WebSocket and receive the channel's own enum, with automatic reconnection
-//! that resumes where it left off.
+//! The typed Rust client: subscribe to a channel's topic over SSE, WebSocket,
+//! short or long polling or a forever frame (or let [`Transport::Auto`] pick
+//! the first that gets through) and receive the channel's own enum, with
+//! automatic reconnection that resumes where it left off.
 //!
 //! ```no_run
 //! # use push_runtime::{Channel, Cursor, EventKind};
@@ -44,22 +45,47 @@
 //! # }
 //! ```
 //!
+//! # Transports
+//!
+//! | [`Transport`] | route | a "connection" is | live after |
+//! |---|---|---|---|
+//! | [`Sse`](Transport::Sse) (default) | `GET …/sse` | one event stream | its `push.ready` |
+//! | [`WebSocket`](Transport::WebSocket) | `GET …/ws`, upgraded | one socket | its `push.ready` |
+//! | [`ShortPoll`](Transport::ShortPoll) | `GET …/poll?after=…` | a run of polls that succeed | the first answer |
+//! | [`LongPoll`](Transport::LongPoll) | `GET …/long-poll?after=…&timeout=…` | a run of polls that succeed | the first answer |
+//! | [`Iframe`](Transport::Iframe) | `GET …/iframe` | one HTML document | its `push.ready` |
+//! | [`Auto`](Transport::Auto) | WebSocket → SSE → long poll → short poll | the first that works | as that transport |
+//!
+//! Whatever the transport, the same items arrive: [`Update::Ready`] once per
+//! connection (with the position it continues from), then events and gaps in
+//! cursor order. Polls carry no `push.ready`: the client yields `Ready` at the
+//! first answer, at the position it asked from (or, without one, at the
+//! position the server answered). A forever frame that the server ends with
+//! `push.end` is reopened at once from the cursor it names, without backoff
+//! and without an [`Update::Reconnecting`]; the new document yields a new
+//! `Ready`. [`Subscription::transport`] tells which transport is in use.
+//!
 //! # Delivery
 //!
 //! A [`Subscription`] yields the topic's events in cursor order. When the
 //! connection drops (refused, reset, server error, idle for too long, SSE body
-//! ended, WebSocket closed with `1001`/`1011`…) the client waits
-//! (exponential backoff with jitter, see [`ClientConfig`]) and reconnects with
-//! `?after=<last position>`, so nothing is lost or repeated; events the server
-//! no longer holds arrive as an [`Update::Gap`]. Permanent errors (a `4xx`
-//! answer, WebSocket close `1002`/`1008`/`1009`…) end the stream after being
-//! yielded as `Err`. See [`ClientError`] for the full classification.
+//! or forever frame ended without `push.end`, WebSocket closed with
+//! `1001`/`1011`, a poll that failed or did not answer in time…) the client
+//! waits (exponential backoff with jitter, see [`ClientConfig`]) and
+//! reconnects with `?after=<last position>`, so nothing is lost or repeated;
+//! events the server no longer holds arrive as an [`Update::Gap`]. Permanent
+//! errors (a `4xx` answer other than `408`/`429`, WebSocket close
+//! `1002`/`1008`/`1009`…) end the stream after being yielded as `Err`. See
+//! [`ClientError`] for the full classification.
 //!
 //! The wire format is `docs/protocol.md` in the repository.
 
 mod config;
 mod error;
 mod frame;
+mod http;
+mod iframe;
+mod poll;
 mod reconnect;
 mod sse;
 mod subscription;
@@ -111,7 +137,10 @@ impl<C> fmt::Debug for Client<C> {
 /// How a subscription is carried.
 ///
 /// The default is [`Transport::Sse`]: plain HTTP, which passes through more
-/// proxies; both carry exactly the same items.
+/// proxies. Every transport carries exactly the same items, resumes the same
+/// way (from [`Subscription::position`]) and classifies errors the same way;
+/// they differ in latency and in what the network between client and server
+/// lets through.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Transport {
@@ -120,13 +149,64 @@ pub enum Transport {
     Sse,
     /// WebSocket: `GET {base}/{topic}/ws` with an upgrade.
     WebSocket,
+    /// Short polling: `GET {base}/{topic}/poll?after=…`, repeated.
+    ///
+    /// Each answer is a batch; the next poll follows at once when the server
+    /// cut the batch short (`"more":true`), otherwise after
+    /// [`ClientConfig::poll_interval`]. The previous answer's `ETag` is sent
+    /// as `If-None-Match`, so an unchanged topic costs a `304` without a body.
+    /// The first successful answer of each connection yields
+    /// [`Update::Ready`].
+    ShortPoll,
+    /// Long polling: `GET {base}/{topic}/long-poll?after=…&timeout=…`,
+    /// repeated at once after each answer.
+    ///
+    /// The server holds a request until something is new or
+    /// [`ClientConfig::long_poll_timeout`] expires. Without a starting
+    /// position, the first request asks with `timeout=0`, to learn the
+    /// topic's position at once. The first successful answer of each
+    /// connection yields [`Update::Ready`].
+    LongPoll,
+    /// Forever frame: `GET {base}/{topic}/iframe`, an HTML document whose
+    /// `<script>` elements each carry one item, read incrementally.
+    ///
+    /// When the server ends the document (`push.end`, after a size or time
+    /// limit), the client reconnects at once from the cursor it names: not an
+    /// error, no backoff, but a new [`Update::Ready`].
+    Iframe,
+    /// Pick the first transport that works, in the order WebSocket → SSE →
+    /// long polling → short polling.
+    ///
+    /// Before a transport has ever delivered [`Update::Ready`]:
+    /// - an answer saying its route is not there (`404`, `405`, `426`, a `2xx`
+    ///   or `3xx` in place of a WebSocket upgrade, or a response of the wrong
+    ///   content type, [`ClientError::UnexpectedResponse`]) rules it out for
+    ///   this subscription, and the next one is tried at once;
+    /// - [`ClientConfig::fallback_after`] transient failures in a row on it
+    ///   (connection refused or reset, timeout, `5xx`, a stream that ends
+    ///   before its first item…) move on to the next one, after the usual
+    ///   reconnection delay. After short polling the order starts over at the
+    ///   first transport not ruled out, so a server that was down at start is
+    ///   still reached over WebSocket when it comes back;
+    /// - any other error is permanent and ends the stream, as on a fixed
+    ///   transport: a `400` (invalid topic, cursor or filter) is about the
+    ///   request, which every transport would refuse alike.
+    ///
+    /// Each move is yielded as [`Update::Fallback`]. Once a transport has
+    /// delivered [`Update::Ready`] the subscription stays on it, reconnections
+    /// included; [`Subscription::transport`] tells which one it is.
+    Auto,
 }
 
 impl Transport {
+    /// The route's last path segment. [`Transport::Auto`] starts as WebSocket.
     fn segment(self) -> &'static str {
         match self {
             Transport::Sse => "sse",
-            Transport::WebSocket => "ws",
+            Transport::WebSocket | Transport::Auto => "ws",
+            Transport::ShortPoll => "poll",
+            Transport::LongPoll => "long-poll",
+            Transport::Iframe => "iframe",
         }
     }
 }
@@ -162,6 +242,20 @@ pub enum Update<C> {
         /// How long the client waits first.
         delay: Duration,
         /// What went wrong.
+        cause: ClientError,
+    },
+    /// [`Transport::Auto`] leaves a transport that never worked for the next
+    /// one (see there for when); the next attempt, on `to`, follows after
+    /// `delay` and resumes from [`Subscription::position`]. Informational.
+    Fallback {
+        /// The transport given up.
+        from: Transport,
+        /// The transport tried next.
+        to: Transport,
+        /// How long the client waits first: zero when `from` was ruled out
+        /// by its answer, the reconnection delay after transient failures.
+        delay: Duration,
+        /// The failure that decided it.
         cause: ClientError,
     },
 }
@@ -238,8 +332,20 @@ impl<C: Channel> Client<C> {
         after: Option<Cursor>,
         events: Option<&str>,
     ) -> Result<Url, ClientError> {
+        self.endpoint_with(topic, transport, after, events, None)
+    }
+
+    /// [`Client::endpoint`] with a long-poll `timeout` in whole seconds.
+    pub(crate) fn endpoint_with(
+        &self,
+        topic: &str,
+        transport: Transport,
+        after: Option<Cursor>,
+        events: Option<&str>,
+        timeout: Option<u64>,
+    ) -> Result<Url, ClientError> {
         let mut url = self.root.clone();
-        if transport == Transport::WebSocket {
+        if matches!(transport, Transport::WebSocket | Transport::Auto) {
             url.set_scheme("ws")
                 .map_err(|()| ClientError::InvalidBaseUrl {
                     url: self.root.to_string(),
@@ -268,6 +374,9 @@ impl<C: Channel> Client<C> {
         }
         if let Some(events) = events {
             query.push(format!("events={events}"));
+        }
+        if let Some(timeout) = timeout {
+            query.push(format!("timeout={timeout}"));
         }
         if !query.is_empty() {
             url.set_query(Some(&query.join("&")));

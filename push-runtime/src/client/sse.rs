@@ -10,8 +10,9 @@
 //! text lossily as the SSE specification says.
 
 use super::config::ClientConfig;
-use super::error::{ClientError, body_message, describe, from_status};
+use super::error::{ClientError, describe};
 use super::frame::{Frame, Read};
+use super::http;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::header;
@@ -269,9 +270,6 @@ impl std::fmt::Debug for SseConnection {
     }
 }
 
-/// The most of an error response's body read for its message.
-const ERROR_BODY_LIMIT: usize = 4096;
-
 impl SseConnection {
     /// Sends the request and checks the response head.
     pub(crate) async fn open(
@@ -282,46 +280,9 @@ impl SseConnection {
         let request = http
             .get(url)
             .header(header::ACCEPT, "text/event-stream")
-            .header(header::CACHE_CONTROL, "no-store")
-            .send();
-        let mut response = match tokio::time::timeout(config.connect_timeout, request).await {
-            Err(_) => {
-                return Err(ClientError::Connect {
-                    reason: format!("no response within {:?}", config.connect_timeout),
-                });
-            }
-            Ok(Err(error)) => {
-                return Err(ClientError::Connect {
-                    reason: describe(&error),
-                });
-            }
-            Ok(Ok(response)) => response,
-        };
-        let status = response.status();
-        if !status.is_success() {
-            let body = read_bounded(&mut response, config.connect_timeout).await;
-            let message = match body_message(&body) {
-                message if message.is_empty() => status.to_string(),
-                message => message,
-            };
-            return Err(from_status(status.as_u16(), message));
-        }
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("");
-        if !content_type
-            .get(..17)
-            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("text/event-stream"))
-        {
-            return Err(ClientError::UnexpectedResponse {
-                reason: format!(
-                    "status {status} with content type `{}`, expected `text/event-stream`",
-                    super::error::quote(content_type, 64)
-                ),
-            });
-        }
+            .header(header::CACHE_CONTROL, "no-store");
+        let response = http::send(request, config.connect_timeout).await?;
+        http::expect_content_type(&response, "text/event-stream")?;
         Ok(Self {
             body: Box::pin(response.bytes_stream()),
             parser: SseParser::new(config.max_item_size),
@@ -374,23 +335,6 @@ impl SseConnection {
             }
         }
     }
-}
-
-/// At most [`ERROR_BODY_LIMIT`] bytes of an error response's body.
-async fn read_bounded(response: &mut reqwest::Response, timeout: Duration) -> Vec<u8> {
-    let mut body = Vec::new();
-    let read = async {
-        while body.len() < ERROR_BODY_LIMIT {
-            match response.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
-            }
-        }
-    };
-    // The body is only for the message: a slow or broken one leaves it short.
-    let _ = tokio::time::timeout(timeout, read).await;
-    body.truncate(ERROR_BODY_LIMIT);
-    body
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 use super::error::ClientError;
 use super::frame::{Meaning, Read, interpret};
+use super::iframe::IframeConnection;
+use super::poll::PollConnection;
 use super::reconnect::Reconnect;
 use super::sse::SseConnection;
 use super::ws::WsConnection;
@@ -34,21 +36,26 @@ type Item<C> = Result<Update<C>, ClientError>;
 pub struct Subscription<C> {
     inner: Pin<Box<dyn Stream<Item = Item<C>> + Send>>,
     position: Option<Cursor>,
+    transport: Transport,
 }
 
 impl<C> fmt::Debug for Subscription<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("position", &self.position)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
 
 impl<C: Channel> Subscription<C> {
     pub(crate) fn start(target: Target<C>, after: Option<Cursor>) -> Self {
+        let fallback = Fallback::new(target.transport, target.client.config.fallback_after);
+        let transport = fallback.current();
         let driver = Driver {
             reconnect: Reconnect::new(&target.client.config),
             target,
+            fallback,
             position: after,
             connection: None,
             delay: None,
@@ -61,6 +68,7 @@ impl<C: Channel> Subscription<C> {
         Self {
             inner: Box::pin(inner),
             position: after,
+            transport,
         }
     }
 }
@@ -73,6 +81,14 @@ impl<C> Subscription<C> {
     pub fn position(&self) -> Option<Cursor> {
         self.position
     }
+
+    /// The transport in use: the one chosen, or with [`Transport::Auto`] the
+    /// one being tried (never `Auto` itself). With `Auto` it changes at each
+    /// [`Update::Fallback`] yielded, and no more once an
+    /// [`Update::Ready`] has been.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
 }
 
 impl<C> Stream for Subscription<C> {
@@ -84,6 +100,9 @@ impl<C> Stream for Subscription<C> {
             // The driver moved its own position the same way before yielding.
             if let Some(cursor) = position_of(item) {
                 self.position = Some(cursor);
+            }
+            if let Ok(Update::Fallback { to, .. }) = item {
+                self.transport = *to;
             }
         }
         polled
@@ -103,6 +122,8 @@ fn position_of<C>(item: &Item<C>) -> Option<Cursor> {
 enum Connection {
     Sse(SseConnection),
     Ws(WsConnection),
+    Poll(PollConnection),
+    Iframe(IframeConnection),
 }
 
 impl Connection {
@@ -110,13 +131,129 @@ impl Connection {
         match self {
             Connection::Sse(connection) => connection.next().await,
             Connection::Ws(connection) => connection.next().await,
+            Connection::Poll(connection) => connection.next().await,
+            Connection::Iframe(connection) => connection.next().await,
         }
+    }
+}
+
+/// The order [`Transport::Auto`] tries transports in.
+const AUTO_ORDER: [Transport; 4] = [
+    Transport::WebSocket,
+    Transport::Sse,
+    Transport::LongPoll,
+    Transport::ShortPoll,
+];
+
+/// Which transport a subscription uses, and for [`Transport::Auto`] when to
+/// move on to the next (documented on [`Transport::Auto`]).
+#[derive(Debug)]
+struct Fallback {
+    /// The transports still in play: one for a fixed transport, the
+    /// [`AUTO_ORDER`] less those ruled out for `Auto`.
+    candidates: Vec<Transport>,
+    /// The index of the current one in `candidates`.
+    index: usize,
+    /// A transport delivered `Ready`: no more moves.
+    settled: bool,
+    /// Transient failures in a row on the current transport.
+    failures: u32,
+    /// How many of them move on.
+    limit: u32,
+}
+
+/// How a failure before `Ready` moves an `Auto` subscription.
+enum Move {
+    /// Stay on the current transport.
+    Stay,
+    /// Rule the current transport out and try the next at once.
+    RuleOut,
+    /// Try the next transport after the reconnection delay.
+    Next,
+}
+
+impl Fallback {
+    fn new(transport: Transport, limit: u32) -> Self {
+        let candidates = match transport {
+            Transport::Auto => AUTO_ORDER.to_vec(),
+            fixed => vec![fixed],
+        };
+        Self {
+            settled: candidates.len() == 1,
+            candidates,
+            index: 0,
+            failures: 0,
+            limit: limit.max(1),
+        }
+    }
+
+    fn current(&self) -> Transport {
+        self.candidates
+            .get(self.index)
+            .copied()
+            .unwrap_or(Transport::Sse)
+    }
+
+    fn settle(&mut self) {
+        self.settled = true;
+    }
+
+    /// How `error` moves the subscription. Only transport-specific answers
+    /// rule a transport out; other permanent errors are the request's.
+    fn judge(&mut self, error: &ClientError) -> Move {
+        if self.settled {
+            return Move::Stay;
+        }
+        if route_unavailable(error) {
+            return if self.candidates.len() > 1 {
+                Move::RuleOut
+            } else {
+                Move::Stay
+            };
+        }
+        if !error.is_retryable() {
+            return Move::Stay;
+        }
+        self.failures += 1;
+        if self.failures >= self.limit && self.candidates.len() > 1 {
+            Move::Next
+        } else {
+            Move::Stay
+        }
+    }
+
+    /// Applies a move; the transport left and the one tried next.
+    fn apply(&mut self, step: Move) -> Option<(Transport, Transport)> {
+        let from = self.current();
+        match step {
+            Move::Stay => return None,
+            Move::RuleOut => {
+                self.candidates.remove(self.index);
+                if self.index >= self.candidates.len() {
+                    self.index = 0;
+                }
+            }
+            Move::Next => self.index = (self.index + 1) % self.candidates.len(),
+        }
+        self.failures = 0;
+        Some((from, self.current()))
+    }
+}
+
+/// An answer saying that this transport's route is not there (or not usable
+/// through what stands between), rather than that the request is wrong.
+fn route_unavailable(error: &ClientError) -> bool {
+    match error {
+        ClientError::Rejected { status, .. } => matches!(status, 404 | 405 | 426) || *status < 400,
+        ClientError::UnexpectedResponse { .. } => true,
+        _ => false,
     }
 }
 
 /// The state behind a [`Subscription`].
 struct Driver<C> {
     target: Target<C>,
+    fallback: Fallback,
     reconnect: Reconnect,
     position: Option<Cursor>,
     connection: Option<Connection>,
@@ -137,7 +274,7 @@ impl<C: Channel> Driver<C> {
                     if let Some(delay) = self.delay.take() {
                         tokio::time::sleep(delay).await;
                     }
-                    match connect(&self.target, self.position).await {
+                    match connect(&self.target, self.fallback.current(), self.position).await {
                         Ok(connection) => self.connection.insert(connection),
                         Err(error) => return Some(self.failed(error)),
                     }
@@ -150,14 +287,21 @@ impl<C: Channel> Driver<C> {
                     return Some(self.failed(error));
                 }
             };
-            let frame = match read {
-                Read::Frame(frame) => frame,
+            let meaning = match read {
+                Read::Frame(frame) => interpret::<C>(&frame),
+                Read::Ready(cursor) => Meaning::Ready(cursor),
                 Read::Skipped(error) => return Some(Err(error)),
             };
-            match interpret::<C>(&frame) {
+            match meaning {
                 Meaning::Ready(cursor) => {
-                    tracing::debug!(topic = %self.target.topic, %cursor, "subscription ready");
+                    tracing::debug!(
+                        topic = %self.target.topic,
+                        %cursor,
+                        transport = ?self.fallback.current(),
+                        "subscription ready"
+                    );
                     self.reconnect.reset();
+                    self.fallback.settle();
                     self.position = Some(cursor);
                     return Some(Ok(Update::Ready { cursor }));
                 }
@@ -168,6 +312,12 @@ impl<C: Channel> Driver<C> {
                 Meaning::Event { cursor, event } => {
                     self.position = Some(cursor);
                     return Some(Ok(Update::Event { cursor, event }));
+                }
+                Meaning::End(cursor) => {
+                    // Not a failure: the server asks for a fresh response.
+                    tracing::debug!(%cursor, "the server ended the response; resuming at once");
+                    self.connection = None;
+                    self.position = Some(cursor);
                 }
                 Meaning::Ignored => {}
                 Meaning::Invalid(error) => {
@@ -182,6 +332,35 @@ impl<C: Channel> Driver<C> {
 
     /// A connection attempt failed or a connection ended: what to yield.
     fn failed(&mut self, error: ClientError) -> Item<C> {
+        match self.fallback.judge(&error) {
+            Move::Stay => {}
+            Move::RuleOut => {
+                if let Some((from, to)) = self.fallback.apply(Move::RuleOut) {
+                    tracing::debug!(%error, ?from, ?to, "transport unavailable, falling back");
+                    return Ok(Update::Fallback {
+                        from,
+                        to,
+                        delay: Duration::ZERO,
+                        cause: error,
+                    });
+                }
+            }
+            Move::Next => {
+                let Some((_, delay)) = self.reconnect.next_delay() else {
+                    return self.give_up(error);
+                };
+                if let Some((from, to)) = self.fallback.apply(Move::Next) {
+                    tracing::debug!(%error, ?from, ?to, ?delay, "transport failing, falling back");
+                    self.delay = Some(delay);
+                    return Ok(Update::Fallback {
+                        from,
+                        to,
+                        delay,
+                        cause: error,
+                    });
+                }
+            }
+        }
         if !error.is_retryable() {
             tracing::debug!(%error, "subscription ended");
             self.finished = true;
@@ -197,34 +376,57 @@ impl<C: Channel> Driver<C> {
                     cause: error,
                 })
             }
-            None => {
-                self.finished = true;
-                Err(ClientError::GaveUp {
-                    attempts: self.reconnect.attempts(),
-                    last: Box::new(error),
-                })
-            }
+            None => self.give_up(error),
         }
+    }
+
+    fn give_up(&mut self, error: ClientError) -> Item<C> {
+        self.finished = true;
+        Err(ClientError::GaveUp {
+            attempts: self.reconnect.attempts(),
+            last: Box::new(error),
+        })
     }
 }
 
 /// One connection attempt, resuming after `position`.
 async fn connect<C: Channel>(
     target: &Target<C>,
+    transport: Transport,
     position: Option<Cursor>,
 ) -> Result<Connection, ClientError> {
-    let url = target.client.endpoint(
-        &target.topic,
-        target.transport,
-        position,
-        target.events.as_deref(),
-    )?;
+    let client = &target.client;
+    let config = &client.config;
+    if let Transport::ShortPoll | Transport::LongPoll = transport {
+        let url_for = {
+            let client = client.clone();
+            let topic = target.topic.clone();
+            let events = target.events.clone();
+            move |after, timeout| {
+                client.endpoint_with(&topic, transport, after, events.as_deref(), timeout)
+            }
+        };
+        tracing::debug!(topic = %target.topic, ?transport, ?position, "polling");
+        let long = transport == Transport::LongPoll;
+        let connection = PollConnection::open(
+            client.http.clone(),
+            Box::new(url_for),
+            long,
+            position,
+            config,
+        )
+        .await?;
+        return Ok(Connection::Poll(connection));
+    }
+    let url = client.endpoint(&target.topic, transport, position, target.events.as_deref())?;
     tracing::debug!(%url, "connecting");
-    let config = &target.client.config;
-    Ok(match target.transport {
-        Transport::Sse => {
-            Connection::Sse(SseConnection::open(&target.client.http, url, config).await?)
+    Ok(match transport {
+        Transport::WebSocket | Transport::Auto => {
+            Connection::Ws(WsConnection::open(url, config).await?)
         }
-        Transport::WebSocket => Connection::Ws(WsConnection::open(url, config).await?),
+        Transport::Iframe => {
+            Connection::Iframe(IframeConnection::open(&client.http, url, config).await?)
+        }
+        _ => Connection::Sse(SseConnection::open(&client.http, url, config).await?),
     })
 }

@@ -238,7 +238,13 @@ async fn retries_with_backoff_then_gives_up() {
         .max_delay(Duration::from_millis(4))
         .max_retries(Some(3))
         .jitter(false);
-    for transport in [Transport::Sse, Transport::WebSocket] {
+    for transport in [
+        Transport::Sse,
+        Transport::WebSocket,
+        Transport::ShortPoll,
+        Transport::LongPoll,
+        Transport::Iframe,
+    ] {
         let base = format!("http://127.0.0.1:{}", closed_port());
         let client = match Client::<Chat>::with_config(&base, config.clone()) {
             Ok(client) => client,
@@ -273,17 +279,28 @@ async fn retries_with_backoff_then_gives_up() {
     }
 }
 
+/// A request a scripted server saw.
+#[derive(Debug)]
+struct Seen {
+    /// The request line, e.g. `GET /chat/lobby/sse HTTP/1.1`.
+    line: String,
+    /// The whole head, lowercased (header names and values).
+    head: String,
+    /// When it was read.
+    at: std::time::Instant,
+}
+
 /// A scripted server: answers the n-th connection with `responses[n]` and
-/// reports each request line it saw.
+/// reports each request it saw.
 async fn scripted_http_server(
-    responses: Vec<&'static str>,
-) -> (String, tokio::sync::mpsc::Receiver<String>) {
+    responses: Vec<String>,
+) -> (String, tokio::sync::mpsc::Receiver<Seen>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
-    let (requests, seen) = tokio::sync::mpsc::channel(16);
+    let (requests, seen) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         for response in responses {
             let Ok((mut socket, _)) = listener.accept().await else {
@@ -297,17 +314,69 @@ async fn scripted_http_server(
                     Ok(read) => head.extend_from_slice(&buffer[..read]),
                 }
             }
-            let line = String::from_utf8_lossy(&head)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned();
-            let _ = requests.send(line).await;
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let line = head.lines().next().unwrap_or("").to_owned();
+            let at = std::time::Instant::now();
+            let head = head.to_ascii_lowercase();
+            let _ = requests.send(Seen { line, head, at }).await;
             let _ = socket.write_all(response.as_bytes()).await;
             // Dropping the socket ends the body.
         }
     });
     (base, seen)
+}
+
+/// The request line of the next request seen.
+async fn next_line(requests: &mut tokio::sync::mpsc::Receiver<Seen>) -> Option<String> {
+    requests.recv().await.map(|seen| seen.line)
+}
+
+/// A complete response that closes the connection.
+fn response(status: &str, content_type: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+         connection: close\r\n{headers}\r\n{body}",
+        body.len()
+    )
+}
+
+/// A `200` poll answer with its `ETag`.
+fn poll_answer(cursor: &str, more: bool, items: &[&str]) -> String {
+    let body = format!(
+        r#"{{"cursor":"{cursor}","more":{more},"events":[{}]}}"#,
+        items.join(",")
+    );
+    let etag = format!("etag: \"{cursor}\"\r\n");
+    response("200 OK", "application/json", &etag, &body)
+}
+
+/// A `400` with the server's one-line message.
+fn bad_request(message: &str) -> String {
+    response(
+        "400 Bad Request",
+        "text/plain; charset=utf-8",
+        "",
+        &format!("{message}\n"),
+    )
+}
+
+/// A WebSocket message object, as polls and forever frames carry it.
+fn item(cursor: &str, event: &str, data: &str) -> String {
+    format!(r#"{{"cursor":"{cursor}","event":"{event}","data":{data}}}"#)
+}
+
+fn quick_config() -> ClientConfig {
+    ClientConfig::default()
+        .initial_delay(Duration::from_millis(1))
+        .jitter(false)
+}
+
+/// The next item, which must be `Ok`.
+async fn next_ok(stream: &mut Subscription<Chat>) -> Update<Chat> {
+    match stream.next().await {
+        Some(Ok(update)) => update,
+        other => panic!("expected an update, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -321,7 +390,7 @@ async fn sse_resumes_from_the_last_event_and_stops_on_a_rejection() {
         id: 1-2\nevent: message\ndata: {\"type\":\"message\",\"from\":\"ann\",\"text\":\"hi\"}\n\n";
     let second = "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
         content-length: 20\r\nconnection: close\r\n\r\ncursor `1-2` is bad\n";
-    let (base, mut requests) = scripted_http_server(vec![first, second]).await;
+    let (base, mut requests) = scripted_http_server(vec![first.into(), second.into()]).await;
     let config = ClientConfig::default()
         .initial_delay(Duration::from_millis(1))
         .jitter(false);
@@ -367,11 +436,11 @@ async fn sse_resumes_from_the_last_event_and_stops_on_a_rejection() {
     assert!(stream.next().await.is_none());
     assert_eq!(stream.position(), Some(Cursor::new(1, 2)));
     assert_eq!(
-        requests.recv().await.as_deref(),
+        next_line(&mut requests).await.as_deref(),
         Some("GET /chat/lobby/sse?events=message,cleared HTTP/1.1")
     );
     assert_eq!(
-        requests.recv().await.as_deref(),
+        next_line(&mut requests).await.as_deref(),
         Some("GET /chat/lobby/sse?after=1-2&events=message,cleared HTTP/1.1")
     );
 }
@@ -379,7 +448,7 @@ async fn sse_resumes_from_the_last_event_and_stops_on_a_rejection() {
 #[tokio::test]
 async fn sse_rejects_a_response_that_is_not_an_event_stream() {
     let page = "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 2\r\n\r\nhi";
-    let (base, _requests) = scripted_http_server(vec![page]).await;
+    let (base, _requests) = scripted_http_server(vec![page.into()]).await;
     let mut stream = Client::<Chat>::new(&base)
         .expect("client")
         .subscribe("x")
@@ -485,5 +554,556 @@ async fn websocket_resumes_after_going_away_and_stops_on_policy_violation() {
     assert_eq!(
         seen.recv().await.as_deref(),
         Some("/chat/lobby/ws?after=3-2")
+    );
+}
+
+#[test]
+fn builds_polling_and_iframe_urls() {
+    let plain = client("http://127.0.0.1:3000");
+    let url = |transport, after, timeout| {
+        plain
+            .endpoint_with("lobby", transport, after, Some("message"), timeout)
+            .map(|url| url.to_string())
+            .ok()
+    };
+    assert_eq!(
+        url(Transport::ShortPoll, Some(Cursor::new(5, 7)), None).as_deref(),
+        Some("http://127.0.0.1:3000/chat/lobby/poll?after=5-7&events=message")
+    );
+    assert_eq!(
+        url(Transport::LongPoll, None, Some(25)).as_deref(),
+        Some("http://127.0.0.1:3000/chat/lobby/long-poll?events=message&timeout=25")
+    );
+    assert_eq!(
+        url(Transport::Iframe, None, None).as_deref(),
+        Some("http://127.0.0.1:3000/chat/lobby/iframe?events=message")
+    );
+    assert_eq!(
+        url(Transport::Auto, None, None).as_deref(),
+        Some("ws://127.0.0.1:3000/chat/lobby/ws?events=message")
+    );
+}
+
+#[tokio::test]
+async fn short_poll_revalidates_with_the_etag_and_polls_again_at_once_when_more() {
+    let cleared = r#"{"type":"cleared"}"#;
+    let (base, mut requests) = scripted_http_server(vec![
+        poll_answer("1-0", false, &[]),
+        response(
+            "304 Not Modified",
+            "application/json",
+            "etag: \"1-0\"\r\n",
+            "",
+        ),
+        poll_answer(
+            "1-2",
+            true,
+            &[
+                &item("1-1", "cleared", cleared),
+                &item(
+                    "1-2",
+                    "message",
+                    r#"{"type":"message","from":"ann","text":"<hi>"}"#,
+                ),
+            ],
+        ),
+        poll_answer(
+            "1-7",
+            false,
+            &[
+                &item("1-5", "push.gap", r#"{"from":"1-2","to":"1-5","missed":3}"#),
+                &item("1-6", "cleared", cleared),
+            ],
+        ),
+        bad_request("cursor `1-7` is bad"),
+    ])
+    .await;
+    let interval = Duration::from_millis(600);
+    let config = quick_config().poll_interval(interval);
+    let client = Client::<Chat>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::ShortPoll)
+        .stream();
+    assert_eq!(stream.transport(), Transport::ShortPoll);
+    assert!(
+        matches!(next_ok(&mut stream).await, Update::Ready { cursor } if cursor == Cursor::new(1, 0))
+    );
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Event { cursor, event: Chat::Cleared } if cursor == Cursor::new(1, 1)
+    ));
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Event { event: Chat::Message { text, .. }, .. } if text == "<hi>"
+    ));
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Gap(Gap { to, missed: Some(3), .. }) if to == Cursor::new(1, 5)
+    ));
+    assert!(
+        matches!(next_ok(&mut stream).await, Update::Event { cursor, .. } if cursor == Cursor::new(1, 6))
+    );
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Rejected { status: 400, .. }))
+    ));
+    assert!(stream.next().await.is_none());
+
+    let mut seen = Vec::new();
+    while let Some(request) = requests.recv().await {
+        seen.push(request);
+    }
+    let lines: Vec<_> = seen.iter().map(|seen| seen.line.as_str()).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /chat/lobby/poll HTTP/1.1",
+            "GET /chat/lobby/poll?after=1-0 HTTP/1.1",
+            "GET /chat/lobby/poll?after=1-0 HTTP/1.1",
+            "GET /chat/lobby/poll?after=1-2 HTTP/1.1",
+            "GET /chat/lobby/poll?after=1-7 HTTP/1.1",
+        ]
+    );
+    assert!(!seen[0].head.contains("if-none-match"));
+    for (request, etag) in seen[1..]
+        .iter()
+        .zip(["\"1-0\"", "\"1-0\"", "\"1-2\"", "\"1-7\""])
+    {
+        assert!(
+            request.head.contains(&format!("if-none-match: {etag}\r\n")),
+            "{}",
+            request.head
+        );
+    }
+    // The interval after an answer without `more` and after a 304; none after `more`.
+    let gaps: Vec<_> = seen
+        .windows(2)
+        .map(|pair| pair[1].at - pair[0].at)
+        .collect();
+    assert!(
+        gaps[0] >= interval && gaps[1] >= interval && gaps[3] >= interval,
+        "{gaps:?}"
+    );
+    assert!(gaps[2] < interval, "{gaps:?}");
+}
+
+#[tokio::test]
+async fn long_poll_loops_at_once_over_empty_answers_and_resumes_after_a_failure() {
+    let cleared = r#"{"type":"cleared"}"#;
+    let (base, mut requests) = scripted_http_server(vec![
+        poll_answer("2-3", false, &[]),
+        poll_answer("2-3", false, &[]),
+        poll_answer("2-5", false, &[&item("2-4", "cleared", cleared)]),
+        response("503 Service Unavailable", "text/plain", "", "broker down\n"),
+        poll_answer("2-5", false, &[]),
+        bad_request("enough"),
+    ])
+    .await;
+    // An interval longer than the test: a long poll never waits for it.
+    let config = quick_config()
+        .poll_interval(Duration::from_secs(30))
+        .long_poll_timeout(Duration::from_secs(7));
+    let client = Client::<Chat>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::LongPoll)
+        .after(Cursor::new(2, 3))
+        .stream();
+    assert!(
+        matches!(next_ok(&mut stream).await, Update::Ready { cursor } if cursor == Cursor::new(2, 3))
+    );
+    assert!(
+        matches!(next_ok(&mut stream).await, Update::Event { cursor, .. } if cursor == Cursor::new(2, 4))
+    );
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Reconnecting {
+            attempt: 1,
+            cause: ClientError::Server { status: 503, .. },
+            ..
+        }
+    ));
+    // The failed run of polls had moved on to 2-5 (a filtered-out event):
+    // the new one resumes from the last item seen, which is safe.
+    assert!(
+        matches!(next_ok(&mut stream).await, Update::Ready { cursor } if cursor == Cursor::new(2, 4))
+    );
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Rejected { status: 400, .. }))
+    ));
+    let mut lines = Vec::new();
+    while let Some(request) = requests.recv().await {
+        assert!(!request.head.contains("if-none-match"), "{}", request.head);
+        lines.push(request.line);
+    }
+    assert_eq!(
+        lines,
+        [
+            "GET /chat/lobby/long-poll?after=2-3&timeout=7 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=2-3&timeout=7 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=2-3&timeout=7 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=2-5&timeout=7 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=2-4&timeout=7 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=2-5&timeout=7 HTTP/1.1",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn long_poll_without_a_position_learns_it_at_once() {
+    let (base, mut requests) =
+        scripted_http_server(vec![poll_answer("6-9", false, &[]), bad_request("enough")]).await;
+    let client = Client::<Chat>::with_config(&base, quick_config()).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::LongPoll)
+        .stream();
+    assert!(
+        matches!(next_ok(&mut stream).await, Update::Ready { cursor } if cursor == Cursor::new(6, 9))
+    );
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Rejected { .. }))
+    ));
+    assert_eq!(
+        next_line(&mut requests).await.as_deref(),
+        Some("GET /chat/lobby/long-poll?timeout=0 HTTP/1.1")
+    );
+    assert_eq!(
+        next_line(&mut requests).await.as_deref(),
+        Some("GET /chat/lobby/long-poll?after=6-9&timeout=25 HTTP/1.1")
+    );
+}
+
+#[tokio::test]
+async fn a_poll_answer_over_the_limit_ends_the_stream() {
+    let big = format!(r#""{}""#, "x".repeat(20 * 1024));
+    let (base, _requests) = scripted_http_server(vec![poll_answer(
+        "1-1",
+        false,
+        &[&item("1-1", "cleared", &big)],
+    )])
+    .await;
+    let config = quick_config().max_item_size(1024);
+    let client = Client::<Chat>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::ShortPoll)
+        .after(Cursor::new(1, 0))
+        .stream();
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::TooLarge { limit })) if limit == 16 * 1024
+    ));
+    assert!(stream.next().await.is_none());
+}
+
+/// A forever frame: the prelude, then each item in its script element.
+fn forever_frame(items: &[String], end: Option<&str>) -> String {
+    let mut body = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>push</title></head><body>\n\
+         <!--                                -->\n\
+         <script>\"use strict\";var t=location.origin;function m(x){parent.postMessage(x,t)}</script>\n",
+    );
+    for item in items {
+        body.push_str(&format!("<script>m({item})</script>\n<!---->\n"));
+    }
+    if let Some(cursor) = end {
+        let end = item(cursor, "push.end", &format!(r#"{{"cursor":"{cursor}"}}"#));
+        body.push_str(&format!("<script>m({end})</script></body></html>"));
+    }
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\nconnection: close\r\n\r\n{body}"
+    )
+}
+
+#[tokio::test]
+async fn iframe_reconnects_at_once_after_push_end() {
+    let ready = |cursor: &str| item(cursor, "push.ready", &format!(r#"{{"cursor":"{cursor}"}}"#));
+    let (base, mut requests) = scripted_http_server(vec![
+        forever_frame(
+            &[
+                ready("4-0"),
+                item(
+                    "4-1",
+                    "message",
+                    r#"{"type":"message","from":"\u003cb\u003e","text":"\u0026\u2028"}"#,
+                ),
+            ],
+            Some("4-2"),
+        ),
+        // Ends without push.end: a lost connection.
+        forever_frame(
+            &[
+                ready("4-2"),
+                item("4-3", "cleared", r#"{"type":"cleared"}"#),
+            ],
+            None,
+        ),
+        bad_request("enough"),
+    ])
+    .await;
+    // A long delay: a reconnection after push.end must not wait for it.
+    let config = ClientConfig::default()
+        .initial_delay(Duration::from_secs(1))
+        .jitter(false);
+    let client = Client::<Chat>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::Iframe)
+        .stream();
+    assert!(
+        matches!(next_ok(&mut stream).await, Update::Ready { cursor } if cursor == Cursor::new(4, 0))
+    );
+    match next_ok(&mut stream).await {
+        Update::Event {
+            event: Chat::Message { from, text },
+            ..
+        } => {
+            assert_eq!((from.as_str(), text.as_str()), ("<b>", "&\u{2028}"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let started = std::time::Instant::now();
+    assert!(
+        matches!(next_ok(&mut stream).await, Update::Ready { cursor } if cursor == Cursor::new(4, 2))
+    );
+    assert!(started.elapsed() < Duration::from_millis(800));
+    assert!(
+        matches!(next_ok(&mut stream).await, Update::Event { cursor, .. } if cursor == Cursor::new(4, 3))
+    );
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Reconnecting {
+            attempt: 1,
+            cause: ClientError::Disconnected { .. },
+            ..
+        }
+    ));
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Rejected { status: 400, .. }))
+    ));
+    assert!(stream.next().await.is_none());
+    let lines = [
+        next_line(&mut requests).await,
+        next_line(&mut requests).await,
+        next_line(&mut requests).await,
+    ];
+    assert_eq!(
+        lines.each_ref().map(Option::as_deref),
+        [
+            Some("GET /chat/lobby/iframe HTTP/1.1"),
+            Some("GET /chat/lobby/iframe?after=4-2 HTTP/1.1"),
+            Some("GET /chat/lobby/iframe?after=4-3 HTTP/1.1"),
+        ]
+    );
+}
+
+fn sse_stream(cursor: &str, events: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
+         retry: 2000\n\nid: {cursor}\nevent: push.ready\ndata: {{\"cursor\":\"{cursor}\"}}\n\n{events}"
+    )
+}
+
+#[tokio::test]
+async fn auto_falls_back_from_a_missing_websocket_route_to_sse_and_stays_there() {
+    let (base, mut requests) = scripted_http_server(vec![
+        response("404 Not Found", "text/plain", "", "no route\n"),
+        sse_stream(
+            "5-0",
+            "id: 5-1\nevent: cleared\ndata: {\"type\":\"cleared\"}\n\n",
+        ),
+        // Once SSE has worked, even a 404 is not a reason to move.
+        response("404 Not Found", "text/plain", "", "gone\n"),
+    ])
+    .await;
+    let client = Client::<Chat>::with_config(&base, quick_config()).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::Auto)
+        .stream();
+    assert_eq!(stream.transport(), Transport::WebSocket);
+    match next_ok(&mut stream).await {
+        Update::Fallback {
+            from,
+            to,
+            delay,
+            cause,
+        } => {
+            assert_eq!(
+                (from, to, delay),
+                (Transport::WebSocket, Transport::Sse, Duration::ZERO)
+            );
+            assert!(
+                matches!(cause, ClientError::Rejected { status: 404, .. }),
+                "{cause}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(stream.transport(), Transport::Sse);
+    assert!(matches!(next_ok(&mut stream).await, Update::Ready { .. }));
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Event {
+            event: Chat::Cleared,
+            ..
+        }
+    ));
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Reconnecting { .. }
+    ));
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Rejected { status: 404, .. }))
+    ));
+    assert!(stream.next().await.is_none());
+    assert_eq!(stream.transport(), Transport::Sse);
+    assert_eq!(
+        next_line(&mut requests).await.as_deref(),
+        Some("GET /chat/lobby/ws HTTP/1.1")
+    );
+    assert_eq!(
+        next_line(&mut requests).await.as_deref(),
+        Some("GET /chat/lobby/sse HTTP/1.1")
+    );
+    assert_eq!(
+        next_line(&mut requests).await.as_deref(),
+        Some("GET /chat/lobby/sse?after=5-1 HTTP/1.1")
+    );
+}
+
+#[tokio::test]
+async fn auto_goes_down_the_whole_order_when_routes_are_missing() {
+    let (base, mut requests) = scripted_http_server(vec![
+        response("426 Upgrade Required", "text/plain", "", "upgrade\n"),
+        // A proxy's page in place of the event stream.
+        response("200 OK", "text/html", "", "<html>hello</html>"),
+        response("405 Method Not Allowed", "text/plain", "", ""),
+        poll_answer("8-1", false, &[]),
+        bad_request("enough"),
+    ])
+    .await;
+    let config = quick_config().poll_interval(Duration::from_millis(1));
+    let client = Client::<Chat>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::Auto)
+        .after(Cursor::new(8, 0))
+        .stream();
+    let mut moves = Vec::new();
+    loop {
+        match next_ok(&mut stream).await {
+            Update::Fallback { from, to, .. } => moves.push((from, to)),
+            Update::Ready { cursor } => {
+                assert_eq!(cursor, Cursor::new(8, 0));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        moves,
+        [
+            (Transport::WebSocket, Transport::Sse),
+            (Transport::Sse, Transport::LongPoll),
+            (Transport::LongPoll, Transport::ShortPoll),
+        ]
+    );
+    assert_eq!(stream.transport(), Transport::ShortPoll);
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Rejected { status: 400, .. }))
+    ));
+    let mut lines = Vec::new();
+    while let Some(line) = next_line(&mut requests).await {
+        lines.push(line);
+    }
+    assert_eq!(
+        lines,
+        [
+            "GET /chat/lobby/ws?after=8-0 HTTP/1.1",
+            "GET /chat/lobby/sse?after=8-0 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=8-0&timeout=25 HTTP/1.1",
+            "GET /chat/lobby/poll?after=8-0 HTTP/1.1",
+            "GET /chat/lobby/poll?after=8-1 HTTP/1.1",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn auto_ends_on_a_bad_request_without_falling_back() {
+    let (base, mut requests) =
+        scripted_http_server(vec![bad_request("invalid topic: character ' ' at byte 2")]).await;
+    let client = Client::<Chat>::with_config(&base, quick_config()).expect("client");
+    let mut stream = client
+        .subscribe("no good")
+        .transport(Transport::Auto)
+        .stream();
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Rejected { status: 400, message })) if message.starts_with("invalid topic")
+    ));
+    assert!(stream.next().await.is_none());
+    assert_eq!(stream.transport(), Transport::WebSocket);
+    assert_eq!(
+        next_line(&mut requests).await.as_deref(),
+        Some("GET /chat/no%20good/ws HTTP/1.1")
+    );
+    assert!(requests.recv().await.is_none(), "a single request");
+}
+
+#[tokio::test]
+async fn auto_moves_on_after_transient_failures_and_cycles_until_it_gives_up() {
+    let config = ClientConfig::default()
+        .initial_delay(Duration::from_millis(1))
+        .max_delay(Duration::from_millis(4))
+        .max_retries(Some(9))
+        .fallback_after(2)
+        .jitter(false);
+    let base = format!("http://127.0.0.1:{}", closed_port());
+    let client = Client::<Chat>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::Auto)
+        .stream();
+    let mut seen = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(Update::Reconnecting { attempt, cause, .. }) => {
+                assert!(matches!(cause, ClientError::Connect { .. }), "{cause}");
+                seen.push(format!("retry {attempt} on {:?}", stream.transport()));
+            }
+            Ok(Update::Fallback {
+                from, to, cause, ..
+            }) => {
+                assert!(matches!(cause, ClientError::Connect { .. }), "{cause}");
+                seen.push(format!("{from:?} -> {to:?}"));
+            }
+            Err(ClientError::GaveUp { attempts, .. }) => {
+                seen.push(format!("gave up after {attempts}"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "retry 1 on WebSocket",
+            "WebSocket -> Sse",
+            "retry 3 on Sse",
+            "Sse -> LongPoll",
+            "retry 5 on LongPoll",
+            "LongPoll -> ShortPoll",
+            "retry 7 on ShortPoll",
+            "ShortPoll -> WebSocket",
+            "retry 9 on WebSocket",
+            "gave up after 9",
+        ]
     );
 }

@@ -1,0 +1,308 @@
+//! The polling transports: short polling and long polling. Both read the same
+//! answer, `{"cursor":…,"more":…,"events":[item,…]}`, whose items are
+//! WebSocket message objects; they differ in when they ask again.
+
+use super::config::ClientConfig;
+use super::error::{ClientError, quote};
+use super::frame::Read;
+use super::http;
+use super::ws::parse_envelope;
+use crate::cursor::Cursor;
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderValue};
+use serde_json::value::RawValue;
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+use url::Url;
+
+/// A parsed poll answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// Where to ask from next (past filtered-out events too).
+    pub(crate) cursor: Cursor,
+    /// The server cut the batch short: ask again at once.
+    pub(crate) more: bool,
+    /// The items, in order; one that is not an item is skipped, not fatal.
+    pub(crate) items: Vec<Read>,
+}
+
+/// The body as sent, items left raw so that one bad item spoils only itself.
+#[derive(serde::Deserialize)]
+struct Body<'a> {
+    cursor: Cursor,
+    #[serde(default)]
+    more: bool,
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+/// Parses a `200` answer's body.
+pub(crate) fn parse_answer(body: &[u8]) -> Result<Answer, ClientError> {
+    let invalid = |reason: String| ClientError::UnexpectedResponse {
+        reason: format!("poll answer: {reason}"),
+    };
+    let text = std::str::from_utf8(body).map_err(|error| invalid(error.to_string()))?;
+    let body = serde_json::from_str::<Body<'_>>(text)
+        .map_err(|error| invalid(format!("{error} in `{}`", quote(text, 64))))?;
+    let items = body
+        .events
+        .iter()
+        .map(|item| match parse_envelope(item.get()) {
+            Ok(frame) => Read::Frame(frame),
+            Err(error) => Read::Skipped(error),
+        })
+        .collect();
+    Ok(Answer {
+        cursor: body.cursor,
+        more: body.more,
+        items,
+    })
+}
+
+/// What one request brought.
+#[derive(Debug)]
+enum Fetched {
+    Answer(Answer),
+    /// `304`: nothing new since the `ETag` sent.
+    NotModified,
+}
+
+/// Builds the URL of one request: `after`, then the long-poll `timeout`.
+pub(crate) type UrlFor =
+    Box<dyn Fn(Option<Cursor>, Option<u64>) -> Result<Url, ClientError> + Send + Sync>;
+
+/// A run of polls that succeeded, from the first answer on; a failed poll
+/// ends it (the subscription then reconnects with backoff).
+pub(crate) struct PollConnection {
+    http: reqwest::Client,
+    url_for: UrlFor,
+    /// Long polling rather than short polling.
+    long: bool,
+    /// Where the next request asks from.
+    cursor: Cursor,
+    /// The last answer's `ETag` (short polling only).
+    etag: Option<HeaderValue>,
+    /// Items of the last answer not yet read.
+    queue: VecDeque<Read>,
+    /// Whether the next request is due at once.
+    at_once: bool,
+    interval: Duration,
+    long_timeout: u64,
+    request_timeout: Duration,
+    max_answer: usize,
+}
+
+impl fmt::Debug for PollConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PollConnection")
+            .field("long", &self.long)
+            .field("cursor", &self.cursor)
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PollConnection {
+    /// Makes the first request. Its answer makes the connection live: the
+    /// first [`Read`] is [`Read::Ready`] at `after`, or, without `after`, at
+    /// the answer's cursor.
+    pub(crate) async fn open(
+        http: reqwest::Client,
+        url_for: UrlFor,
+        long: bool,
+        after: Option<Cursor>,
+        config: &ClientConfig,
+    ) -> Result<Self, ClientError> {
+        let mut connection = Self {
+            http,
+            url_for,
+            long,
+            // Set from the first answer before the connection is returned.
+            cursor: after.unwrap_or(Cursor::new(0, 0)),
+            etag: None,
+            queue: VecDeque::new(),
+            at_once: true,
+            interval: config.poll_interval,
+            long_timeout: config.long_poll_timeout.as_secs(),
+            request_timeout: config.poll_request_timeout(long),
+            max_answer: config.max_answer_size(),
+        };
+        // Without a position, learn it at once rather than wait for an event.
+        let timeout = match (long, after) {
+            (false, _) => None,
+            (true, None) => Some(0),
+            (true, Some(_)) => Some(connection.long_timeout),
+        };
+        let answer = match connection.fetch(after, timeout).await? {
+            Fetched::Answer(answer) => answer,
+            Fetched::NotModified => {
+                return Err(ClientError::UnexpectedResponse {
+                    reason: "304 Not Modified to a first poll".to_owned(),
+                });
+            }
+        };
+        match after {
+            Some(after) => {
+                connection.queue.push_back(Read::Ready(after));
+                connection.take(answer);
+            }
+            // "From now": the answer holds no events; if a server sends some
+            // anyway they are delivered, and the position follows them.
+            None => {
+                let cursor = answer.cursor;
+                connection.take(answer);
+                connection.queue.push_back(Read::Ready(cursor));
+            }
+        }
+        Ok(connection)
+    }
+
+    /// The next item, polling as often as needed.
+    pub(crate) async fn next(&mut self) -> Result<Read, ClientError> {
+        loop {
+            if let Some(read) = self.queue.pop_front() {
+                return Ok(read);
+            }
+            if !self.at_once {
+                tokio::time::sleep(self.interval).await;
+            }
+            let timeout = self.long.then_some(self.long_timeout);
+            match self.fetch(Some(self.cursor), timeout).await? {
+                Fetched::Answer(answer) => self.take(answer),
+                // A long poll answers 304 only at once: waiting keeps a
+                // misbehaving server from being polled in a tight loop.
+                Fetched::NotModified => self.at_once = false,
+            }
+        }
+    }
+
+    fn take(&mut self, answer: Answer) {
+        self.cursor = answer.cursor;
+        self.at_once = answer.more || self.long;
+        self.queue.extend(answer.items);
+    }
+
+    /// One request, bounded in time and size.
+    async fn fetch(
+        &mut self,
+        after: Option<Cursor>,
+        timeout: Option<u64>,
+    ) -> Result<Fetched, ClientError> {
+        let url = (self.url_for)(after, timeout)?;
+        tracing::trace!(%url, "polling");
+        let mut request = self
+            .http
+            .get(url)
+            .header(header::ACCEPT, "application/json");
+        if let (false, Some(etag)) = (self.long, &self.etag) {
+            request = request.header(header::IF_NONE_MATCH, etag.clone());
+        }
+        let limit = self.request_timeout;
+        let max = self.max_answer;
+        let exchange = async {
+            let mut response = http::send(request, limit).await?;
+            let etag = response.headers().get(header::ETAG).cloned();
+            if response.status() == StatusCode::NOT_MODIFIED {
+                return Ok((Fetched::NotModified, etag));
+            }
+            http::expect_content_type(&response, "application/json")?;
+            let body = http::read_body(&mut response, max).await?;
+            Ok((Fetched::Answer(parse_answer(&body)?), etag))
+        };
+        let (fetched, etag) = match tokio::time::timeout(limit, exchange).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(ClientError::Disconnected {
+                    reason: format!("the poll did not complete within {limit:?}"),
+                });
+            }
+        };
+        if etag.is_some() {
+            self.etag = etag;
+        }
+        Ok(fetched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::frame::Frame;
+
+    fn frames(answer: &Answer) -> Vec<Result<&Frame, &ClientError>> {
+        answer
+            .items
+            .iter()
+            .map(|read| match read {
+                Read::Frame(frame) => Ok(frame),
+                Read::Skipped(error) => Err(error),
+                Read::Ready(cursor) => panic!("no ready in an answer: {cursor}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parses_an_answer_keeping_items_verbatim() {
+        let answer = parse_answer(
+            br#"{"cursor":"5-3","more":true,"events":[
+                {"cursor":"5-1","event":"push.gap","data":{"from":"4-9","to":"5-1","missed":null}},
+                {"cursor":"5-2","event":"message","data":{"text":"\u003c/script\u003e","n":1.50}}
+            ]}"#,
+        )
+        .expect("answer");
+        assert_eq!(answer.cursor, Cursor::new(5, 3));
+        assert!(answer.more);
+        let frames = frames(&answer);
+        assert_eq!(frames.len(), 2);
+        match frames[1] {
+            Ok(frame) => {
+                assert_eq!(frame.cursor.as_deref(), Some("5-2"));
+                assert_eq!(frame.data, r#"{"text":"\u003c/script\u003e","n":1.50}"#);
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_answer_and_a_missing_more_are_fine() {
+        let answer = parse_answer(br#"{"cursor":"5-3","events":[]}"#).expect("answer");
+        assert_eq!((answer.cursor, answer.more), (Cursor::new(5, 3), false));
+        assert!(answer.items.is_empty());
+    }
+
+    #[test]
+    fn a_bad_item_is_skipped_alone() {
+        let answer = parse_answer(
+            br#"{"cursor":"1-3","more":false,"events":[1,{"cursor":"1-3","event":"x","data":{}},"s"]}"#,
+        )
+        .expect("answer");
+        let frames = frames(&answer);
+        assert!(matches!(frames[0], Err(ClientError::Malformed { .. })));
+        assert!(matches!(frames[1], Ok(frame) if frame.event == "x"));
+        assert!(matches!(frames[2], Err(ClientError::Malformed { .. })));
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_answer_is_unexpected_and_quoted_briefly() {
+        let long = format!("<html>{}</html>", "x".repeat(100_000));
+        for body in [
+            &b""[..],
+            b"null",
+            b"[]",
+            b"{\"more\":false,\"events\":[]}",
+            b"{\"cursor\":\"nope\",\"events\":[]}",
+            b"{\"cursor\":\"1-1\"}",
+            b"{\"cursor\":\"1-1\",\"events\":{}}",
+            b"\xff\xfe",
+            long.as_bytes(),
+        ] {
+            match parse_answer(body) {
+                Err(ClientError::UnexpectedResponse { reason }) => {
+                    assert!(reason.len() < 400, "{reason}");
+                }
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+            }
+        }
+    }
+}
