@@ -342,10 +342,30 @@ async fn bad_requests_get_400_with_a_message_that_says_what_is_wrong() {
             );
         }
     }
-    let (status, body) = refused(&server, Transport::Sse, "/t/known/ws").await;
+    // A plain GET (or one whose upgrade headers a proxy stripped) is told to upgrade.
+    let response = reqwest::get(server.url("/t/known/ws")).await.unwrap();
+    assert_eq!(response.status(), 426);
+    assert_eq!(response.headers()["upgrade"], "websocket");
     assert!(
-        matches!(status, 400 | 426),
-        "plain GET on the ws route: {status} {body}"
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("send a WebSocket upgrade request")
+    );
+    // A malformed handshake is still the request's own fault.
+    let response = reqwest::Client::new()
+        .get(server.url("/t/known/ws"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        400,
+        "a handshake without Sec-WebSocket-Key"
     );
     let (status, _) = refused(&server, Transport::Sse, "/t/known/nope").await;
     assert_eq!(status, 404);

@@ -8,9 +8,10 @@ use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
 use crate::router::ChannelState;
 use crate::{params, wire};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
@@ -99,7 +100,7 @@ pub(crate) async fn handler<C: Channel>(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // Parameters first: a bad request is a plain 400 whether or not it upgrades.
     let request = match params::parse(&state.hub, &topic, query.as_deref(), &headers) {
@@ -108,7 +109,7 @@ pub(crate) async fn handler<C: Channel>(
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => return refuse_upgrade(rejection),
     };
     let subscription = match state
         .hub
@@ -123,6 +124,36 @@ pub(crate) async fn handler<C: Channel>(
         .max_message_size(config.max_incoming)
         .max_frame_size(config.max_incoming)
         .on_upgrade(move |socket| serve(socket, subscription, config))
+}
+
+/// Answers a request that is not a usable WebSocket handshake.
+///
+/// A request that does not ask for an upgrade at all (a plain `GET`, or one
+/// whose `Connection`/`Upgrade` headers a proxy stripped) gets
+/// `426 Upgrade Required` with `Upgrade: websocket`, so a client can tell it
+/// from a refusal of the request itself and fall back to another transport.
+/// A malformed handshake keeps axum's precise `400`/`405`.
+fn refuse_upgrade(rejection: WebSocketUpgradeRejection) -> Response {
+    match rejection {
+        WebSocketUpgradeRejection::InvalidConnectionHeader(_)
+        | WebSocketUpgradeRejection::InvalidUpgradeHeader(_)
+        | WebSocketUpgradeRejection::ConnectionNotUpgradable(_) => (
+            StatusCode::UPGRADE_REQUIRED,
+            [
+                (header::UPGRADE, "websocket"),
+                (header::CONNECTION, "upgrade"),
+            ],
+            "this route speaks WebSocket only: send a WebSocket upgrade request",
+        )
+            .into_response(),
+        WebSocketUpgradeRejection::InvalidWebSocketVersionHeader(_) => (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::SEC_WEBSOCKET_VERSION, "13")],
+            "unsupported WebSocket version: only version 13 is spoken",
+        )
+            .into_response(),
+        other => other.into_response(),
+    }
 }
 
 /// Why a connection ended.
