@@ -653,7 +653,9 @@ mod tests {
         out.clear();
         sub.fill(&mut out, 10);
         assert_eq!(seqs(&out), ["gap 1..0 None", "1"]);
-        assert!(matches!(out[0], Delivery::Gap(Gap { from, to, .. }) if from == Cursor::new(1, 1) && to == Cursor::new(2, 0)));
+        assert!(
+            matches!(out[0], Delivery::Gap(Gap { from, to, .. }) if from == Cursor::new(1, 1) && to == Cursor::new(2, 0))
+        );
         assert_eq!(sub.position(), Cursor::new(2, 1));
         new.append(outgoing(8));
         out.clear();

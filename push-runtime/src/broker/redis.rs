@@ -74,7 +74,6 @@ pub struct RedisConfig {
     backoff_min: Duration,
     backoff_max: Duration,
     command_timeout: Duration,
-    block: Duration,
     epoch_check: Duration,
     mirror_idle: Duration,
 }
@@ -89,7 +88,6 @@ impl RedisConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             command_timeout: Duration::from_secs(2),
-            block: Duration::from_secs(5),
             epoch_check: Duration::from_secs(1),
             mirror_idle: Duration::from_secs(60),
         }
@@ -125,6 +123,7 @@ impl RedisConfig {
 
     /// How often each node checks that Redis still holds the epochs of the
     /// topics it mirrors, to notice a Redis that lost its data (default 1 s).
+    /// Its reader's blocking reads last at most this long.
     pub fn epoch_check_interval(mut self, interval: Duration) -> Self {
         self.epoch_check = interval;
         self
@@ -492,7 +491,7 @@ impl Shared {
     async fn connect_reader(&self) -> Result<MultiplexedConnection, RedisBrokerError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.config.command_timeout))
-            .set_response_timeout(Some(self.config.block + self.config.command_timeout));
+            .set_response_timeout(Some(self.config.epoch_check + self.config.command_timeout));
         let mut conn = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
@@ -525,7 +524,11 @@ impl Shared {
                 cmd.arg("COUNT")
                     .arg(READ_BATCH)
                     .arg("BLOCK")
-                    .arg(u64::try_from(self.config.block.as_millis()).unwrap_or(u64::MAX))
+                    .arg(
+                        u64::try_from(self.config.epoch_check.as_millis())
+                            .unwrap_or(u64::MAX)
+                            .max(1),
+                    )
                     .arg("STREAMS");
                 for (_, stream, _) in &topics {
                     cmd.arg(stream);
@@ -708,7 +711,10 @@ fn intern(name: &str) -> Option<&'static str> {
         return Some(known);
     }
     if names.len() >= MAX_NAMES {
-        tracing::warn!(name, "too many distinct event names in redis: entry ignored");
+        tracing::warn!(
+            name,
+            "too many distinct event names in redis: entry ignored"
+        );
         return None;
     }
     let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
@@ -758,10 +764,7 @@ mod tests {
 
     #[test]
     fn parses_reads_and_skips_foreign_entries() {
-        let foreign = Value::Array(vec![
-            bulk("9-1"),
-            Value::Array(vec![bulk("x"), bulk("y")]),
-        ]);
+        let foreign = Value::Array(vec![bulk("9-1"), Value::Array(vec![bulk("x"), bulk("y")])]);
         let reply = Value::Array(vec![Value::Array(vec![
             bulk("p:{/t/a}:events"),
             Value::Array(vec![entry(1, "7"), foreign, entry(2, "7")]),
