@@ -40,6 +40,12 @@ async fn ping(url: &str) -> Result<(), String> {
     }
 }
 
+/// Says why a test did not run, past the test harness's output capture.
+fn skip(reason: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {reason}");
+}
+
 /// The shared Redis's URL, or `None` (after saying why) when the test must skip.
 async fn shared_redis(test: &str) -> Option<String> {
     let url = redis_url();
@@ -342,7 +348,7 @@ impl OwnRedis {
             if std::env::var_os("CI").is_some() {
                 panic!("{test}: redis-server is not on PATH under CI");
             }
-            eprintln!("SKIPPED {test}: redis-server is not on PATH");
+            skip(&format!("{test}: redis-server is not on PATH"));
             return None;
         }
         let port = StdListener::bind("127.0.0.1:0")
