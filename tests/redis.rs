@@ -2,8 +2,8 @@
 //! lost data as a gap, and Redis outages.
 //!
 //! Needs a Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`); without
-//! one these tests print why and pass, except under CI (`CI` set), where they
-//! fail. The restart test runs its own `redis-server` (from `PATH`).
+//! one these tests print why (`cargo test --test redis -- --nocapture` shows
+//! it) and pass, except under CI (`CI` set), where they fail. The restart test runs its own `redis-server` (from `PATH`).
 
 mod support;
 
@@ -40,10 +40,10 @@ async fn ping(url: &str) -> Result<(), String> {
     }
 }
 
-/// Says why a test did not run, past the test harness's output capture.
+/// Says why a test did not run (the harness shows it with `--nocapture`:
+/// it captures the output of passing tests, even written to the stderr file).
 fn skip(reason: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {reason}");
+    eprintln!("SKIPPED {reason}");
 }
 
 /// The shared Redis's URL, or `None` (after saying why) when the test must skip.
