@@ -3,7 +3,8 @@
 //!
 //! Needs a Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`); without
 //! one these tests print why (`cargo test --test redis -- --nocapture` shows
-//! it) and pass, except under CI (`CI` set), where they fail. The restart test runs its own `redis-server` (from `PATH`).
+//! it) and pass, except under CI (`CI` set), where they fail. The restart
+//! test runs its own `redis-server` (from `PATH`).
 
 mod support;
 
