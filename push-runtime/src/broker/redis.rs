@@ -230,7 +230,10 @@ impl RedisBroker {
     /// Fails if Redis cannot be reached now; once started, the broker
     /// survives outages (see the crate's README).
     pub async fn connect(config: RedisConfig) -> Result<Self, RedisBrokerError> {
-        let client = redis::Client::open(config.url.as_str())?;
+        // Without TCP_NODELAY, pipelined publishes wait on Nagle's algorithm.
+        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.command_timeout))
             .set_response_timeout(Some(config.command_timeout))
