@@ -201,6 +201,8 @@ async fn an_event_published_on_one_node_reaches_every_node() {
         assert_eq!(got, cursors, "{transport:?}");
         assert_eq!(payload(&frames[29]), "n29");
     }
+    // Nodes first: their readers would give the deleted topics a new epoch.
+    drop(nodes);
     delete_keys(&url, &prefix).await;
 }
 
@@ -238,6 +240,8 @@ async fn a_client_resumes_on_another_node_with_exactly_what_it_missed() {
             assert_eq!(payload(&frames[5]), "n8");
         }
     }
+    // Nodes first: their readers would give the deleted topics a new epoch.
+    drop(nodes);
     delete_keys(&url, &prefix).await;
 }
 
@@ -271,6 +275,8 @@ async fn a_cursor_from_a_node_that_is_ahead_is_accepted() {
         let seqs: Vec<u64> = watcher.frames(40).await.iter().map(Frame::seq).collect();
         assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "{transport:?}");
     }
+    // Nodes first: their readers would give the deleted topics a new epoch.
+    drop(nodes);
     delete_keys(&url, &prefix).await;
 }
 
@@ -318,6 +324,8 @@ async fn a_redis_that_lost_the_topic_shows_as_a_gap_not_as_reused_cursors() {
             expect_epoch_gap(&mut conn, &old[1], &new).await;
         }
     }
+    // Nodes first: their readers would give the deleted topics a new epoch.
+    drop(nodes);
     delete_keys(&url, &prefix).await;
 }
 
