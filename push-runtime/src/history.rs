@@ -147,11 +147,28 @@ impl Ring {
     }
 }
 
+/// What [`TopicLog::append_at`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum AppendAt {
+    /// The event was the next one: it is now the newest.
+    Appended,
+    /// The log already holds this position: nothing changed.
+    Duplicate,
+    /// Events are missing before this one: nothing changed (see [`TopicLog::skip_to`]).
+    NotNext,
+}
+
 /// The history of one topic: a bounded ring of events plus a wake-up signal.
+///
+/// A log mirrored from a shared store may be replaced by one of a new epoch
+/// (the store lost its data); its subscriptions then move on to the
+/// successor, after a gap.
 pub struct TopicLog {
     epoch: u64,
     ring: RwLock<Ring>,
     published: Notify,
+    successor: OnceLock<Arc<TopicLog>>,
 }
 
 impl std::fmt::Debug for TopicLog {
@@ -189,6 +206,7 @@ impl TopicLog {
                 capacity,
             }),
             published: Notify::new(),
+            successor: OnceLock::new(),
         }
     }
 
@@ -230,21 +248,73 @@ impl TopicLog {
     pub fn append(&self, event: Outgoing) -> Cursor {
         let cursor = {
             let mut ring = self.write();
-            ring.head += 1;
-            let cursor = Cursor::new(self.epoch, ring.head);
-            if ring.entries.len() == ring.capacity {
-                ring.entries.pop_front();
-            }
-            ring.entries.push_back(Arc::new(EncodedEvent {
-                cursor,
-                name: event.name,
-                kind_index: event.kind_index,
-                data: event.data,
-                frames: Default::default(),
-            }));
-            cursor
+            let seq = ring.head + 1;
+            self.push(&mut ring, seq, event)
         };
         self.published.notify_waiters();
+        cursor
+    }
+
+    /// Appends an event whose sequence number was assigned elsewhere (by a
+    /// shared store), if it is the next one, and wakes every waiting subscriber.
+    pub fn append_at(&self, seq: u64, event: Outgoing) -> AppendAt {
+        let outcome = {
+            let mut ring = self.write();
+            if seq <= ring.head {
+                AppendAt::Duplicate
+            } else if seq > ring.head + 1 {
+                AppendAt::NotNext
+            } else {
+                self.push(&mut ring, seq, event);
+                AppendAt::Appended
+            }
+        };
+        if outcome == AppendAt::Appended {
+            self.published.notify_waiters();
+        }
+        outcome
+    }
+
+    /// Declares every event up to `seq` lost: the ring is emptied and the
+    /// next event expected is `seq + 1`. Subscribers that had not read them
+    /// receive a gap. Does nothing if `seq` is not ahead of the newest event.
+    pub fn skip_to(&self, seq: u64) {
+        {
+            let mut ring = self.write();
+            if seq <= ring.head {
+                return;
+            }
+            ring.entries.clear();
+            ring.head = seq;
+        }
+        self.published.notify_waiters();
+    }
+
+    /// Ends this history: its subscriptions read what is left, then receive a
+    /// gap and continue in `next` (of another epoch). Only the first call counts.
+    pub fn supersede(&self, next: Arc<TopicLog>) {
+        let _ = self.successor.set(next);
+        self.published.notify_waiters();
+    }
+
+    /// The history that replaced this one, if any.
+    pub fn successor(&self) -> Option<&Arc<TopicLog>> {
+        self.successor.get()
+    }
+
+    fn push(&self, ring: &mut Ring, seq: u64, event: Outgoing) -> Cursor {
+        ring.head = seq;
+        let cursor = Cursor::new(self.epoch, seq);
+        if ring.entries.len() == ring.capacity {
+            ring.entries.pop_front();
+        }
+        ring.entries.push_back(Arc::new(EncodedEvent {
+            cursor,
+            name: event.name,
+            kind_index: event.kind_index,
+            data: event.data,
+            frames: Default::default(),
+        }));
         cursor
     }
 
@@ -365,6 +435,21 @@ impl Subscription {
         if let Some(gap) = self.pending_gap.take() {
             out.push(Delivery::Gap(gap));
         }
+        loop {
+            // Looked up before reading the ring: a superseded log gets no more
+            // events, so once this is set the ring below is final.
+            let successor = self.log.successor().cloned();
+            let all_read = self.fill_from_ring(out, before, max);
+            match successor {
+                Some(next) if all_read && out.len() - before < max => self.move_to(next, out),
+                _ => break,
+            }
+        }
+        out.len() - before
+    }
+
+    /// Appends from the current ring; returns whether nothing is left in it.
+    fn fill_from_ring(&mut self, out: &mut Vec<Delivery>, before: usize, max: usize) -> bool {
         let ring = self.log.read();
         let oldest = ring.oldest();
         if self.next_seq < oldest {
@@ -392,15 +477,28 @@ impl Subscription {
                 out.push(Delivery::Event(Arc::clone(event)));
             }
         }
-        out.len() - before
+        self.next_seq > ring.head
+    }
+
+    /// Continues in the history that replaced this one, after a gap of unknown size.
+    fn move_to(&mut self, next: Arc<TopicLog>, out: &mut Vec<Delivery>) {
+        let oldest = next.read().oldest();
+        out.push(Delivery::Gap(Gap {
+            from: self.position(),
+            to: Cursor::new(next.epoch, oldest - 1),
+            missed: None,
+        }));
+        self.log = next;
+        self.next_seq = oldest;
     }
 
     /// Waits until something is available, then appends it to `out` as [`Subscription::fill`] does.
     ///
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next_batch(&mut self, out: &mut Vec<Delivery>, max: usize) -> usize {
-        let log = Arc::clone(&self.log);
         loop {
+            // Fetched anew each time: `fill` may have moved on to a successor log.
+            let log = Arc::clone(&self.log);
             let published = log.published.notified();
             tokio::pin!(published);
             // Register before looking, so a publish in between is not missed.
@@ -506,6 +604,66 @@ mod tests {
         tokio::task::yield_now().await;
         writer.append(outgoing(1));
         assert_eq!(task.await.unwrap(), ["1"]);
+    }
+
+    #[test]
+    fn appends_at_assigned_positions_and_skips_holes() {
+        let log = Arc::new(TopicLog::new(3, 4));
+        let mut sub = log.subscribe(Start::Now).unwrap();
+        assert_eq!(log.append_at(1, outgoing(1)), AppendAt::Appended);
+        assert_eq!(log.append_at(1, outgoing(1)), AppendAt::Duplicate);
+        assert_eq!(log.append_at(2, outgoing(2)), AppendAt::Appended);
+        assert_eq!(log.append_at(5, outgoing(5)), AppendAt::NotNext);
+        let mut out = Vec::new();
+        sub.fill(&mut out, 10);
+        assert_eq!(seqs(&out), ["1", "2"]);
+        assert_eq!(log.append_at(3, outgoing(3)), AppendAt::Appended);
+        log.skip_to(4);
+        assert_eq!(log.append_at(5, outgoing(5)), AppendAt::Appended);
+        out.clear();
+        sub.fill(&mut out, 10);
+        assert_eq!(seqs(&out), ["gap 2..4 Some(2)", "5"]);
+        log.skip_to(1);
+        assert_eq!(log.newest(), Cursor::new(3, 5));
+    }
+
+    #[tokio::test]
+    async fn a_superseded_log_hands_its_readers_over_after_a_gap() {
+        let old = Arc::new(TopicLog::new(1, 8));
+        let mut sub = old.subscribe(Start::Now).unwrap();
+        old.append(outgoing(1));
+        let new = Arc::new(TopicLog::new(2, 8));
+        new.append(outgoing(7));
+        let waiter = {
+            let old = Arc::clone(&old);
+            let new = Arc::clone(&new);
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                let mut idle = old.subscribe(Start::Now).unwrap();
+                idle.next_batch(&mut out, 8).await;
+                drop(new);
+                (seqs(&out), out.len())
+            })
+        };
+        tokio::task::yield_now().await;
+        old.supersede(Arc::clone(&new));
+        let (woken, _) = waiter.await.unwrap();
+        assert_eq!(woken, ["gap 1..0 None", "1"]);
+
+        let mut out = Vec::new();
+        sub.fill(&mut out, 1);
+        assert_eq!(seqs(&out), ["1"]);
+        out.clear();
+        sub.fill(&mut out, 10);
+        assert_eq!(seqs(&out), ["gap 1..0 None", "1"]);
+        assert!(
+            matches!(out[0], Delivery::Gap(Gap { from, to, .. }) if from == Cursor::new(1, 1) && to == Cursor::new(2, 0))
+        );
+        assert_eq!(sub.position(), Cursor::new(2, 1));
+        new.append(outgoing(8));
+        out.clear();
+        sub.fill(&mut out, 10);
+        assert_eq!(seqs(&out), ["2"]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Brokers: where topics' histories live and cursors are assigned.
 //!
 //! The [`Hub`](crate::Hub) talks only to this trait, so a multi-node backend
-//! can replace the in-memory one without touching any transport.
+//! can replace the in-memory one without touching any transport: with the
+//! `redis` feature, `RedisBroker` shares histories and cursors between nodes.
 
 use crate::cursor::Cursor;
 use crate::history::{Outgoing, Start, StartError, Subscription, TopicLog, fresh_epoch};
@@ -10,6 +11,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisBroker, RedisBrokerError, RedisConfig};
 
 /// A boxed future, as returned by [`Broker`] methods.
 pub type BrokerFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

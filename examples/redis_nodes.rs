@@ -1,0 +1,77 @@
+//! Two nodes of one service on two ports, sharing one Redis: publish on
+//! either, subscribe on either, resume on the other with your cursor.
+//!
+//! ```text
+//! cargo run --example redis_nodes      # REDIS_URL, PUSH_ADDRS override the defaults
+//! curl -N localhost:3001/news/world/sse                        # subscribe on node 1
+//! curl -X POST localhost:3002/news/world \
+//!      -H 'content-type: application/json' -d '{"headline":"hi"}'   # publish on node 2
+//! curl -N 'localhost:3002/news/world/sse?after=<cursor seen on node 1>'   # resume on node 2
+//! ```
+//!
+//! In production each node is its own process (same code, one address each)
+//! behind any load balancer; running them in one process here only saves
+//! you a terminal.
+
+use push_runtime::broker::{RedisBroker, RedisConfig};
+use push_runtime::{ChannelRouter, Hub, HubConfig, PublishRequest, Refusal};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+const DEFAULT_ADDRS: &str = "127.0.0.1:3001,127.0.0.1:3002";
+
+/// A news feed.
+#[push_runtime::push_channel(path = "/news")]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum NewsEvent {
+    /// A headline.
+    Headline { headline: String },
+}
+
+async fn accept(request: PublishRequest<NewsEvent>) -> Result<NewsEvent, Refusal> {
+    Ok(request.event)
+}
+
+/// One node: its own hub and broker (its own Redis connections and reader), its own port.
+async fn serve_node(
+    addr: SocketAddr,
+    redis_url: String,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let config = HubConfig::default();
+    let broker =
+        RedisBroker::connect(RedisConfig::new(redis_url).history_len(config.history_len)).await?;
+    let hub = Hub::<NewsEvent>::with_broker(Arc::new(broker), config);
+    let app: axum::Router = ChannelRouter::new(hub).publish(accept).into_router();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!("node listening on http://{}", listener.local_addr()?);
+    println!("node listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let redis_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let addrs = std::env::var("PUSH_ADDRS").unwrap_or_else(|_| DEFAULT_ADDRS.to_owned());
+    let mut nodes = tokio::task::JoinSet::new();
+    for addr in addrs.split(',') {
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|e| format!("PUSH_ADDRS must be addresses like {DEFAULT_ADDRS}: {e}"))?;
+        nodes.spawn(serve_node(addr, redis_url.clone()));
+    }
+    // The first node to stop (an error, e.g. Redis unreachable at start) stops the example.
+    if let Some(result) = nodes.join_next().await {
+        result??;
+    }
+    Ok(())
+}

@@ -1,0 +1,798 @@
+//! The Redis broker: many nodes, one history, no sticky sessions.
+//!
+//! Each topic is a Redis Stream of bounded length plus a small hash holding
+//! its epoch and its last sequence number. A Lua script assigns cursors
+//! atomically, so every node sees the same cursors and any node can resume
+//! any client.
+//!
+//! Each node mirrors the tail of the streams its own clients read into local
+//! [`TopicLog`]s, fed by one reader task (one `XREAD BLOCK` over all of them,
+//! on one dedicated connection), so subscriptions stay local reads of a
+//! shared ring, exactly as with the [`MemoryBroker`](super::MemoryBroker).
+//!
+//! The epoch lives in Redis next to the data: a Redis that lost its data
+//! hands out a new epoch, and clients get a gap instead of reused cursors.
+
+use super::{Broker, BrokerError, BrokerFuture, BrokerSubscribeError, TopicKey};
+use crate::cursor::Cursor;
+use crate::history::{AppendAt, Outgoing, Start, Subscription, TopicLog, fresh_epoch};
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Script, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Assigns the next cursor and appends the event, creating the topic's epoch
+/// if Redis has none (a new topic, or a Redis that lost its data).
+const PUBLISH_LUA: &str = r"
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then redis.call('DEL', KEYS[2]) end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], string.format('%d-1', seq),
+  'e', epoch, 'n', ARGV[3], 'k', ARGV[4], 'd', ARGV[5])
+return {epoch, seq}
+";
+
+/// Returns the topic's epoch, last sequence number and newest events (newest
+/// first), only those after ARGV[4] when the epoch is still ARGV[3].
+const LOAD_LUA: &str = r"
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then redis.call('DEL', KEYS[2]) end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq')) or 0
+local after = 0
+if epoch == ARGV[3] then after = tonumber(ARGV[4]) end
+local entries = redis.call('XREVRANGE', KEYS[2], '+', string.format('%d-0', after + 1), 'COUNT', ARGV[2])
+return {epoch, seq, entries}
+";
+
+/// Most entries one `XREAD` returns per stream.
+const READ_BATCH: usize = 1024;
+/// Most distinct event names accepted from Redis (they are interned for good).
+const MAX_NAMES: usize = 4096;
+
+/// Settings of a [`RedisBroker`], built from the server's URL.
+///
+/// ```
+/// use push_runtime::broker::RedisConfig;
+/// use std::time::Duration;
+///
+/// let config = RedisConfig::new("redis://127.0.0.1:6379")
+///     .history_len(1000)
+///     .key_prefix("myapp:push")
+///     .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(5));
+/// # let _ = config;
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    url: String,
+    history_len: usize,
+    key_prefix: String,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    command_timeout: Duration,
+    epoch_check: Duration,
+    mirror_idle: Duration,
+}
+
+impl RedisConfig {
+    /// Defaults for the Redis server at `url` (e.g. `redis://127.0.0.1:6379`).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            history_len: crate::DEFAULT_HISTORY_LEN,
+            key_prefix: "push".to_owned(),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(2),
+            epoch_check: Duration::from_secs(1),
+            mirror_idle: Duration::from_secs(60),
+        }
+    }
+
+    /// Events kept per topic, in Redis and in each node's mirror (default
+    /// [`DEFAULT_HISTORY_LEN`](crate::DEFAULT_HISTORY_LEN), at least 1).
+    pub fn history_len(mut self, len: usize) -> Self {
+        self.history_len = len.max(1);
+        self
+    }
+
+    /// The prefix of every key the broker writes (default `push`).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The first and the longest wait between reconnection attempts
+    /// (defaults 100 ms and 5 s); the wait doubles after each failure.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max.max(min);
+        self
+    }
+
+    /// How long a publish or a subscription's catch-up waits for Redis
+    /// before failing (default 2 s).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How often each node checks that Redis still holds the epochs of the
+    /// topics it mirrors, to notice a Redis that lost its data (default 1 s).
+    /// Its reader's blocking reads last at most this long.
+    pub fn epoch_check_interval(mut self, interval: Duration) -> Self {
+        self.epoch_check = interval;
+        self
+    }
+
+    /// How long a mirror without subscribers is kept before the node stops
+    /// following its topic (default 60 s).
+    pub fn mirror_idle(mut self, idle: Duration) -> Self {
+        self.mirror_idle = idle;
+        self
+    }
+}
+
+/// Why the Redis broker failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisBrokerError {
+    /// Redis could not be reached, or refused the command.
+    #[error("redis command failed: {0}")]
+    Command(#[source] redis::RedisError),
+    /// Redis answered something the broker did not write.
+    #[error("unexpected reply from redis: {0}")]
+    Reply(&'static str),
+}
+
+impl From<redis::RedisError> for RedisBrokerError {
+    fn from(error: redis::RedisError) -> Self {
+        Self::Command(error)
+    }
+}
+
+impl From<RedisBrokerError> for BrokerError {
+    fn from(error: RedisBrokerError) -> Self {
+        BrokerError(Box::new(error))
+    }
+}
+
+/// A broker whose histories live in Redis, shared by every node using the
+/// same server and key prefix.
+///
+/// Needs a Tokio runtime: it spawns one reader task, stopped when the broker
+/// is dropped. See the crate's README, "Running several nodes".
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    reader: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A node's local copy of one topic's recent history.
+struct Mirror {
+    log: Arc<TopicLog>,
+    /// Milliseconds since the broker started, at the last subscription.
+    used: AtomicU64,
+}
+
+struct Shared {
+    config: RedisConfig,
+    client: redis::Client,
+    commands: ConnectionManager,
+    publish: Script,
+    load: Script,
+    mirrors: RwLock<HashMap<TopicKey, Mirror>>,
+    started: Instant,
+    /// Bumped whenever a mirror is added.
+    generation: AtomicU64,
+    /// The generation of the topic set the reader is waiting on.
+    reading_generation: AtomicU64,
+    /// The reader connection's `CLIENT ID` (0: not connected).
+    reader_id: AtomicU64,
+    interest: Notify,
+}
+
+/// One stream entry, as the broker wrote it.
+struct Entry {
+    seq: u64,
+    epoch: u64,
+    event: Outgoing,
+}
+
+/// What [`LOAD_LUA`] returns.
+struct Tail {
+    epoch: u64,
+    seq: u64,
+    /// Oldest first.
+    entries: Vec<Entry>,
+}
+
+impl RedisBroker {
+    /// Connects to Redis and starts the node's reader task.
+    ///
+    /// Fails if Redis cannot be reached now; once started, the broker
+    /// survives outages (see the crate's README).
+    pub async fn connect(config: RedisConfig) -> Result<Self, RedisBrokerError> {
+        // Without TCP_NODELAY, pipelined publishes wait on Nagle's algorithm.
+        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.command_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_min_delay(config.backoff_min)
+            .set_max_delay(config.backoff_max);
+        let commands = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+        let shared = Arc::new(Shared {
+            config,
+            client,
+            commands,
+            publish: Script::new(PUBLISH_LUA),
+            load: Script::new(LOAD_LUA),
+            mirrors: RwLock::default(),
+            started: Instant::now(),
+            generation: AtomicU64::new(0),
+            reading_generation: AtomicU64::new(0),
+            reader_id: AtomicU64::new(0),
+            interest: Notify::new(),
+        });
+        let reader = tokio::spawn(read_loop(Arc::clone(&shared)));
+        Ok(Self { shared, reader })
+    }
+}
+
+impl Broker for RedisBroker {
+    fn publish<'a>(
+        &'a self,
+        key: &'a TopicKey,
+        event: Outgoing,
+    ) -> BrokerFuture<'a, Result<Cursor, BrokerError>> {
+        Box::pin(async move { Ok(self.shared.publish(key, event).await?) })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        key: &'a TopicKey,
+        start: Start,
+    ) -> BrokerFuture<'a, Result<Subscription, BrokerSubscribeError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let mut log = shared.mirror(key).await.map_err(BrokerError::from)?;
+            if let Start::After(cursor) = start {
+                // The client may come from a node that is ahead of this one,
+                // or from before Redis lost its data: ask Redis, not the mirror.
+                if cursor.epoch() != log.epoch() || cursor.seq() > log.newest().seq() {
+                    shared.refresh(key).await.map_err(BrokerError::from)?;
+                    log = shared.current(key).unwrap_or(log);
+                }
+            }
+            Ok(log.subscribe(start)?)
+        })
+    }
+}
+
+impl Shared {
+    fn keys(&self, key: &TopicKey) -> (String, String) {
+        // The braces are a hash tag: both keys of a topic share a cluster slot.
+        let base = format!(
+            "{}:{{{}/{}}}",
+            self.config.key_prefix,
+            key.channel,
+            key.topic.as_str()
+        );
+        (format!("{base}:meta"), format!("{base}:events"))
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn publish(&self, key: &TopicKey, event: Outgoing) -> Result<Cursor, RedisBrokerError> {
+        let (meta, events) = self.keys(key);
+        let (epoch, seq): (String, u64) = self
+            .publish
+            .key(&meta)
+            .key(&events)
+            .arg(fresh_epoch())
+            .arg(self.config.history_len)
+            .arg(event.name)
+            .arg(event.kind_index)
+            .arg(event.data.as_ref())
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        let epoch = epoch
+            .parse()
+            .map_err(|_| RedisBrokerError::Reply("epoch is not a number"))?;
+        // Local subscribers get it now if it is the next event; otherwise the
+        // reader brings it in order with the events before it.
+        if let Some(log) = self.current(key).filter(|log| log.epoch() == epoch) {
+            let _ = log.append_at(seq, event);
+        }
+        Ok(Cursor::new(epoch, seq))
+    }
+
+    fn current(&self, key: &TopicKey) -> Option<Arc<TopicLog>> {
+        let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
+        mirrors.get(key).map(|mirror| {
+            mirror.used.store(self.now_ms(), Ordering::Relaxed);
+            Arc::clone(&mirror.log)
+        })
+    }
+
+    /// The mirror of `key`, loaded from Redis on first use.
+    async fn mirror(&self, key: &TopicKey) -> Result<Arc<TopicLog>, RedisBrokerError> {
+        if let Some(log) = self.current(key) {
+            return Ok(log);
+        }
+        let tail = self.load_tail(key, None).await?;
+        let loaded = self.build_log(tail);
+        let (log, generation) = {
+            let mut mirrors = self.mirrors.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(existing) = mirrors.get(key) {
+                return Ok(Arc::clone(&existing.log));
+            }
+            mirrors.insert(
+                key.clone(),
+                Mirror {
+                    log: Arc::clone(&loaded),
+                    used: AtomicU64::new(self.now_ms()),
+                },
+            );
+            (loaded, self.generation.fetch_add(1, Ordering::SeqCst) + 1)
+        };
+        self.wake_reader(generation).await;
+        Ok(log)
+    }
+
+    /// Makes the reader include a topic set of at least `generation`.
+    async fn wake_reader(&self, generation: u64) {
+        self.interest.notify_one();
+        for _ in 0..5 {
+            if self.reading_generation.load(Ordering::SeqCst) >= generation {
+                return;
+            }
+            let id = self.reader_id.load(Ordering::SeqCst);
+            if id != 0 {
+                let unblocked: Result<u64, _> = redis::cmd("CLIENT")
+                    .arg("UNBLOCK")
+                    .arg(id)
+                    .query_async(&mut self.commands.clone())
+                    .await;
+                if matches!(unblocked, Ok(1) | Err(_)) {
+                    return;
+                }
+            }
+            // The reader is between two reads: it will see the new topic,
+            // unless it was just sending the read; look again shortly.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn load_tail(
+        &self,
+        key: &TopicKey,
+        known: Option<Cursor>,
+    ) -> Result<Tail, RedisBrokerError> {
+        let (meta, events) = self.keys(key);
+        let (epoch, after) = known.map_or((0, 0), |c| (c.epoch(), c.seq()));
+        let reply: Value = self
+            .load
+            .key(&meta)
+            .key(&events)
+            .arg(fresh_epoch())
+            .arg(self.config.history_len)
+            .arg(epoch.to_string())
+            .arg(after)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        parse_tail(&reply).ok_or(RedisBrokerError::Reply("malformed topic tail"))
+    }
+
+    fn build_log(&self, tail: Tail) -> Arc<TopicLog> {
+        let log = Arc::new(TopicLog::new(tail.epoch, self.config.history_len));
+        apply_entries(&log, tail.entries);
+        log.skip_to(tail.seq);
+        log
+    }
+
+    /// Brings the mirror of `key` up to date with Redis, replacing it with a
+    /// log of the new epoch if Redis has another one.
+    async fn refresh(&self, key: &TopicKey) -> Result<(), RedisBrokerError> {
+        let Some(current) = self.current(key) else {
+            return Ok(());
+        };
+        let tail = self.load_tail(key, Some(current.newest())).await?;
+        if tail.epoch == current.epoch() {
+            apply_entries(&current, tail.entries);
+            current.skip_to(tail.seq);
+            return Ok(());
+        }
+        let next = self.build_log(tail);
+        let mut mirrors = self.mirrors.write().unwrap_or_else(|p| p.into_inner());
+        // Another refresh may have replaced it meanwhile: theirs stands.
+        if let Some(mirror) = mirrors.get_mut(key)
+            && Arc::ptr_eq(&mirror.log, &current)
+        {
+            tracing::warn!(
+                channel = key.channel,
+                topic = %key.topic,
+                old = current.epoch(),
+                new = next.epoch(),
+                "redis holds a new epoch for this topic (it lost its data): subscribers get a gap"
+            );
+            current.supersede(Arc::clone(&next));
+            mirror.log = next;
+        }
+        Ok(())
+    }
+
+    /// Refreshes every mirror whose epoch Redis no longer holds, and drops
+    /// mirrors nobody has used for a while.
+    async fn check_epochs(&self, conn: &mut MultiplexedConnection) -> Result<(), RedisBrokerError> {
+        self.drop_idle_mirrors();
+        let logs: Vec<(TopicKey, Arc<TopicLog>)> = {
+            let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
+            mirrors
+                .iter()
+                .map(|(k, m)| (k.clone(), Arc::clone(&m.log)))
+                .collect()
+        };
+        if logs.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (key, _) in &logs {
+            pipe.hget(self.keys(key).0, "epoch");
+        }
+        let epochs: Vec<Option<String>> = pipe.query_async(conn).await?;
+        for ((key, log), epoch) in logs.iter().zip(epochs) {
+            if epoch.and_then(|e| e.parse::<u64>().ok()) != Some(log.epoch()) {
+                self.refresh(key).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_idle_mirrors(&self) {
+        let now = self.now_ms();
+        let idle = u64::try_from(self.config.mirror_idle.as_millis()).unwrap_or(u64::MAX);
+        let mut mirrors = self.mirrors.write().unwrap_or_else(|p| p.into_inner());
+        // Only the map holds the log: no subscription reads it.
+        mirrors.retain(|_, m| {
+            Arc::strong_count(&m.log) > 1
+                || now.saturating_sub(m.used.load(Ordering::Relaxed)) < idle
+        });
+    }
+
+    fn snapshot(&self) -> (u64, Vec<(TopicKey, String, Arc<TopicLog>)>) {
+        let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
+        let generation = self.generation.load(Ordering::SeqCst);
+        let topics = mirrors
+            .iter()
+            .map(|(k, m)| (k.clone(), self.keys(k).1, Arc::clone(&m.log)))
+            .collect();
+        (generation, topics)
+    }
+
+    async fn connect_reader(&self) -> Result<MultiplexedConnection, RedisBrokerError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.command_timeout))
+            .set_response_timeout(Some(self.config.epoch_check + self.config.command_timeout));
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let id: u64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await?;
+        self.reader_id.store(id, Ordering::SeqCst);
+        Ok(conn)
+    }
+
+    /// Reads the streams of every mirrored topic until Redis fails.
+    async fn read_until_error(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), RedisBrokerError> {
+        self.check_epochs(conn).await?;
+        let mut last_check = Instant::now();
+        loop {
+            let interest = self.interest.notified();
+            tokio::pin!(interest);
+            interest.as_mut().enable();
+            let (generation, topics) = self.snapshot();
+            self.reading_generation.store(generation, Ordering::SeqCst);
+            if topics.is_empty() {
+                let _ = tokio::time::timeout(self.config.epoch_check, interest).await;
+            } else {
+                let mut cmd = redis::cmd("XREAD");
+                cmd.arg("COUNT")
+                    .arg(READ_BATCH)
+                    .arg("BLOCK")
+                    .arg(
+                        u64::try_from(self.config.epoch_check.as_millis())
+                            .unwrap_or(u64::MAX)
+                            .max(1),
+                    )
+                    .arg("STREAMS");
+                for (_, stream, _) in &topics {
+                    cmd.arg(stream);
+                }
+                for (_, _, log) in &topics {
+                    cmd.arg(format!("{}-1", log.newest().seq()));
+                }
+                let reply: Value = cmd.query_async(conn).await?;
+                self.apply_read(&topics, &reply).await?;
+            }
+            if last_check.elapsed() >= self.config.epoch_check {
+                self.check_epochs(conn).await?;
+                last_check = Instant::now();
+            }
+        }
+    }
+
+    async fn apply_read(
+        &self,
+        topics: &[(TopicKey, String, Arc<TopicLog>)],
+        reply: &Value,
+    ) -> Result<(), RedisBrokerError> {
+        for (stream, entries) in parse_read(reply) {
+            let Some((key, _, log)) = topics.iter().find(|(_, s, _)| *s == stream) else {
+                continue;
+            };
+            if entries.iter().any(|entry| entry.epoch != log.epoch()) {
+                self.refresh(key).await?;
+                continue;
+            }
+            apply_entries(log, entries);
+        }
+        Ok(())
+    }
+}
+
+/// Appends entries (oldest first, of the log's epoch) to `log`; entries
+/// missing before one (trimmed from Redis before this node read them) become
+/// a gap for local subscribers.
+fn apply_entries(log: &TopicLog, entries: Vec<Entry>) {
+    for entry in entries {
+        if log.append_at(entry.seq, entry.event.clone()) == AppendAt::NotNext {
+            log.skip_to(entry.seq - 1);
+            let _ = log.append_at(entry.seq, entry.event);
+        }
+    }
+}
+
+/// The node's reader: follows every mirrored topic's stream, reconnecting
+/// with backoff, and logs each outage once.
+async fn read_loop(shared: Arc<Shared>) {
+    let mut backoff = shared.config.backoff_min;
+    let mut outage_since: Option<Instant> = None;
+    loop {
+        let result = match shared.connect_reader().await {
+            Ok(mut conn) => {
+                if let Some(since) = outage_since.take() {
+                    tracing::info!(
+                        down_ms = since.elapsed().as_millis() as u64,
+                        "redis is reachable again: catching up from the streams"
+                    );
+                }
+                backoff = shared.config.backoff_min;
+                shared.read_until_error(&mut conn).await
+            }
+            Err(error) => Err(error),
+        };
+        shared.reader_id.store(0, Ordering::SeqCst);
+        if let Err(error) = result {
+            if outage_since.is_none() {
+                tracing::warn!(%error, "redis is unreachable: live events pause, reconnecting with backoff");
+                outage_since = Some(Instant::now());
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(shared.config.backoff_max);
+        }
+    }
+}
+
+fn parse_tail(reply: &Value) -> Option<Tail> {
+    let Value::Array(parts) = reply else {
+        return None;
+    };
+    let [epoch, seq, entries] = parts.as_slice() else {
+        return None;
+    };
+    let Value::Array(entries) = entries else {
+        return None;
+    };
+    let mut entries: Vec<Entry> = entries.iter().filter_map(parse_entry).collect();
+    entries.reverse();
+    Some(Tail {
+        epoch: text(epoch)?.parse().ok()?,
+        seq: match seq {
+            Value::Int(n) => u64::try_from(*n).ok()?,
+            other => text(other)?.parse().ok()?,
+        },
+        entries,
+    })
+}
+
+/// The entries of an `XREAD` reply, by stream key.
+fn parse_read(reply: &Value) -> Vec<(String, Vec<Entry>)> {
+    let streams: Vec<(&Value, &Value)> = match reply {
+        Value::Array(streams) => streams
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(pair) if pair.len() == 2 => Some((&pair[0], &pair[1])),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(streams) => streams.iter().map(|(k, v)| (k, v)).collect(),
+        _ => Vec::new(),
+    };
+    streams
+        .into_iter()
+        .filter_map(|(key, entries)| {
+            let Value::Array(entries) = entries else {
+                return None;
+            };
+            Some((
+                text(key)?.to_owned(),
+                entries.iter().filter_map(parse_entry).collect(),
+            ))
+        })
+        .collect()
+}
+
+/// One `[id, [field, value, …]]` entry; `None` (skipped) if not ours.
+fn parse_entry(entry: &Value) -> Option<Entry> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    let [id, Value::Array(fields)] = parts.as_slice() else {
+        return None;
+    };
+    let seq = text(id)?.split_once('-')?.0.parse().ok()?;
+    let (mut epoch, mut name, mut kind, mut data) = (None, None, None, None);
+    for pair in fields.chunks_exact(2) {
+        let Value::BulkString(value) = &pair[1] else {
+            return None;
+        };
+        match text(&pair[0])? {
+            "e" => epoch = std::str::from_utf8(value).ok()?.parse().ok(),
+            "n" => name = intern(std::str::from_utf8(value).ok()?),
+            "k" => kind = std::str::from_utf8(value).ok()?.parse().ok(),
+            "d" => data = Some(Bytes::copy_from_slice(value)),
+            _ => {}
+        }
+    }
+    Some(Entry {
+        seq,
+        epoch: epoch?,
+        event: Outgoing {
+            name: name?,
+            kind_index: kind?,
+            data: data?,
+        },
+    })
+}
+
+fn text(value: &Value) -> Option<&str> {
+    match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+        Value::SimpleString(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// Event names read back from Redis, as the `&'static str` events carry.
+/// Names come from channel declarations, so the set stays small; it is capped
+/// all the same, in case something else writes into the streams.
+fn intern(name: &str) -> Option<&'static str> {
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = names.get(name) {
+        return Some(known);
+    }
+    if names.len() >= MAX_NAMES {
+        tracing::warn!(
+            name,
+            "too many distinct event names in redis: entry ignored"
+        );
+        return None;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    Some(leaked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn entry(seq: u64, epoch: &str) -> Value {
+        Value::Array(vec![
+            bulk(&format!("{seq}-1")),
+            Value::Array(vec![
+                bulk("e"),
+                bulk(epoch),
+                bulk("n"),
+                bulk("note"),
+                bulk("k"),
+                bulk("1"),
+                bulk("d"),
+                bulk("\"x\""),
+            ]),
+        ])
+    }
+
+    #[test]
+    fn parses_a_tail_oldest_first() {
+        let reply = Value::Array(vec![
+            bulk("42"),
+            Value::Int(3),
+            Value::Array(vec![entry(3, "42"), entry(2, "42")]),
+        ]);
+        let tail = parse_tail(&reply).unwrap();
+        assert_eq!((tail.epoch, tail.seq), (42, 3));
+        let seqs: Vec<u64> = tail.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 3]);
+        assert_eq!(tail.entries[0].event.name, "note");
+        assert_eq!(tail.entries[0].event.kind_index, 1);
+        assert_eq!(tail.entries[0].event.data.as_ref(), b"\"x\"");
+    }
+
+    #[test]
+    fn parses_reads_and_skips_foreign_entries() {
+        let foreign = Value::Array(vec![bulk("9-1"), Value::Array(vec![bulk("x"), bulk("y")])]);
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("p:{/t/a}:events"),
+            Value::Array(vec![entry(1, "7"), foreign, entry(2, "7")]),
+        ])]);
+        let read = parse_read(&reply);
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].0, "p:{/t/a}:events");
+        assert_eq!(read[0].1.len(), 2);
+        assert!(parse_read(&Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn entries_missing_before_one_become_a_gap() {
+        let log = TopicLog::new(7, 8);
+        let at = |seq| Entry {
+            seq,
+            epoch: 7,
+            event: Outgoing {
+                name: "note",
+                kind_index: 0,
+                data: Bytes::new(),
+            },
+        };
+        apply_entries(&log, vec![at(1), at(2), at(5), at(5), at(6)]);
+        assert_eq!(log.newest(), Cursor::new(7, 6));
+        assert_eq!(log.len(), 2);
+    }
+}

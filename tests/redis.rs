@@ -1,0 +1,490 @@
+//! Several nodes sharing one Redis: delivery everywhere, resume on any node,
+//! lost data as a gap, and Redis outages.
+//!
+//! Needs a Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`); without
+//! one these tests print why (`cargo test --test redis -- --nocapture` shows
+//! it) and pass, except under CI (`CI` set), where they fail. The restart
+//! test runs its own `redis-server` (from `PATH`).
+
+mod support;
+
+use push_runtime::broker::{RedisBroker, RedisConfig};
+use push_runtime::{ChannelRouter, Hub, HubConfig, PublishError, SseConfig, WsConfig};
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use support::channel::{TestEvent, note};
+use support::{Conn, Frame, Item, PATIENCE, Server, TRANSPORTS, Transport, open, refused};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+async fn ping(url: &str) -> Result<(), String> {
+    let attempt = async {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("no answer within 2 s".to_owned()),
+    }
+}
+
+/// Says why a test did not run (the harness shows it with `--nocapture`:
+/// it captures the output of passing tests, even written to the stderr file).
+fn skip(reason: &str) {
+    eprintln!("SKIPPED {reason}");
+}
+
+/// The shared Redis's URL, or `None` (after saying why) when the test must skip.
+async fn shared_redis(test: &str) -> Option<String> {
+    let url = redis_url();
+    match ping(&url).await {
+        Ok(()) => Some(url),
+        Err(error) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: no Redis at {url} under CI: {error}")
+        }
+        Err(error) => {
+            eprintln!(
+                "SKIPPED {test}: no Redis at {url} ({error}); set REDIS_URL or start redis-server"
+            );
+            None
+        }
+    }
+}
+
+/// A key prefix no other test (or run) uses.
+fn unique_prefix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "push-test:{}:{nanos}:{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn delete_keys(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+    }
+}
+
+/// One server process's worth: a hub over its own Redis broker, serving every transport.
+struct Node {
+    hub: Hub<TestEvent>,
+    server: Server,
+}
+
+async fn node(url: &str, prefix: &str) -> Node {
+    let config = RedisConfig::new(url)
+        .key_prefix(prefix)
+        .history_len(64)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .epoch_check_interval(Duration::from_millis(200));
+    let broker = RedisBroker::connect(config)
+        .await
+        .expect("connect to redis");
+    let mut hub_config = HubConfig::default();
+    hub_config.history_len = 64;
+    let hub = Hub::with_broker(Arc::new(broker), hub_config);
+    // Test clients answer pings only while read: leave them time to.
+    let routes = ChannelRouter::new(hub.clone())
+        .sse(SseConfig::default().heartbeat(Duration::from_millis(100)))
+        .websocket(WsConfig::default().ping_interval(Duration::from_secs(2)))
+        .into_router();
+    Node {
+        server: Server::start(routes).await,
+        hub,
+    }
+}
+
+async fn nodes(url: &str, prefix: &str, n: usize) -> Vec<Node> {
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        nodes.push(node(url, prefix).await);
+    }
+    nodes
+}
+
+fn route(transport: Transport, topic: &str, query: &str) -> String {
+    let name = match transport {
+        Transport::Sse => "sse",
+        Transport::WebSocket => "ws",
+    };
+    format!("/t/{topic}/{name}?{query}")
+}
+
+fn payload(frame: &Frame) -> String {
+    frame.data["note"].as_str().unwrap_or_default().to_owned()
+}
+
+fn epoch(cursor: &str) -> &str {
+    cursor.split_once('-').map_or(cursor, |(epoch, _)| epoch)
+}
+
+async fn publish(node: &Node, topic: &str, n: usize) -> String {
+    node.hub
+        .publish(topic, note(n))
+        .await
+        .expect("publish")
+        .to_string()
+}
+
+/// Publishes until Redis accepts it again (bounded), returning the cursor.
+async fn publish_when_back(node: &Node, topic: &str, n: usize) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match node.hub.publish(topic, note(n)).await {
+            Ok(cursor) => return cursor.to_string(),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("redis did not come back: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_on_one_node_reaches_every_node() {
+    let Some(url) = shared_redis("an_event_published_on_one_node_reaches_every_node").await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let nodes = nodes(&url, &prefix, 3).await;
+    let mut conns = Vec::new();
+    for node in &nodes {
+        for transport in TRANSPORTS {
+            let mut conn = open(&node.server, transport, &route(transport, "room", "")).await;
+            let ready = conn.ready().await;
+            conns.push((transport, ready, conn));
+        }
+    }
+    let readies: Vec<&str> = conns.iter().map(|(_, r, _)| r.as_str()).collect();
+    assert!(
+        readies.iter().all(|r| *r == readies[0]),
+        "every node agrees on the position: {readies:?}"
+    );
+    let mut cursors = Vec::new();
+    for n in 0..30 {
+        cursors.push(publish(&nodes[n % 2], "room", n).await);
+    }
+    for (transport, _, conn) in &mut conns {
+        let frames = conn.frames(30).await;
+        let got: Vec<&str> = frames.iter().map(|f| f.cursor.as_str()).collect();
+        assert_eq!(got, cursors, "{transport:?}");
+        assert_eq!(payload(&frames[29]), "n29");
+    }
+    // Nodes first: their readers would give the deleted topics a new epoch.
+    drop(nodes);
+    delete_keys(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_node_with_exactly_what_it_missed() {
+    let Some(url) =
+        shared_redis("a_client_resumes_on_another_node_with_exactly_what_it_missed").await
+    else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let nodes = nodes(&url, &prefix, 3).await;
+    for transport in TRANSPORTS {
+        let topic = format!("resume-{transport:?}");
+        let mut first = open(&nodes[0].server, transport, &route(transport, &topic, "")).await;
+        first.ready().await;
+        let mut cursors = Vec::new();
+        for n in 0..5 {
+            cursors.push(publish(&nodes[0], &topic, n).await);
+        }
+        let seen = first.frames(3).await;
+        drop(first);
+        for n in 5..9 {
+            cursors.push(publish(&nodes[1], &topic, n).await);
+        }
+        // Node 2 has never seen this topic; node 1 has only published on it.
+        for target in [&nodes[2], &nodes[1]] {
+            let query = format!("after={}", seen[2].cursor);
+            let mut again =
+                open(&target.server, transport, &route(transport, &topic, &query)).await;
+            assert_eq!(again.ready().await, seen[2].cursor, "{transport:?}");
+            let frames = again.frames(6).await;
+            let got: Vec<&str> = frames.iter().map(|f| f.cursor.as_str()).collect();
+            assert_eq!(got, cursors[3..], "{transport:?}");
+            assert_eq!(payload(&frames[5]), "n8");
+        }
+    }
+    // Nodes first: their readers would give the deleted topics a new epoch.
+    drop(nodes);
+    delete_keys(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_from_a_node_that_is_ahead_is_accepted() {
+    let Some(url) = shared_redis("a_cursor_from_a_node_that_is_ahead_is_accepted").await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let nodes = nodes(&url, &prefix, 2).await;
+    for transport in TRANSPORTS {
+        let topic = format!("ahead-{transport:?}");
+        // Node 1 mirrors the topic, so it serves from its mirror when it can.
+        let mut watcher = open(&nodes[1].server, transport, &route(transport, &topic, "")).await;
+        watcher.ready().await;
+        for n in 0..20 {
+            // The client learnt this cursor on node 0, and comes to node 1
+            // before node 1's reader may have seen it.
+            let cursor = publish(&nodes[0], &topic, n).await;
+            let query = format!("after={cursor}");
+            let mut conn = open(
+                &nodes[1].server,
+                transport,
+                &route(transport, &topic, &query),
+            )
+            .await;
+            assert_eq!(conn.ready().await, cursor, "{transport:?}");
+            let next = publish(&nodes[0], &topic, 1000 + n).await;
+            assert_eq!(conn.next_frame().await.cursor, next, "{transport:?}");
+        }
+        let seqs: Vec<u64> = watcher.frames(40).await.iter().map(Frame::seq).collect();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "{transport:?}");
+    }
+    // Nodes first: their readers would give the deleted topics a new epoch.
+    drop(nodes);
+    delete_keys(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_the_topic_shows_as_a_gap_not_as_reused_cursors() {
+    let test = "a_redis_that_lost_the_topic_shows_as_a_gap_not_as_reused_cursors";
+    let Some(url) = shared_redis(test).await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let nodes = nodes(&url, &prefix, 2).await;
+    let mut conns = Vec::new();
+    for transport in TRANSPORTS {
+        let mut conn = open(&nodes[1].server, transport, &route(transport, "lost", "")).await;
+        conn.ready().await;
+        conns.push(conn);
+    }
+    let mut old = Vec::new();
+    for n in 0..3 {
+        old.push(publish(&nodes[0], "lost", n).await);
+    }
+    for conn in &mut conns {
+        assert_eq!(
+            conn.frames(3).await.last().map(|f| f.cursor.clone()),
+            old.last().cloned()
+        );
+    }
+    delete_keys(&url, &prefix).await;
+    let new = publish(&nodes[0], "lost", 3).await;
+    assert_ne!(
+        epoch(&new),
+        epoch(&old[0]),
+        "a lost history gets a new epoch"
+    );
+    assert!(new.ends_with("-1"), "{new}");
+    for conn in &mut conns {
+        expect_epoch_gap(conn, &old[2], &new).await;
+    }
+    // A client coming back with an old cursor gets the same gap, on any node.
+    for node in &nodes {
+        for transport in TRANSPORTS {
+            let query = format!("after={}", old[1]);
+            let mut conn = open(&node.server, transport, &route(transport, "lost", &query)).await;
+            assert_eq!(conn.ready().await, old[1]);
+            expect_epoch_gap(&mut conn, &old[1], &new).await;
+        }
+    }
+    // Nodes first: their readers would give the deleted topics a new epoch.
+    drop(nodes);
+    delete_keys(&url, &prefix).await;
+}
+
+/// Expects `push.gap` from `from` to the start of `new`'s epoch, unknown size, then `new`.
+async fn expect_epoch_gap(conn: &mut Conn, from: &str, new: &str) {
+    let gap = conn.next_frame().await;
+    assert_eq!(gap.event, "push.gap", "{gap:?}");
+    assert_eq!(gap.data["from"], from);
+    assert_eq!(gap.data["to"], format!("{}-0", epoch(new)));
+    assert_eq!(gap.data["missed"], serde_json::Value::Null);
+    assert_eq!(conn.next_frame().await.cursor, new);
+}
+
+/// A `redis-server` of our own, on a fixed free port, so it can be restarted.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    /// `None` (after saying why) when the test must skip.
+    async fn start(test: &str) -> Option<Self> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            if std::env::var_os("CI").is_some() {
+                panic!("{test}: redis-server is not on PATH under CI");
+            }
+            skip(&format!("{test}: redis-server is not on PATH"));
+            return None;
+        }
+        let port = StdListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.restart().await;
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (empty: no persistence) and waits until it answers.
+    async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while ping(&self.url()).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn heartbeat(conn: &mut Conn) {
+    loop {
+        match conn.next_item().await {
+            Some(Item::Heartbeat) => return,
+            Some(Item::Frame(frame)) => panic!("no event expected during the outage: {frame:?}"),
+            Some(Item::Retry(_)) => continue,
+            other => panic!("connection must stay open during the outage: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stay_connected_through_redis_outages_and_see_every_event_or_a_gap() {
+    let test = "clients_stay_connected_through_redis_outages_and_see_every_event_or_a_gap";
+    let Some(mut redis) = OwnRedis::start(test).await else {
+        return;
+    };
+    let url = redis.url();
+    let nodes = nodes(&url, "push", 2).await;
+    let mut conns = Vec::new();
+    for transport in TRANSPORTS {
+        let mut conn = open(&nodes[1].server, transport, &route(transport, "live", "")).await;
+        conn.ready().await;
+        conns.push(conn);
+    }
+    let mut cursors = vec![publish(&nodes[0], "live", 0).await];
+
+    // Every connection to Redis drops, Redis keeps its data: node 0
+    // publishes as soon as it can, node 1 catches up from the stream.
+    let mut admin = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    let _: u64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query_async(&mut admin)
+        .await
+        .expect("client kill");
+    for n in 1..4 {
+        cursors.push(publish_when_back(&nodes[0], "live", n).await);
+    }
+    for conn in &mut conns {
+        let got: Vec<String> = conn.frames(4).await.into_iter().map(|f| f.cursor).collect();
+        assert_eq!(
+            got, cursors,
+            "every event, no gap, after a dropped connection"
+        );
+    }
+
+    // Redis goes away: publishing fails with a typed error, clients stay
+    // connected and keep receiving heartbeats.
+    redis.kill();
+    match nodes[0].hub.publish("live", note(99)).await {
+        Err(PublishError::Broker(_)) => {}
+        other => panic!("publishing without redis must fail as a broker error: {other:?}"),
+    }
+    for conn in &mut conns {
+        heartbeat(conn).await;
+    }
+    for transport in TRANSPORTS {
+        // A topic the node does not follow yet cannot be read without Redis.
+        let (status, _) =
+            refused(&nodes[1].server, transport, &route(transport, "other", "")).await;
+        assert_eq!(status, 503, "{transport:?}");
+        for conn in &mut conns {
+            heartbeat(conn).await;
+        }
+    }
+
+    // It comes back empty: the history is lost, clients are told so.
+    redis.restart().await;
+    let new = publish_when_back(&nodes[0], "live", 4).await;
+    assert_ne!(epoch(&new), epoch(&cursors[0]));
+    for conn in &mut conns {
+        expect_epoch_gap(conn, &cursors[3], &new).await;
+    }
+    let next = publish(&nodes[1], "live", 5).await;
+    for conn in &mut conns {
+        assert_eq!(conn.next_frame().await.cursor, next);
+    }
+}
