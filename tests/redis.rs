@@ -9,7 +9,9 @@
 mod support;
 
 use push_runtime::broker::{RedisBroker, RedisConfig};
-use push_runtime::{ChannelRouter, Hub, HubConfig, PublishError, SseConfig, WsConfig};
+use push_runtime::{
+    ChannelRouter, Hub, HubConfig, IframeConfig, PollConfig, PublishError, SseConfig, WsConfig,
+};
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -113,10 +115,12 @@ async fn node(url: &str, prefix: &str) -> Node {
     let mut hub_config = HubConfig::default();
     hub_config.history_len = 64;
     let hub = Hub::with_broker(Arc::new(broker), hub_config);
-    // Test clients answer pings only while read: leave them time to.
+    // Quick heartbeats on every transport, so outage checks see them soon.
     let routes = ChannelRouter::new(hub.clone())
         .sse(SseConfig::default().heartbeat(Duration::from_millis(100)))
-        .websocket(WsConfig::default().ping_interval(Duration::from_secs(2)))
+        .websocket(WsConfig::default().ping_interval(Duration::from_millis(200)))
+        .iframe(IframeConfig::default().heartbeat(Duration::from_millis(100)))
+        .poll(PollConfig::default().long_poll_timeout(Duration::from_millis(300)))
         .into_router();
     Node {
         server: Server::start(routes).await,
@@ -133,11 +137,7 @@ async fn nodes(url: &str, prefix: &str, n: usize) -> Vec<Node> {
 }
 
 fn route(transport: Transport, topic: &str, query: &str) -> String {
-    let name = match transport {
-        Transport::Sse => "sse",
-        Transport::WebSocket => "ws",
-    };
-    format!("/t/{topic}/{name}?{query}")
+    format!("/t/{topic}/{}?{query}", transport.route_name())
 }
 
 fn payload(frame: &Frame) -> String {

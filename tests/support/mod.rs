@@ -157,19 +157,51 @@ pub struct IframeConn {
     ended: bool,
 }
 
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket test client that, like a real one, reads all the time (so the
+/// server's pings are answered however long a test leaves it unread) and
+/// queues what it read for the test.
+pub struct WsConn {
+    sink: futures_util::stream::SplitSink<WsStream, Message>,
+    incoming: tokio::sync::mpsc::Receiver<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    reader: JoinHandle<()>,
+}
+
+impl WsConn {
+    fn new(ws: WsStream) -> Self {
+        let (sink, mut stream) = ws.split();
+        let (queue, incoming) = tokio::sync::mpsc::channel(65_536);
+        let reader = tokio::spawn(async move {
+            while let Some(message) = stream.next().await {
+                if queue.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            sink,
+            incoming,
+            reader,
+        }
+    }
+}
+
+impl Drop for WsConn {
+    fn drop(&mut self) {
+        // Dropping a test connection must close it, as dropping a socket does.
+        self.reader.abort();
+    }
+}
+
 /// A raw connection to one subscription route.
 pub enum Conn {
     Sse {
         body: Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + Unpin>,
         buf: String,
     },
-    Ws(
-        Box<
-            tokio_tungstenite::WebSocketStream<
-                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-            >,
-        >,
-    ),
+    Ws(Box<WsConn>),
     Poll(Box<PollConn>),
     Iframe(Box<IframeConn>),
 }
@@ -208,7 +240,7 @@ pub async fn open_with(
             let (ws, _) = tokio_tungstenite::connect_async(server.ws_url(path_and_query))
                 .await
                 .unwrap_or_else(|e| panic!("ws {path_and_query}: {e}"));
-            Conn::Ws(Box::new(ws))
+            Conn::Ws(Box::new(WsConn::new(ws)))
         }
         Transport::ShortPoll | Transport::LongPoll => {
             open_poll(server, transport, path_and_query, last_event_id).await
@@ -546,7 +578,7 @@ impl Conn {
                 buf.push_str(std::str::from_utf8(&chunk).expect("SSE is UTF-8"));
             },
             Conn::Ws(ws) => loop {
-                match ws.next().await? {
+                match ws.incoming.recv().await? {
                     Ok(Message::Text(text)) => return Some(Item::Frame(parse_item(&text))),
                     Ok(Message::Ping(_)) => return Some(Item::Heartbeat),
                     Ok(Message::Close(frame)) => {
@@ -604,7 +636,7 @@ impl Conn {
     /// Sends a raw WebSocket message (WebSocket only).
     pub async fn send_ws(&mut self, message: Message) {
         match self {
-            Conn::Ws(ws) => ws.send(message).await.expect("send"),
+            Conn::Ws(ws) => ws.sink.send(message).await.expect("send"),
             _ => panic!("not a websocket"),
         }
     }
