@@ -5,12 +5,15 @@
 
 use crate::channel::Channel;
 use crate::cursor::Cursor;
+use crate::admission::Admission;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
+use crate::meter::Outbound;
 use crate::router::ChannelState;
+use crate::shutdown::Shutdown;
 use crate::{params, wire};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -100,6 +103,7 @@ pub(crate) async fn handler<C: Channel>(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    Extension(admission): Extension<Admission>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // Parameters first: a bad request is a plain 400 whether or not it upgrades.
@@ -111,7 +115,7 @@ pub(crate) async fn handler<C: Channel>(
         Ok(upgrade) => upgrade,
         Err(rejection) => return refuse_upgrade(rejection),
     };
-    let subscription = match state
+    let mut subscription = match state
         .hub
         .subscribe_topic(&request.topic, request.start, request.filter)
         .await
@@ -119,11 +123,38 @@ pub(crate) async fn handler<C: Channel>(
         Ok(subscription) => subscription,
         Err(error) => return params::SubscribeRejection::from(error).into_response(),
     };
+    subscription.set_principal(admission.principal.clone());
     let config = state.ws.clone();
+    let outbound = admission.outbound(&state.limits);
+    let shutdown = state.hub.shutdown_signal().clone();
+    // tungstenite writes out once this much is buffered, and fails (so the
+    // connection is dropped) rather than buffer past the hard cap.
+    let budget = outbound.budget();
     upgrade
         .max_message_size(config.max_incoming)
         .max_frame_size(config.max_incoming)
-        .on_upgrade(move |socket| serve(socket, subscription, config))
+        .write_buffer_size(budget)
+        .max_write_buffer_size(budget.saturating_mul(4).max(MIN_WRITE_CAP))
+        .on_upgrade(move |socket| {
+            let link = Link {
+                outbound,
+                shutdown,
+                _admission: admission,
+            };
+            serve(socket, subscription, config, link)
+        })
+}
+
+/// The hard cap of tungstenite's write buffer is at least this: one batch
+/// of large events must fit.
+const MIN_WRITE_CAP: usize = 4 * 1024 * 1024;
+
+/// What a connection keeps beside its socket and subscription.
+struct Link {
+    outbound: std::sync::Arc<Outbound>,
+    shutdown: Shutdown,
+    /// Holds the connection's place in the count until it ends.
+    _admission: Admission,
 }
 
 /// Answers a request that is not a usable WebSocket handshake.
@@ -164,7 +195,12 @@ enum End {
     Close(u16, &'static str),
 }
 
-async fn serve(mut socket: WebSocket, mut subscription: Subscription, config: WsConfig) {
+async fn serve(
+    mut socket: WebSocket,
+    mut subscription: Subscription,
+    config: WsConfig,
+    link: Link,
+) {
     let ready = subscription.resume_point();
     let end = match socket
         .send(text(message(
@@ -174,7 +210,7 @@ async fn serve(mut socket: WebSocket, mut subscription: Subscription, config: Ws
         )))
         .await
     {
-        Ok(()) => pump(&mut socket, &mut subscription, &config).await,
+        Ok(()) => pump(&mut socket, &mut subscription, &config, &link).await,
         Err(_) => End::Gone,
     };
     if let End::Close(code, reason) = end {
@@ -188,7 +224,39 @@ async fn serve(mut socket: WebSocket, mut subscription: Subscription, config: Ws
     }
 }
 
-async fn pump(socket: &mut WebSocket, subscription: &mut Subscription, config: &WsConfig) -> End {
+/// Writes a batch, counting its bytes as buffered until the flush completes;
+/// `false` if the peer is gone or took nothing for the stall timeout.
+async fn write_batch(socket: &mut WebSocket, batch: &[Delivery], outbound: &Outbound) -> bool {
+    let mut fed = 0;
+    let write = async {
+        for delivery in batch {
+            let message = delivery_message(delivery);
+            let len = message.len();
+            socket.feed(text(message)).await?;
+            outbound.add(len);
+            fed += len;
+        }
+        socket.flush().await
+    };
+    let result = tokio::time::timeout(outbound.stall_timeout(), write).await;
+    outbound.release(fed);
+    match result {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            outbound.count_stall();
+            tracing::info!("cutting a websocket that stopped reading");
+            false
+        }
+    }
+}
+
+async fn pump(
+    socket: &mut WebSocket,
+    subscription: &mut Subscription,
+    config: &WsConfig,
+    link: &Link,
+) -> End {
     let mut batch = Vec::new();
     let mut last_heard = Instant::now();
     let mut ping =
@@ -198,14 +266,12 @@ async fn pump(socket: &mut WebSocket, subscription: &mut Subscription, config: &
         batch.clear();
         tokio::select! {
             _ = subscription.next_batch(&mut batch, config.max_batch) => {
-                for delivery in &batch {
-                    if socket.feed(text(delivery_message(delivery))).await.is_err() {
-                        return End::Gone;
-                    }
-                }
-                if socket.flush().await.is_err() {
+                if !write_batch(socket, &batch, &link.outbound).await {
                     return End::Gone;
                 }
+            }
+            () = link.shutdown.wait() => {
+                return End::Close(close_code::AWAY, "server shutting down; reconnect and resume");
             }
             incoming = socket.recv() => {
                 last_heard = Instant::now();
