@@ -5,15 +5,15 @@
 //! the embedding page with `postMessage`. The target origin comes from the
 //! server's configuration only, never from the request's headers.
 
+use crate::admission::Admission;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
-use crate::admission::Admission;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
 use crate::origin::{InvalidOrigin, OriginPolicy, parse_origin};
 use crate::params::{self, SubscribeRejection};
 use crate::router::ChannelState;
-use crate::{wire, ws};
 use crate::shutdown::Shutdown;
+use crate::{wire, ws};
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,8 +25,6 @@ use tokio::time::Instant;
 
 /// The control event that ends a forever frame.
 const END: &str = "push.end";
-/// The most items written per wakeup.
-const MAX_BATCH: usize = 256;
 
 /// Settings of the forever-frame transport.
 #[derive(Clone, Debug)]
@@ -36,6 +34,7 @@ pub struct IframeConfig {
     pub(crate) heartbeat: Duration,
     pub(crate) max_bytes: usize,
     pub(crate) max_duration: Duration,
+    pub(crate) max_batch: usize,
 }
 
 impl Default for IframeConfig {
@@ -46,6 +45,7 @@ impl Default for IframeConfig {
             heartbeat: Duration::from_secs(15),
             max_bytes: 256 * 1024,
             max_duration: Duration::from_secs(60),
+            max_batch: 256,
         }
     }
 }
@@ -113,6 +113,12 @@ impl IframeConfig {
     /// After how long the response ends with `push.end` (default 60 s).
     pub fn max_duration(mut self, duration: Duration) -> Self {
         self.max_duration = duration;
+        self
+    }
+
+    /// The most items written to a frame in one chunk (default 256).
+    pub fn max_batch(mut self, items: usize) -> Self {
+        self.max_batch = items.max(1);
         self
     }
 
@@ -256,6 +262,7 @@ struct Frame {
     batch: Vec<Delivery>,
     heartbeat: Duration,
     max_bytes: usize,
+    max_batch: usize,
     deadline: Instant,
     written: usize,
     /// Where the client stands after what was written so far.
@@ -279,7 +286,9 @@ impl Frame {
             }
             self.batch.clear();
             let idle = self.heartbeat.min(self.deadline - now);
-            let wait = self.subscription.next_batch(&mut self.batch, MAX_BATCH);
+            let wait = self
+                .subscription
+                .next_batch(&mut self.batch, self.max_batch);
             let shutdown = self.shutdown.clone();
             let wait = async {
                 tokio::select! {
@@ -338,6 +347,7 @@ fn stream_body(
         batch: Vec::new(),
         heartbeat: config.heartbeat,
         max_bytes: config.max_bytes,
+        max_batch: config.max_batch,
         // A duration too large for the clock means "no age limit".
         deadline: Instant::now()
             .checked_add(config.max_duration)

@@ -366,7 +366,10 @@ mod tests {
     #[test]
     fn judges_by_origin_host_and_fetch_metadata() {
         let policy = OriginPolicy::default();
-        let own = headers(&[("origin", "http://s.example:3000"), ("host", "s.example:3000")]);
+        let own = headers(&[
+            ("origin", "http://s.example:3000"),
+            ("host", "s.example:3000"),
+        ]);
         assert_eq!(policy.judge(&own, false), Verdict::Own);
         let other = headers(&[("origin", "https://evil.example"), ("host", "s.example")]);
         assert!(matches!(policy.judge(&other, false), Verdict::Refused(_)));

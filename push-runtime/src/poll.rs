@@ -5,9 +5,9 @@
 //! are the WebSocket message objects, shared with the WebSocket transport's
 //! cached frame of each event.
 
+use crate::admission::Admission;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
-use crate::admission::Admission;
 use crate::history::{Delivery, Start};
 use crate::params::{self, SubscribeRejection};
 use crate::router::ChannelState;
@@ -144,9 +144,16 @@ pub(crate) async fn short_handler<C: Channel>(
     headers: HeaderMap,
     Extension(admission): Extension<Admission>,
 ) -> Response {
-    poll(&state, &topic, query.as_deref(), &headers, Mode::Short, admission)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    poll(
+        &state,
+        &topic,
+        query.as_deref(),
+        &headers,
+        Mode::Short,
+        admission,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET {base}/{topic}/long-poll`.
@@ -157,9 +164,16 @@ pub(crate) async fn long_handler<C: Channel>(
     headers: HeaderMap,
     Extension(admission): Extension<Admission>,
 ) -> Response {
-    poll(&state, &topic, query.as_deref(), &headers, Mode::Long, admission)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    poll(
+        &state,
+        &topic,
+        query.as_deref(),
+        &headers,
+        Mode::Long,
+        admission,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
 fn item_cursor(delivery: &Delivery) -> Cursor {

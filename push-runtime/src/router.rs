@@ -3,11 +3,11 @@
 use crate::admission::{self, RouteKind};
 use crate::auth::Authorize;
 use crate::channel::Channel;
-use crate::limits::Limits;
-use crate::origin::OriginPolicy;
 use crate::cursor::Cursor;
 use crate::hub::{Hub, PublishError};
 use crate::iframe::{self, IframeConfig};
+use crate::limits::Limits;
+use crate::origin::OriginPolicy;
 use crate::poll::{self, PollConfig};
 use crate::sse::{self, SseConfig};
 use crate::topic::Topic;

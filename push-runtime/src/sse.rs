@@ -4,10 +4,10 @@
 //! and those bytes are shared by every subscriber; everything pending for a
 //! connection is written in one chunk.
 
+use crate::admission::Admission;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Gap, Subscription};
-use crate::admission::Admission;
 use crate::router::ChannelState;
 use crate::shutdown::Shutdown;
 use crate::{params, wire};

@@ -3,9 +3,9 @@
 //! Each event is one text message `{"cursor":…,"event":…,"data":…}`, framed
 //! once per publish and shared. Everything pending is fed before one flush.
 
+use crate::admission::Admission;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
-use crate::admission::Admission;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
 use crate::meter::Outbound;
 use crate::router::ChannelState;
@@ -219,8 +219,13 @@ async fn serve(
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        // The peer may already be gone; there is nobody left to tell.
-        let _ = socket.send(Message::Close(Some(frame))).await;
+        // The peer may already be gone (or stopped reading): there is
+        // nobody left to tell, and no reason to wait for it.
+        let _ = tokio::time::timeout(
+            link.outbound.stall_timeout(),
+            socket.send(Message::Close(Some(frame))),
+        )
+        .await;
     }
 }
 
@@ -289,7 +294,8 @@ async fn pump(
                 if last_heard.elapsed() >= config.ping_interval * 2 {
                     return End::Close(close_code::AWAY, "no pong from the peer");
                 }
-                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                let ping = socket.send(Message::Ping(Bytes::new()));
+                if !matches!(tokio::time::timeout(link.outbound.stall_timeout(), ping).await, Ok(Ok(()))) {
                     return End::Gone;
                 }
             }
