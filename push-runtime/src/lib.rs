@@ -31,6 +31,8 @@ mod channel;
 #[cfg(feature = "client")]
 pub mod client;
 mod cursor;
+#[cfg(test)]
+mod fuzz;
 pub mod history;
 mod hub;
 pub mod iframe;

@@ -89,7 +89,7 @@ impl IntoResponse for PollRejection {
 
 const QUOTE_LIMIT: usize = 32;
 
-fn number(
+pub(crate) fn number(
     query: Option<&str>,
     name: &'static str,
     expected: &'static str,
@@ -113,7 +113,7 @@ fn number(
 }
 
 /// `If-None-Match: "<cursor>"` (a weak tag is accepted too; `*` is ignored).
-fn if_none_match(headers: &HeaderMap) -> Result<Option<Cursor>, SubscribeRejection> {
+pub(crate) fn if_none_match(headers: &HeaderMap) -> Result<Option<Cursor>, SubscribeRejection> {
     let Some(value) = headers.get(header::IF_NONE_MATCH) else {
         return Ok(None);
     };

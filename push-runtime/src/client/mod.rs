@@ -461,3 +461,5 @@ impl<C: Channel> Subscribe<C> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod fuzz;
