@@ -702,3 +702,96 @@ async fn clients_cut_mid_frame_hurt_nobody() {
     assert_eq!(bystander.next_frame().await.seq(), 1);
     wait_until("cut clients released", || hub.stats().connections == 1).await;
 }
+
+// -------------------------------------------- random bytes from WebSocket clients
+
+/// One client-to-server WebSocket frame, well formed or not.
+fn ws_frame() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    (
+        any::<bool>(),                                                      // fin
+        0u8..16,       // opcode, reserved ones too
+        any::<bool>(), // masked (clients must mask)
+        prop_oneof![0u64..126, Just(126u64), Just(65_535), Just(u64::MAX)], // claimed length
+        prop::collection::vec(any::<u8>(), 0..200),
+        any::<[u8; 4]>(),
+    )
+        .prop_map(|(fin, opcode, masked, claimed, payload, key)| {
+            let mut out = vec![(u8::from(fin) << 7) | opcode];
+            let mask_bit = u8::from(masked) << 7;
+            match claimed {
+                0..=125 => out.push(mask_bit | payload.len().min(125) as u8),
+                126..=65_535 => {
+                    out.push(mask_bit | 126);
+                    out.extend_from_slice(&(claimed as u16).to_be_bytes());
+                }
+                _ => {
+                    out.push(mask_bit | 127);
+                    out.extend_from_slice(&claimed.to_be_bytes());
+                }
+            }
+            if masked {
+                out.extend_from_slice(&key);
+            }
+            out.extend_from_slice(&payload);
+            out
+        })
+}
+
+fn client_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    prop_oneof![
+        prop::collection::vec(ws_frame(), 1..4).prop_map(|frames| frames.concat()),
+        prop::collection::vec(any::<u8>(), 0..300),
+    ]
+}
+
+static SERVER_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[test]
+fn random_bytes_from_websocket_clients_never_hurt_the_server() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        SERVER_PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        default_hook(info);
+    }));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hub = Hub::<TestEvent>::new();
+    let (server, mut bystander) = runtime.block_on(async {
+        let server = Server::start(ChannelRouter::new(hub.clone()).into_router()).await;
+        let mut bystander = open(&server, Transport::WebSocket, "/t/f/ws").await;
+        bystander.ready().await;
+        (server, bystander)
+    });
+    // proptest's case count (256, or PROPTEST_CASES): one connection each.
+    let mut runner = proptest::test_runner::TestRunner::default();
+    runner
+        .run(&client_bytes(), |bytes| {
+            runtime.block_on(async {
+                let mut raw = TcpStream::connect(server.addr).await.unwrap();
+                raw.write_all(ws_request(&server, "/t/f/ws").as_bytes())
+                    .await
+                    .unwrap();
+                let mut head = [0u8; 12];
+                raw.read_exact(&mut head).await.unwrap();
+                assert_eq!(&head, b"HTTP/1.1 101");
+                // The server may close while we write: that is a fine answer.
+                let _ = raw.write_all(&bytes).await;
+            });
+            Ok(())
+        })
+        .unwrap();
+    runtime.block_on(async {
+        hub.publish("f", note(1)).await.unwrap();
+        assert_eq!(bystander.next_frame().await.seq(), 1);
+        wait_until("every fuzzing connection released", || {
+            hub.stats().connections == 1
+        })
+        .await;
+    });
+    assert_eq!(SERVER_PANICS.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

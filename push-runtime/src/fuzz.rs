@@ -158,7 +158,10 @@ proptest! {
         if let Ok(uri) = format!("{path}?{query}").parse::<Uri>() {
             let limits = Limits::default().max_query(16).max_request_target(32);
             let verdict = limits::check_target(&uri, &limits);
-            prop_assert_eq!(verdict.is_ok(), query.len() <= 16 && path.len() + query.len() <= 32);
+            // What the URI holds: a `#` ends the query (finding: the first
+            // version of this oracle measured the text before parsing).
+            let (path, query) = (uri.path().len(), uri.query().map_or(0, str::len));
+            prop_assert_eq!(verdict.is_ok(), query <= 16 && path + query <= 32);
         }
     }
 }

@@ -15,7 +15,10 @@ const MAX: usize = 256;
 /// Bytes that are often close to the real formats.
 fn stream_bytes() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
-        Just(b"id: 1-2\nevent: push.gap\ndata: {\"from\":\"1-0\",\"to\":\"1-2\",\"missed\":2}\n\n".to_vec()),
+        Just(
+            b"id: 1-2\nevent: push.gap\ndata: {\"from\":\"1-0\",\"to\":\"1-2\",\"missed\":2}\n\n"
+                .to_vec()
+        ),
         Just(b"<script>m({\"cursor\":\"1-1\",\"event\":\"e\",\"data\":1})</script>\n".to_vec()),
         Just(b"\r\n".to_vec()),
         Just(b":\n\n".to_vec()),
@@ -35,7 +38,9 @@ fn pieces(bytes: &[u8], cuts: &[usize]) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut start = 0;
     for point in points.into_iter().chain([bytes.len()]) {
-        out.push(Bytes::copy_from_slice(bytes.get(start..point).unwrap_or_default()));
+        out.push(Bytes::copy_from_slice(
+            bytes.get(start..point).unwrap_or_default(),
+        ));
         start = point;
     }
     out

@@ -460,6 +460,6 @@ impl<C: Channel> Subscribe<C> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
-#[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+pub(crate) mod tests;
