@@ -1,33 +1,4 @@
 //! The one origin policy of a channel: which web pages may use its routes.
-//!
-//! It is applied to every transport the same way, before any subscription is
-//! made: the WebSocket `Origin` check before the upgrade, CORS for SSE, the
-//! polls and publish, and the forever frame's `postMessage` target and
-//! `frame-ancestors`. The default allows the server's own origin only.
-//!
-//! How a request is judged:
-//!
-//! 1. With an `Origin` header (every WebSocket handshake and cross-origin
-//!    `fetch`/`EventSource` from a browser): `null` is refused; an origin in
-//!    the allow-list (or any, when it holds `*`) is allowed and gets CORS
-//!    headers; the server's own origin is allowed; anything else is refused.
-//! 2. Without `Origin`, by `Sec-Fetch-Site` (browsers send it on every
-//!    request): `same-origin` and `none` (typed in the address bar) are
-//!    allowed; `same-site` and `cross-site` are refused, except a frame
-//!    navigation to the forever frame when the allow-list is not empty (the
-//!    browser then enforces the frame's `frame-ancestors`).
-//! 3. Neither header: not a browser (curl, a server, the Rust client), or a
-//!    browser too old to say; allowed. An origin policy protects users'
-//!    browsers, it does not authenticate programs: use
-//!    [`ChannelRouter::authorize`](crate::ChannelRouter::authorize) for that.
-//!
-//! The server's own origin is, unless configured with
-//! [`OriginPolicy::own_origin`], the request's `Host` header with the
-//! `Origin`'s scheme (`http` or `https`): a browser always sends the `Host`
-//! it connected to, so a page served by this server has exactly that origin.
-//! Behind a reverse proxy that rewrites `Host`, or to guard against DNS
-//! rebinding (an attacker's name resolving to this server), configure the
-//! public origin instead; then `Host` is not trusted at all.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use std::fmt;
@@ -106,7 +77,36 @@ pub(crate) fn parse_origin(origin: &str) -> Result<String, InvalidOrigin> {
 }
 
 /// Which web pages may use a channel's routes. Default: the server's own
-/// origin only. See the [module docs](self) for how a request is judged.
+/// origin only.
+///
+/// It is applied to every transport the same way, before any subscription is
+/// made: the WebSocket `Origin` check before the upgrade, CORS for SSE, the
+/// polls and publish, and the forever frame's `postMessage` target and
+/// `frame-ancestors`. The default allows the server's own origin only.
+///
+/// How a request is judged:
+///
+/// 1. With an `Origin` header (every WebSocket handshake and cross-origin
+///    `fetch`/`EventSource` from a browser): `null` is refused; an origin in
+///    the allow-list (or any, when it holds `*`) is allowed and gets CORS
+///    headers; the server's own origin is allowed; anything else is refused.
+/// 2. Without `Origin`, by `Sec-Fetch-Site` (browsers send it on every
+///    request): `same-origin` and `none` (typed in the address bar) are
+///    allowed; `same-site` and `cross-site` are refused, except a frame
+///    navigation to the forever frame when the allow-list is not empty (the
+///    browser then enforces the frame's `frame-ancestors`).
+/// 3. Neither header: not a browser (curl, a server, the Rust client), or a
+///    browser too old to say; allowed. An origin policy protects users'
+///    browsers, it does not authenticate programs: use
+///    [`ChannelRouter::authorize`](crate::ChannelRouter::authorize) for that.
+///
+/// The server's own origin is, unless configured with
+/// [`OriginPolicy::own_origin`], the request's `Host` header with the
+/// `Origin`'s scheme (`http` or `https`): a browser always sends the `Host`
+/// it connected to, so a page served by this server has exactly that origin.
+/// Behind a reverse proxy that rewrites `Host`, or to guard against DNS
+/// rebinding (an attacker's name resolving to this server), configure the
+/// public origin instead; then `Host` is not trusted at all.
 ///
 /// ```
 /// use push_runtime::OriginPolicy;
