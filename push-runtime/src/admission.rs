@@ -134,6 +134,7 @@ async fn admit<C: Channel>(
             return refusal.response(state.limits.retry_after);
         }
     };
+    tracing::debug!(principal = principal.id(), %topic, "subscription admitted");
     parts.extensions.insert(principal.clone());
     parts.extensions.insert(Admission {
         principal,

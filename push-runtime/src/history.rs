@@ -523,6 +523,18 @@ mod tests {
     }
 
     #[test]
+    fn a_principal_rides_with_its_subscription() {
+        let log = Arc::new(TopicLog::new(1, 8));
+        let mut sub = log.subscribe(Start::Now).unwrap();
+        assert!(sub.principal().is_none());
+        sub.set_principal(Principal::new("ann").with(7_u8));
+        let principal = sub.principal().unwrap();
+        assert_eq!(principal.id(), Some("ann"));
+        assert_eq!(principal.get::<u8>(), Some(&7));
+        assert_eq!(principal.get::<u16>(), None);
+    }
+
+    #[test]
     fn filter_sets() {
         let f = KindFilter::from_indices([0, 65, 200]);
         assert!(f.contains(0) && f.contains(65) && f.contains(200));

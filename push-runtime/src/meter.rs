@@ -30,6 +30,9 @@ pub struct Stats {
     pub buffered_bytes: usize,
     /// The most bytes any one connection has had buffered at once.
     pub peak_buffered_per_connection: usize,
+    /// Connections whose writes are waiting for their socket now (streams at
+    /// their buffer limit, WebSockets whose flush is pending).
+    pub held_back: usize,
     /// Connections cut because they stayed at their buffer limit for
     /// [`Limits::stall_timeout`](crate::Limits::stall_timeout).
     pub stalled_cut: u64,
@@ -43,6 +46,7 @@ pub(crate) struct Meter {
     per_topic: Mutex<HashMap<Topic, usize>>,
     buffered: AtomicUsize,
     peak: AtomicUsize,
+    held_back: AtomicUsize,
     stalled_cut: AtomicU64,
     refused: AtomicU64,
 }
@@ -53,6 +57,7 @@ impl Meter {
             connections: self.connections.load(Ordering::SeqCst),
             buffered_bytes: self.buffered.load(Ordering::SeqCst),
             peak_buffered_per_connection: self.peak.load(Ordering::SeqCst),
+            held_back: self.held_back.load(Ordering::SeqCst),
             stalled_cut: self.stalled_cut.load(Ordering::SeqCst),
             refused_at_limit: self.refused.load(Ordering::SeqCst),
         }
@@ -126,6 +131,10 @@ impl Drop for ConnectionPermit {
 pub(crate) struct Outbound {
     meter: Arc<Meter>,
     pending: AtomicUsize,
+    /// Chunks handed over and not yet dropped.
+    chunks: AtomicUsize,
+    /// Counted in the meter's `held_back`.
+    held: std::sync::atomic::AtomicBool,
     drained: AtomicWaker,
     budget: usize,
     stall_timeout: Duration,
@@ -136,14 +145,26 @@ impl Outbound {
         Arc::new(Self {
             meter,
             pending: AtomicUsize::new(0),
+            chunks: AtomicUsize::new(0),
+            held: std::sync::atomic::AtomicBool::new(false),
             drained: AtomicWaker::new(),
-            budget: limits.max_buffered_per_connection,
+            budget: limits.max_buffered_per_connection.min(MAX_BUDGET),
             stall_timeout: limits.stall_timeout,
         })
     }
 
     pub(crate) fn pending(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Whether nothing more may be handed over until something is written.
+    fn full(&self) -> bool {
+        self.pending() >= self.budget || self.chunks.load(Ordering::SeqCst) >= MAX_CHUNKS
+    }
+
+    /// The largest piece handed over at once.
+    fn piece(&self) -> usize {
+        (self.budget / 4).max(1)
     }
 
     pub(crate) fn budget(&self) -> usize {
@@ -166,10 +187,38 @@ impl Outbound {
         self.drained.wake();
     }
 
+    /// Marks the connection as waiting for its socket, or not.
+    pub(crate) fn hold(&self, waiting: bool) {
+        if self.held.swap(waiting, Ordering::SeqCst) != waiting {
+            if waiting {
+                self.meter.held_back.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.meter.held_back.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
     pub(crate) fn count_stall(&self) {
         self.meter.stalled_cut.fetch_add(1, Ordering::SeqCst);
     }
 }
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        self.hold(false);
+    }
+}
+
+/// The most chunks a connection may have handed to hyper and not written.
+///
+/// hyper polls a response body only while it queues fewer than 16 chunks and
+/// fewer than about 400 KiB; past that it only flushes, and a body that is
+/// never polled could never notice that its peer stopped reading. Staying
+/// well below both keeps the stall timeout working however small the chunks
+/// (heartbeats to a dead peer) or large the batches.
+const MAX_CHUNKS: usize = 8;
+/// The largest per-connection budget honoured (see [`MAX_CHUNKS`]).
+const MAX_BUDGET: usize = 256 * 1024;
 
 /// A chunk counted as buffered until hyper drops it.
 struct Tracked {
@@ -185,6 +234,7 @@ impl AsRef<[u8]> for Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
+        self.outbound.chunks.fetch_sub(1, Ordering::SeqCst);
         self.outbound.release(self.bytes.len());
     }
 }
@@ -194,6 +244,8 @@ impl Drop for Tracked {
 /// for the stall timeout.
 pub(crate) struct Metered<S> {
     inner: Pin<Box<S>>,
+    /// What is left of a chunk larger than a piece.
+    rest: Bytes,
     outbound: Arc<Outbound>,
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
@@ -205,6 +257,7 @@ impl<S> Metered<S> {
     pub(crate) fn new(inner: S, outbound: Arc<Outbound>, keep: Box<dyn Send + Sync>) -> Self {
         Self {
             inner: Box::pin(inner),
+            rest: Bytes::new(),
             outbound,
             stall: None,
             done: false,
@@ -220,9 +273,10 @@ impl<S: Stream<Item = Result<Bytes, Infallible>>> Stream for Metered<S> {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.outbound.pending() >= self.outbound.budget {
+        if self.outbound.full() {
             self.outbound.drained.register(cx.waker());
-            if self.outbound.pending() >= self.outbound.budget {
+            if self.outbound.full() {
+                self.outbound.hold(true);
                 let timeout = self.outbound.stall_timeout;
                 let stall = self
                     .stall
@@ -240,19 +294,24 @@ impl<S: Stream<Item = Result<Bytes, Infallible>>> Stream for Metered<S> {
             }
         }
         self.stall = None;
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(bytes))) => {
-                self.outbound.add(bytes.len());
-                let outbound = Arc::clone(&self.outbound);
-                Poll::Ready(Some(Ok(Bytes::from_owner(Tracked { bytes, outbound }))))
+        self.outbound.hold(false);
+        if self.rest.is_empty() {
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => self.rest = bytes,
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(never))) => match never {},
-            Poll::Pending => Poll::Pending,
         }
+        let piece = self.outbound.piece().min(self.rest.len());
+        let bytes = self.rest.split_to(piece);
+        self.outbound.chunks.fetch_add(1, Ordering::SeqCst);
+        self.outbound.add(bytes.len());
+        let outbound = Arc::clone(&self.outbound);
+        Poll::Ready(Some(Ok(Bytes::from_owner(Tracked { bytes, outbound }))))
     }
 }
 
@@ -291,22 +350,47 @@ mod tests {
     async fn holds_back_past_the_budget_and_counts_until_dropped() {
         use futures_util::StreamExt;
         let meter = Arc::new(Meter::default());
-        let limits = Limits::default().max_buffered_per_connection(10);
+        let limits = Limits::default().max_buffered_per_connection(16);
         let outbound = Outbound::new(Arc::clone(&meter), &limits);
         let chunks = futures_util::stream::iter(
             (0..3).map(|_| Ok::<_, Infallible>(Bytes::from_static(b"12345678"))),
         );
         let mut body = Metered::new(chunks, Arc::clone(&outbound), Box::new(()));
-        let one = body.next().await.unwrap().unwrap();
-        let two = body.next().await.unwrap().unwrap();
+        // Handed over in pieces of a quarter of the budget.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(body.next().await.unwrap().unwrap());
+        }
+        assert!(held.iter().all(|piece| piece.len() == 4));
         assert_eq!(meter.stats().buffered_bytes, 16);
-        // Over budget: nothing more until something is written.
-        let third = tokio::time::timeout(Duration::from_millis(20), body.next()).await;
-        assert!(third.is_err(), "must hold back past the budget");
-        drop((one, two));
+        // At the budget: nothing more until something is written.
+        let more = tokio::time::timeout(Duration::from_millis(20), body.next()).await;
+        assert!(more.is_err(), "must hold back at the budget");
+        drop(held);
         assert_eq!(meter.stats().buffered_bytes, 0);
-        assert!(body.next().await.is_some());
+        assert_eq!(body.next().await.unwrap().unwrap(), "1234");
         assert_eq!(meter.stats().peak_buffered_per_connection, 16);
+    }
+
+    #[tokio::test]
+    async fn holds_back_past_the_chunk_count_however_small_the_chunks() {
+        use futures_util::StreamExt;
+        let meter = Arc::new(Meter::default());
+        let outbound = Outbound::new(Arc::clone(&meter), &Limits::default());
+        let heartbeats =
+            futures_util::stream::repeat(Ok::<_, Infallible>(Bytes::from_static(b":\n\n")));
+        let mut body = Metered::new(heartbeats, outbound, Box::new(()));
+        let mut held = Vec::new();
+        for _ in 0..MAX_CHUNKS {
+            held.push(body.next().await.unwrap().unwrap());
+        }
+        let more = tokio::time::timeout(Duration::from_millis(20), body.next()).await;
+        assert!(
+            more.is_err(),
+            "hyper stops polling at 16 queued chunks: stay below"
+        );
+        held.pop();
+        assert!(body.next().await.is_some());
     }
 
     #[tokio::test(start_paused = true)]

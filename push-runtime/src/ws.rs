@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
+use std::future::Future as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -243,7 +244,21 @@ async fn write_batch(socket: &mut WebSocket, batch: &[Delivery], outbound: &Outb
         }
         socket.flush().await
     };
-    let result = tokio::time::timeout(outbound.stall_timeout(), write).await;
+    let result = {
+        let mut write = std::pin::pin!(write);
+        // Most writes complete at once; one that waits for the socket is counted.
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+        match first {
+            std::task::Poll::Ready(result) => Ok(result),
+            std::task::Poll::Pending => {
+                outbound.hold(true);
+                let result = tokio::time::timeout(outbound.stall_timeout(), write).await;
+                outbound.hold(false);
+                result
+            }
+        }
+    };
     outbound.release(fed);
     match result {
         Ok(Ok(())) => true,
