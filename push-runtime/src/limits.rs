@@ -90,10 +90,13 @@ impl Limits {
     }
 
     /// The most bytes handed to one streaming connection and not yet written
-    /// to its socket (default 64 KiB, at least 1). Past it, nothing more is
-    /// taken from the topic for that connection: the subscriber stays a
-    /// cursor in the history and gets a gap if it falls out of it. One
-    /// write may overshoot by one batch (`max_batch` events).
+    /// to its socket (default 64 KiB, at least 1, at most 256 KiB). Past it,
+    /// nothing more is taken from the topic for that connection: the
+    /// subscriber stays a cursor in the history and gets a gap if it falls
+    /// out of it. SSE and forever-frame bytes are handed over in pieces of a
+    /// quarter of this, so a connection holds less than 5/4 of it; a
+    /// WebSocket holds at most one batch (`WsConfig::max_batch` events), and
+    /// this is its write buffer size.
     pub fn max_buffered_per_connection(mut self, bytes: usize) -> Self {
         self.max_buffered_per_connection = bytes.max(1);
         self
