@@ -12,7 +12,7 @@ use std::time::Duration;
 /// Default for [`Limits::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default for [`Limits::max_connections_per_topic`].
-pub const DEFAULT_MAX_CONNECTIONS_PER_TOPIC: usize = 1_000;
+pub const DEFAULT_MAX_CONNECTIONS_PER_TOPIC: usize = 5_000;
 /// Default for [`Limits::max_request_target`].
 pub const DEFAULT_MAX_REQUEST_TARGET: usize = 2048;
 /// Default for [`Limits::max_query`].
@@ -70,7 +70,7 @@ impl Limits {
         self
     }
 
-    /// Subscriptions open at once on one topic (default 1 000). One more
+    /// Subscriptions open at once on one topic (default 5 000). One more
     /// gets `503` with `Retry-After`.
     pub fn max_connections_per_topic(mut self, n: usize) -> Self {
         self.max_connections_per_topic = n;
