@@ -93,6 +93,13 @@ pub(crate) async fn guard<C: Channel>(
     if let Some(origin) = cross {
         origin::cors_headers(response.headers_mut(), &origin);
     }
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        // Every 503 (a full broker too) says when to come back, as configured.
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(state.limits.retry_after.as_secs().max(1)),
+        );
+    }
     response
 }
 

@@ -68,13 +68,8 @@ impl IntoResponse for SubscribeRejection {
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(error = %self, "subscription failed");
-            // Transient (a full broker, a store that is down): come back later.
-            return (
-                status,
-                [(axum::http::header::RETRY_AFTER, "5")],
-                self.to_string(),
-            )
-                .into_response();
+            // Transient (a full broker, a store that is down): the route's
+            // guard adds the configured `Retry-After`.
         }
         (status, self.to_string()).into_response()
     }
