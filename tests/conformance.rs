@@ -499,7 +499,7 @@ fn holders(broker: &MemoryBroker, topic: &str) -> usize {
         topic: Topic::new(topic).expect("topic"),
     };
     // Minus the handle this call itself holds.
-    Arc::strong_count(&broker.log(&key)) - 1
+    Arc::strong_count(&broker.log(&key).expect("a topic")) - 1
 }
 
 /// Waits (bounded) until `condition` holds; the server side has no other signal.
@@ -1005,10 +1005,17 @@ async fn iframe_targets_only_configured_origins() {
         assert_eq!(status, 403, "{unlisted}: {body}");
         assert!(body.contains("is not allowed"), "{body}");
     }
-    // The request's own headers are never reflected.
+    // A page of an unlisted origin is refused by the one origin policy.
     let response = reqwest::Client::new()
         .get(server.url("/t/o/iframe"))
         .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // The request's own headers are never reflected.
+    let response = reqwest::Client::new()
+        .get(server.url("/t/o/iframe"))
         .header("referer", "https://evil.example/page")
         .send()
         .await

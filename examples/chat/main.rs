@@ -8,6 +8,11 @@
 //!      -H 'content-type: application/json' \
 //!      -d '{"type":"message","from":"ann","text":"hi"}'
 //! ```
+//!
+//! `PUSH_ALLOWED_ORIGINS=https://a.example,http://localhost:8080` lets pages
+//! of those origins use every route (default: the server's own pages only).
+//! Ctrl-C or SIGTERM ends every stream, telling clients to reconnect, and
+//! stops the server.
 
 mod event;
 
@@ -15,7 +20,7 @@ use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
 use event::ChatEvent;
-use push_runtime::{ChannelRouter, Hub, PublishRequest, Refusal};
+use push_runtime::{ChannelRouter, Hub, OriginPolicy, PublishRequest, Refusal};
 use std::net::SocketAddr;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
@@ -53,9 +58,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()
         .map_err(|e| format!("PUSH_ADDR must be an address like {DEFAULT_ADDR}: {e}"))?;
 
+    let origins = match std::env::var("PUSH_ALLOWED_ORIGINS") {
+        Ok(list) => OriginPolicy::from_list(&list)
+            .map_err(|e| format!("PUSH_ALLOWED_ORIGINS: {e} (comma-separated origins)"))?,
+        Err(_) => OriginPolicy::same_origin(),
+    };
+    if !origins.allowed().is_empty() {
+        tracing::info!(allowed = ?origins.allowed(), "pages of other origins allowed");
+    }
+
     let hub = Hub::<ChatEvent>::new();
     let app = Router::new().route("/", get(index)).merge(
         ChannelRouter::new(hub.clone())
+            .origins(origins)
             .publish(check_publish)
             .into_router(),
     );
@@ -64,6 +79,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let local = listener.local_addr()?;
     tracing::info!("chat server listening on http://{local}");
     println!("listening on http://{local}");
-    axum::serve(listener, app).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_requested().await;
+            // Streams end (clients are told to resume), so the server can stop.
+            hub.shutdown();
+        })
+        .await?;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_requested() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -5,6 +5,7 @@
 //! reading costs no memory at all, and one that falls behind the ring's start
 //! receives an explicit [`Gap`] instead of a silent hole.
 
+use crate::auth::Principal;
 use crate::cursor::Cursor;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -359,6 +360,7 @@ impl TopicLog {
             next_seq,
             pending_gap: gap,
             filter: None,
+            principal: None,
         })
     }
 }
@@ -403,9 +405,21 @@ pub struct Subscription {
     next_seq: u64,
     pending_gap: Option<Gap>,
     filter: Option<KindFilter>,
+    principal: Option<Principal>,
 }
 
 impl Subscription {
+    /// Attaches who the subscription belongs to (see [`Principal`]).
+    pub fn set_principal(&mut self, principal: Principal) {
+        self.principal = Some(principal);
+    }
+
+    /// Who the subscription belongs to, as the authorization hook decided
+    /// (`None` for one started through [`Hub::subscribe`](crate::Hub::subscribe)).
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
+    }
+
     /// Delivers only events whose kind is in `filter` (gaps are always delivered).
     pub fn set_filter(&mut self, filter: Option<KindFilter>) {
         self.filter = filter;
@@ -664,6 +678,18 @@ mod tests {
         out.clear();
         sub.fill(&mut out, 10);
         assert_eq!(seqs(&out), ["2"]);
+    }
+
+    #[test]
+    fn a_principal_rides_with_its_subscription() {
+        let log = Arc::new(TopicLog::new(1, 8));
+        let mut sub = log.subscribe(Start::Now).unwrap();
+        assert!(sub.principal().is_none());
+        sub.set_principal(Principal::new("ann").with(7_u8));
+        let principal = sub.principal().unwrap();
+        assert_eq!(principal.id(), Some("ann"));
+        assert_eq!(principal.get::<u8>(), Some(&7));
+        assert_eq!(principal.get::<u16>(), None);
     }
 
     #[test]

@@ -4,6 +4,8 @@ use crate::broker::{Broker, BrokerError, BrokerSubscribeError, MemoryBroker, Top
 use crate::channel::{Channel, EventKind};
 use crate::cursor::Cursor;
 use crate::history::{KindFilter, Outgoing, Start, StartError, Subscription};
+use crate::meter::{Meter, Stats};
+use crate::shutdown::Shutdown;
 use crate::topic::{DEFAULT_MAX_TOPIC_LEN, Topic, TopicError};
 use bytes::Bytes;
 use std::borrow::Borrow;
@@ -25,13 +27,24 @@ pub struct HubConfig {
     pub history_len: usize,
     /// The longest topic name accepted, in bytes (default 128).
     pub max_topic_len: usize,
+    /// Topics kept alive at once by the in-memory broker (default
+    /// [`DEFAULT_MAX_TOPICS`]). A new topic past it evicts the least recently
+    /// used topic that nobody reads, history and all (a client resuming it
+    /// later gets a gap: the recreated topic has a new epoch); when every
+    /// topic is being read, publishing to or subscribing to a new topic fails
+    /// (`503` over HTTP).
+    pub max_topics: usize,
 }
+
+/// Topics alive at once by default.
+pub const DEFAULT_MAX_TOPICS: usize = 10_000;
 
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
             history_len: DEFAULT_HISTORY_LEN,
             max_topic_len: DEFAULT_MAX_TOPIC_LEN,
+            max_topics: DEFAULT_MAX_TOPICS,
         }
     }
 }
@@ -100,6 +113,8 @@ pub struct Hub<C> {
 struct HubShared {
     broker: Arc<dyn Broker>,
     config: HubConfig,
+    meter: Arc<Meter>,
+    shutdown: Shutdown,
 }
 
 impl<C> Clone for Hub<C> {
@@ -133,14 +148,22 @@ impl<C: Channel> Hub<C> {
 
     /// An in-memory hub with these settings.
     pub fn with_config(config: HubConfig) -> Self {
-        let broker = Arc::new(MemoryBroker::new(config.history_len));
+        let broker = Arc::new(MemoryBroker::with_max_topics(
+            config.history_len,
+            config.max_topics,
+        ));
         Self::with_broker(broker, config)
     }
 
     /// A hub over another broker (several hubs may share one broker).
     pub fn with_broker(broker: Arc<dyn Broker>, config: HubConfig) -> Self {
         Self {
-            shared: Arc::new(HubShared { broker, config }),
+            shared: Arc::new(HubShared {
+                broker,
+                config,
+                meter: Arc::default(),
+                shutdown: Shutdown::default(),
+            }),
             channel: PhantomData,
         }
     }
@@ -148,6 +171,30 @@ impl<C: Channel> Hub<C> {
     /// The hub's settings.
     pub fn config(&self) -> &HubConfig {
         &self.shared.config
+    }
+
+    /// The hub's accounting: open connections and bytes buffered for them.
+    pub fn stats(&self) -> Stats {
+        self.shared.meter.stats()
+    }
+
+    /// Ends every stream served from this hub, telling clients to reconnect
+    /// and resume (SSE and forever frame: a last `push.end` with the resume
+    /// cursor; WebSocket: close `1001`; held long polls are answered), and
+    /// refuses new subscriptions with `503`. Call it from the shutdown
+    /// future given to `axum::serve(…).with_graceful_shutdown`, so the server
+    /// stops accepting, the streams end and the server can exit.
+    pub fn shutdown(&self) {
+        tracing::info!("shutting down the hub's streams");
+        self.shared.shutdown.trigger();
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> &Shutdown {
+        &self.shared.shutdown
+    }
+
+    pub(crate) fn meter(&self) -> &Arc<Meter> {
+        &self.shared.meter
     }
 
     /// Validates a topic name against this hub's limits.

@@ -5,14 +5,16 @@
 //! the embedding page with `postMessage`. The target origin comes from the
 //! server's configuration only, never from the request's headers.
 
+use crate::admission::Admission;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
+use crate::origin::{InvalidOrigin, OriginPolicy, parse_origin};
 use crate::params::{self, SubscribeRejection};
 use crate::router::ChannelState;
+use crate::shutdown::Shutdown;
 use crate::{wire, ws};
-use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -23,8 +25,6 @@ use tokio::time::Instant;
 
 /// The control event that ends a forever frame.
 const END: &str = "push.end";
-/// The most items written per wakeup.
-const MAX_BATCH: usize = 256;
 
 /// Settings of the forever-frame transport.
 #[derive(Clone, Debug)]
@@ -34,6 +34,7 @@ pub struct IframeConfig {
     pub(crate) heartbeat: Duration,
     pub(crate) max_bytes: usize,
     pub(crate) max_duration: Duration,
+    pub(crate) max_batch: usize,
 }
 
 impl Default for IframeConfig {
@@ -44,81 +45,9 @@ impl Default for IframeConfig {
             heartbeat: Duration::from_secs(15),
             max_bytes: 256 * 1024,
             max_duration: Duration::from_secs(60),
+            max_batch: 256,
         }
     }
-}
-
-/// A configured allowed origin that is not an origin.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid origin `{origin}`: {reason}; expected `scheme://host[:port]`, e.g. `https://app.example`, or `*`"
-)]
-pub struct InvalidOrigin {
-    origin: String,
-    reason: &'static str,
-}
-
-impl InvalidOrigin {
-    /// The origin as configured.
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-}
-
-fn is_host(host: &str) -> bool {
-    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(ip6) => !ip6.is_empty() && ip6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'),
-        None => {
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        }
-    }
-}
-
-/// Checks and normalizes (lowercases) an origin, `scheme://host[:port]`.
-fn parse_origin(origin: &str) -> Result<String, InvalidOrigin> {
-    let fail = |reason| InvalidOrigin {
-        origin: origin.chars().take(256).collect(),
-        reason,
-    };
-    if origin == "*" {
-        return Ok(origin.to_owned());
-    }
-    let (scheme, rest) = origin.split_once("://").ok_or_else(|| fail("no `://`"))?;
-    let scheme_ok = scheme
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic())
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-    if !scheme_ok {
-        return Err(fail("bad scheme"));
-    }
-    // A bracketed IPv6 host holds colons; the port is after the last `]`.
-    let split = rest.rfind(']').map_or(0, |i| i + 1);
-    let (host, port) = match rest.get(split..).and_then(|tail| tail.find(':')) {
-        Some(at) => (
-            rest.get(..split + at).unwrap_or_default(),
-            Some(rest.get(split + at + 1..).unwrap_or_default()),
-        ),
-        None => (rest, None),
-    };
-    if !is_host(host) {
-        return Err(fail(
-            "bad host (no path, query, user or trailing slash allowed)",
-        ));
-    }
-    if let Some(port) = port {
-        let digits =
-            !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
-        if !digits || port.parse::<u16>().is_err() {
-            return Err(fail("bad port"));
-        }
-    }
-    Ok(origin.to_ascii_lowercase())
 }
 
 impl IframeConfig {
@@ -126,6 +55,12 @@ impl IframeConfig {
     /// messages, each `scheme://host[:port]` (or `*`, which allows any page
     /// to read the stream: only for public data). Default: none, i.e. only
     /// pages of the server's own origin.
+    ///
+    /// These are added to the channel's one [`OriginPolicy`]
+    /// ([`ChannelRouter::origins`](crate::ChannelRouter::origins), which is
+    /// the place to set them): the frame's `postMessage` targets and
+    /// `frame-ancestors` are the policy's list, so the same pages may use
+    /// every transport.
     ///
     /// A request picks one with `?origin=`; a list of one is picked by default.
     /// The list also makes the `content-security-policy: frame-ancestors`.
@@ -181,27 +116,28 @@ impl IframeConfig {
         self
     }
 
-    /// The `frame-ancestors` directive: `'self'` plus the allowed origins.
-    fn content_security_policy(&self) -> String {
-        let mut policy = String::from("frame-ancestors 'self'");
-        for origin in &self.allowed_origins {
-            policy.push(' ');
-            policy.push_str(origin);
-        }
-        policy
+    /// The most items written to a frame in one chunk (default 256).
+    pub fn max_batch(mut self, items: usize) -> Self {
+        self.max_batch = items.max(1);
+        self
     }
 
-    /// The `postMessage` target for a request's `origin` parameter.
-    fn target(&self, requested: Option<&str>) -> Result<Target, IframeRejection> {
-        match (requested, self.allowed_origins.as_slice()) {
-            (None, [only]) => Ok(Target::Origin(only.clone())),
-            (None, _) => Ok(Target::Own),
-            (Some(requested), list) => list
-                .iter()
-                .find(|allowed| allowed.eq_ignore_ascii_case(requested))
-                .map(|allowed| Target::Origin(allowed.clone()))
-                .ok_or_else(|| IframeRejection::Origin(requested.chars().take(256).collect())),
-        }
+    /// The origins set with [`IframeConfig::allowed_origins`].
+    pub(crate) fn allowed_origins_list(&self) -> &[String] {
+        &self.allowed_origins
+    }
+}
+
+/// The `postMessage` target for a request's `origin` parameter.
+fn target(policy: &OriginPolicy, requested: Option<&str>) -> Result<Target, IframeRejection> {
+    match (requested, policy.allowed()) {
+        (None, [only]) => Ok(Target::Origin(only.clone())),
+        (None, _) => Ok(Target::Own),
+        (Some(requested), list) => list
+            .iter()
+            .find(|allowed| allowed.eq_ignore_ascii_case(requested))
+            .map(|allowed| Target::Origin(allowed.clone()))
+            .ok_or_else(|| IframeRejection::Origin(requested.chars().take(256).collect())),
     }
 }
 
@@ -326,11 +262,13 @@ struct Frame {
     batch: Vec<Delivery>,
     heartbeat: Duration,
     max_bytes: usize,
+    max_batch: usize,
     deadline: Instant,
     written: usize,
     /// Where the client stands after what was written so far.
     resume: Cursor,
     ended: bool,
+    shutdown: Shutdown,
 }
 
 impl Frame {
@@ -340,16 +278,28 @@ impl Frame {
                 return None;
             }
             let now = Instant::now();
-            if self.written >= self.max_bytes || now >= self.deadline {
+            let closing = self.shutdown.is_triggered();
+            if self.written >= self.max_bytes || now >= self.deadline || closing {
                 self.ended = true;
                 tracing::trace!(written = self.written, "ending a forever frame");
                 return Some(ending(self.resume));
             }
             self.batch.clear();
             let idle = self.heartbeat.min(self.deadline - now);
-            let wait = self.subscription.next_batch(&mut self.batch, MAX_BATCH);
+            let wait = self
+                .subscription
+                .next_batch(&mut self.batch, self.max_batch);
+            let shutdown = self.shutdown.clone();
+            let wait = async {
+                tokio::select! {
+                    appended = wait => Some(appended),
+                    () = shutdown.wait() => None,
+                }
+            };
             let chunk = match tokio::time::timeout(idle, wait).await {
-                Ok(_) => self.encode_batch(),
+                // Shutting down: the next turn ends the frame.
+                Ok(None) => continue,
+                Ok(Some(_)) => self.encode_batch(),
                 // Time is up: the next turn ends the frame.
                 Err(_) if Instant::now() >= self.deadline => continue,
                 Err(_) => Bytes::from_static(HEARTBEAT),
@@ -384,7 +334,12 @@ impl Frame {
     }
 }
 
-fn stream_body(subscription: Subscription, target: &Target, config: &IframeConfig) -> Body {
+fn stream_body(
+    subscription: Subscription,
+    target: &Target,
+    config: &IframeConfig,
+    shutdown: Shutdown,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let prelude = prelude(target, config.padding, subscription.resume_point());
     let frame = Frame {
         resume: subscription.resume_point(),
@@ -392,19 +347,21 @@ fn stream_body(subscription: Subscription, target: &Target, config: &IframeConfi
         batch: Vec::new(),
         heartbeat: config.heartbeat,
         max_bytes: config.max_bytes,
+        max_batch: config.max_batch,
         // A duration too large for the clock means "no age limit".
         deadline: Instant::now()
             .checked_add(config.max_duration)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)),
         written: prelude.len(),
         ended: false,
+        shutdown,
     };
     let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(prelude)));
     let rest = futures_util::stream::unfold(frame, |mut frame| async move {
         let chunk = frame.next_chunk().await?;
         Some((Ok::<_, Infallible>(chunk), frame))
     });
-    Body::from_stream(futures_util::StreamExt::chain(first, rest))
+    futures_util::StreamExt::chain(first, rest)
 }
 
 /// `GET {base}/{topic}/iframe`.
@@ -413,8 +370,9 @@ pub(crate) async fn handler<C: Channel>(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    Extension(admission): Extension<Admission>,
 ) -> Response {
-    match open(&state, &topic, query.as_deref(), &headers).await {
+    match open(&state, &topic, query.as_deref(), &headers, admission).await {
         Ok(response) => response,
         Err(rejection) => rejection.into_response(),
     }
@@ -425,16 +383,18 @@ async fn open<C: Channel>(
     topic: &str,
     query: Option<&str>,
     headers: &HeaderMap,
+    admission: Admission,
 ) -> Result<Response, IframeRejection> {
     let config = &state.iframe;
     let request = params::parse(&state.hub, topic, query, headers)?;
-    let target = config.target(params::single(query, "origin")?.as_deref())?;
-    let subscription = state
+    let target = target(&state.origins, params::single(query, "origin")?.as_deref())?;
+    let mut subscription = state
         .hub
         .subscribe_topic(&request.topic, request.start, request.filter)
         .await
         .map_err(SubscribeRejection::from)?;
-    let csp = HeaderValue::from_str(&config.content_security_policy())
+    subscription.set_principal(admission.principal.clone());
+    let csp = HeaderValue::from_str(&state.origins.frame_ancestors())
         .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'self'"));
     let headers = [
         (
@@ -452,7 +412,9 @@ async fn open<C: Channel>(
         ),
         (header::CONTENT_SECURITY_POLICY, csp),
     ];
-    Ok((headers, stream_body(subscription, &target, config)).into_response())
+    let shutdown = state.hub.shutdown_signal().clone();
+    let stream = stream_body(subscription, &target, config, shutdown);
+    Ok((headers, admission.body(stream, &state.limits)).into_response())
 }
 
 #[cfg(test)]
@@ -472,39 +434,6 @@ mod tests {
         let back: serde_json::Value = serde_json::from_str(text).unwrap();
         let original: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(back, original);
-    }
-
-    #[test]
-    fn validates_origins() {
-        for good in [
-            "https://app.example",
-            "http://localhost:8080",
-            "http://[::1]:3000",
-            "HTTPS://App.Example",
-            "*",
-        ] {
-            assert!(parse_origin(good).is_ok(), "{good}");
-        }
-        assert_eq!(
-            parse_origin("HTTPS://App.Example").unwrap(),
-            "https://app.example"
-        );
-        for bad in [
-            "app.example",
-            "https://app.example/",
-            "https://app.example/path",
-            "https://user@app.example",
-            "https://app.example:99999",
-            "https://app.example:",
-            "https://",
-            "https://a b",
-            "https://a\"b",
-            "1http://a",
-            "https://a.example?x",
-            "'self'",
-        ] {
-            assert!(parse_origin(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

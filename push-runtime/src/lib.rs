@@ -24,27 +24,45 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+mod admission;
+mod auth;
 pub mod broker;
 mod channel;
 #[cfg(feature = "client")]
 pub mod client;
 mod cursor;
+#[cfg(test)]
+mod fuzz;
 pub mod history;
 mod hub;
 pub mod iframe;
+mod limits;
+mod meter;
+mod origin;
 mod params;
 pub mod poll;
 mod router;
+mod shutdown;
 pub mod sse;
 mod topic;
 mod wire;
 pub mod ws;
 
+pub use auth::{AuthRequest, Authorize, DenyAll, Principal};
 pub use channel::{Channel, EventKind};
 pub use cursor::{Cursor, CursorParseError};
 pub use history::{Delivery, Gap, Start};
-pub use hub::{DEFAULT_HISTORY_LEN, Hub, HubConfig, PublishError, SubscribeError};
-pub use iframe::{IframeConfig, IframeRejection, InvalidOrigin};
+pub use hub::{
+    DEFAULT_HISTORY_LEN, DEFAULT_MAX_TOPICS, Hub, HubConfig, PublishError, SubscribeError,
+};
+pub use iframe::{IframeConfig, IframeRejection};
+pub use limits::{
+    DEFAULT_MAX_BUFFERED_PER_CONNECTION, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_TOPIC, DEFAULT_MAX_QUERY, DEFAULT_MAX_REQUEST_TARGET,
+    DEFAULT_RETRY_AFTER, DEFAULT_STALL_TIMEOUT, LimitRefusal, Limits,
+};
+pub use meter::Stats;
+pub use origin::{InvalidOrigin, OriginPolicy};
 pub use params::SubscribeRejection;
 pub use poll::{PollConfig, PollRejection};
 #[doc = include_str!("docs/push_channel.md")]

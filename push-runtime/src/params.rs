@@ -68,6 +68,8 @@ impl IntoResponse for SubscribeRejection {
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(error = %self, "subscription failed");
+            // Transient (a full broker, a store that is down): the route's
+            // guard adds the configured `Retry-After`.
         }
         (status, self.to_string()).into_response()
     }

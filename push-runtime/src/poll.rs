@@ -5,13 +5,14 @@
 //! are the WebSocket message objects, shared with the WebSocket transport's
 //! cached frame of each event.
 
+use crate::admission::Admission;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, Start};
 use crate::params::{self, SubscribeRejection};
 use crate::router::ChannelState;
 use crate::ws;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -88,7 +89,7 @@ impl IntoResponse for PollRejection {
 
 const QUOTE_LIMIT: usize = 32;
 
-fn number(
+pub(crate) fn number(
     query: Option<&str>,
     name: &'static str,
     expected: &'static str,
@@ -112,7 +113,7 @@ fn number(
 }
 
 /// `If-None-Match: "<cursor>"` (a weak tag is accepted too; `*` is ignored).
-fn if_none_match(headers: &HeaderMap) -> Result<Option<Cursor>, SubscribeRejection> {
+pub(crate) fn if_none_match(headers: &HeaderMap) -> Result<Option<Cursor>, SubscribeRejection> {
     let Some(value) = headers.get(header::IF_NONE_MATCH) else {
         return Ok(None);
     };
@@ -141,10 +142,18 @@ pub(crate) async fn short_handler<C: Channel>(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    Extension(admission): Extension<Admission>,
 ) -> Response {
-    poll(&state, &topic, query.as_deref(), &headers, Mode::Short)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    poll(
+        &state,
+        &topic,
+        query.as_deref(),
+        &headers,
+        Mode::Short,
+        admission,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET {base}/{topic}/long-poll`.
@@ -153,10 +162,18 @@ pub(crate) async fn long_handler<C: Channel>(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    Extension(admission): Extension<Admission>,
 ) -> Response {
-    poll(&state, &topic, query.as_deref(), &headers, Mode::Long)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    poll(
+        &state,
+        &topic,
+        query.as_deref(),
+        &headers,
+        Mode::Long,
+        admission,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
 fn item_cursor(delivery: &Delivery) -> Cursor {
@@ -172,6 +189,7 @@ async fn poll<C: Channel>(
     query: Option<&str>,
     headers: &HeaderMap,
     mode: Mode,
+    admission: Admission,
 ) -> Result<Response, PollRejection> {
     let config = &state.poll;
     let mut request = params::parse(&state.hub, topic, query, headers)?;
@@ -195,6 +213,7 @@ async fn poll<C: Channel>(
         .subscribe_topic(&request.topic, request.start, request.filter)
         .await
         .map_err(SubscribeRejection::from)?;
+    subscription.set_principal(admission.principal.clone());
     // One item more than the limit tells whether the answer is cut short.
     let probe = limit.saturating_add(1);
     let mut items = Vec::new();
@@ -206,7 +225,15 @@ async fn poll<C: Channel>(
         tracing::trace!(?wait, "holding a long poll");
         waited = true;
         // Cancel-safe: a timeout loses nothing, the position stays exact.
-        let _ = tokio::time::timeout(wait, subscription.next_batch(&mut items, probe)).await;
+        let shutdown = state.hub.shutdown_signal();
+        let next = async {
+            tokio::select! {
+                _ = subscription.next_batch(&mut items, probe) => {}
+                // Shutting down: answer now with what there is.
+                () = shutdown.wait() => {}
+            }
+        };
+        let _ = tokio::time::timeout(wait, next).await;
     }
     let more = items.len() > limit;
     items.truncate(limit);

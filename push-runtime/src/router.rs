@@ -1,9 +1,13 @@
 //! The channel's axum routes, and the opt-in publish endpoint.
 
+use crate::admission::{self, RouteKind};
+use crate::auth::Authorize;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::hub::{Hub, PublishError};
 use crate::iframe::{self, IframeConfig};
+use crate::limits::Limits;
+use crate::origin::OriginPolicy;
 use crate::poll::{self, PollConfig};
 use crate::sse::{self, SseConfig};
 use crate::topic::Topic;
@@ -14,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -96,6 +100,9 @@ pub(crate) struct ChannelState<C> {
     pub(crate) ws: WsConfig,
     pub(crate) poll: PollConfig,
     pub(crate) iframe: IframeConfig,
+    pub(crate) origins: OriginPolicy,
+    pub(crate) limits: Limits,
+    pub(crate) authorize: Option<Arc<dyn Authorize>>,
     publish: Option<Arc<dyn PublishHook<C>>>,
 }
 
@@ -118,6 +125,9 @@ pub struct ChannelRouter<C> {
     ws: WsConfig,
     poll: PollConfig,
     iframe: IframeConfig,
+    origins: OriginPolicy,
+    limits: Limits,
+    authorize: Option<Arc<dyn Authorize>>,
     publish: Option<Arc<dyn PublishHook<C>>>,
     max_publish_body: usize,
 }
@@ -129,6 +139,9 @@ impl<C> fmt::Debug for ChannelRouter<C> {
             .field("ws", &self.ws)
             .field("poll", &self.poll)
             .field("iframe", &self.iframe)
+            .field("origins", &self.origins)
+            .field("limits", &self.limits)
+            .field("authorize", &self.authorize.is_some())
             .field("publish", &self.publish.is_some())
             .field("max_publish_body", &self.max_publish_body)
             .finish_non_exhaustive()
@@ -144,6 +157,9 @@ impl<C: Channel> ChannelRouter<C> {
             ws: WsConfig::default(),
             poll: PollConfig::default(),
             iframe: IframeConfig::default(),
+            origins: OriginPolicy::default(),
+            limits: Limits::default(),
+            authorize: None,
             publish: None,
             max_publish_body: DEFAULT_MAX_PUBLISH_BODY,
         }
@@ -170,6 +186,48 @@ impl<C: Channel> ChannelRouter<C> {
     /// Settings of the forever frame, including the origins allowed to embed it.
     pub fn iframe(mut self, config: IframeConfig) -> Self {
         self.iframe = config;
+        self
+    }
+
+    /// The pages allowed to use every route of the channel (default: the
+    /// server's own origin only). See [`OriginPolicy`] for how a request is
+    /// judged; a refused one gets `403` before anything is subscribed.
+    pub fn origins(mut self, policy: OriginPolicy) -> Self {
+        self.origins = policy;
+        self
+    }
+
+    /// Connection and request-size limits (see [`Limits`] for the defaults).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Asks `hook` before every subscription, on every transport, whether it
+    /// may start (`401`/`403` if not) and who it belongs to. Without a hook
+    /// every subscription is anonymous and allowed (the origin policy and the
+    /// limits still apply); `.authorize(DenyAll)` refuses them all.
+    ///
+    /// ```
+    /// # #[push_runtime::push_channel(path = "/chat")]
+    /// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// # enum ChatEvent { Joined(String) }
+    /// use push_runtime::{AuthRequest, ChannelRouter, Hub, Principal, Refusal};
+    ///
+    /// let routes: axum::Router = ChannelRouter::new(Hub::<ChatEvent>::new())
+    ///     .authorize(|request: AuthRequest| async move {
+    ///         let token = request.parts.headers.get("authorization");
+    ///         match token.and_then(|t| t.to_str().ok()) {
+    ///             Some("Bearer ann-secret") => Ok(Principal::new("ann")),
+    ///             Some(_) => Err(Refusal::forbidden("unknown token")),
+    ///             None => Err(Refusal::unauthorized("a bearer token is required")),
+    ///         }
+    ///     })
+    ///     .into_router();
+    /// # let _ = routes;
+    /// ```
+    pub fn authorize(mut self, hook: impl Authorize) -> Self {
+        self.authorize = Some(Arc::new(hook));
         self
     }
 
@@ -210,33 +268,53 @@ impl<C: Channel> ChannelRouter<C> {
     pub fn into_router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
         let base = C::PATH;
         let publish_enabled = self.publish.is_some();
+        // The forever frame's list is part of the one policy.
+        let origins = self.origins.extend(self.iframe.allowed_origins_list());
         let state = Arc::new(ChannelState {
             hub: self.hub,
             sse: self.sse,
             ws: self.ws,
             poll: self.poll,
             iframe: self.iframe,
+            origins,
+            limits: self.limits,
+            authorize: self.authorize,
             publish: self.publish,
         });
+        let guarded = |route: MethodRouter<Arc<ChannelState<C>>>, kind| {
+            route.layer(axum::middleware::from_fn_with_state(
+                (Arc::clone(&state), kind),
+                admission::guard::<C>,
+            ))
+        };
         let mut router = Router::new()
-            .route(&format!("{base}/{{topic}}/sse"), get(sse::handler::<C>))
-            .route(&format!("{base}/{{topic}}/ws"), get(ws::handler::<C>))
+            .route(
+                &format!("{base}/{{topic}}/sse"),
+                guarded(get(sse::handler::<C>), RouteKind::Subscribe),
+            )
+            .route(
+                &format!("{base}/{{topic}}/ws"),
+                guarded(get(ws::handler::<C>), RouteKind::Subscribe),
+            )
             .route(
                 &format!("{base}/{{topic}}/poll"),
-                get(poll::short_handler::<C>),
+                guarded(get(poll::short_handler::<C>), RouteKind::Subscribe),
             )
             .route(
                 &format!("{base}/{{topic}}/long-poll"),
-                get(poll::long_handler::<C>),
+                guarded(get(poll::long_handler::<C>), RouteKind::Subscribe),
             )
             .route(
                 &format!("{base}/{{topic}}/iframe"),
-                get(iframe::handler::<C>),
+                guarded(get(iframe::handler::<C>), RouteKind::Frame),
             );
         if publish_enabled {
             router = router.route(
                 &format!("{base}/{{topic}}"),
-                post(publish_handler::<C>).layer(DefaultBodyLimit::max(self.max_publish_body)),
+                guarded(
+                    post(publish_handler::<C>).layer(DefaultBodyLimit::max(self.max_publish_body)),
+                    RouteKind::Publish,
+                ),
             );
         }
         router.with_state(state)
@@ -284,6 +362,9 @@ async fn publish_handler<C: Channel>(
             format!("could not serialize the event: {error}"),
         )
             .into_response(),
+        Err(PublishError::Broker(error)) if error.0.is::<crate::broker::TooManyTopics>() => {
+            admission::unavailable(&error.to_string(), &state.limits)
+        }
         Err(error) => {
             tracing::error!(%error, "publishing over HTTP failed");
             (

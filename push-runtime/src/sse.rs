@@ -4,13 +4,14 @@
 //! and those bytes are shared by every subscriber; everything pending for a
 //! connection is written in one chunk.
 
+use crate::admission::Admission;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Gap, Subscription};
 use crate::router::ChannelState;
+use crate::shutdown::Shutdown;
 use crate::{params, wire};
-use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -110,34 +111,59 @@ struct Connection {
     subscription: Subscription,
     batch: Vec<Delivery>,
     config: SseConfig,
+    shutdown: Shutdown,
+    ended: bool,
 }
 
 impl Connection {
-    async fn next_chunk(&mut self) -> Bytes {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.ended {
+            return None;
+        }
         self.batch.clear();
         let wait = self
             .subscription
             .next_batch(&mut self.batch, self.config.max_batch);
+        let wait = async {
+            tokio::select! {
+                _ = wait => true,
+                () = self.shutdown.wait() => false,
+            }
+        };
         match tokio::time::timeout(self.config.heartbeat, wait).await {
-            Ok(_) => encode_batch(&self.batch),
-            Err(_) => Bytes::from_static(HEARTBEAT),
+            Ok(true) => Some(encode_batch(&self.batch)),
+            Ok(false) => {
+                // Shutting down: tell the client where to resume, then end.
+                self.ended = true;
+                let resume = self.subscription.resume_point();
+                let mut out = BytesMut::new();
+                put_block(&mut out, resume, wire::END, &wire::ready_payload(resume));
+                Some(out.freeze())
+            }
+            Err(_) => Some(Bytes::from_static(HEARTBEAT)),
         }
     }
 }
 
-fn stream_body(subscription: Subscription, config: SseConfig) -> Body {
+fn stream_body(
+    subscription: Subscription,
+    config: SseConfig,
+    shutdown: Shutdown,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let prelude = prelude(config.retry, subscription.resume_point());
     let connection = Connection {
         subscription,
         batch: Vec::new(),
         config,
+        shutdown,
+        ended: false,
     };
     let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(prelude)));
     let rest = futures_util::stream::unfold(connection, |mut connection| async move {
-        let chunk = connection.next_chunk().await;
+        let chunk = connection.next_chunk().await?;
         Some((Ok::<_, Infallible>(chunk), connection))
     });
-    Body::from_stream(futures_util::StreamExt::chain(first, rest))
+    futures_util::StreamExt::chain(first, rest)
 }
 
 /// `GET {base}/{topic}/sse`.
@@ -146,10 +172,14 @@ pub(crate) async fn handler<C: Channel>(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    Extension(admission): Extension<Admission>,
 ) -> Response {
     match subscribe(&state, &topic, query.as_deref(), &headers).await {
-        Ok(subscription) => {
-            let body = stream_body(subscription, state.sse.clone());
+        Ok(mut subscription) => {
+            subscription.set_principal(admission.principal.clone());
+            let shutdown = state.hub.shutdown_signal().clone();
+            let stream = stream_body(subscription, state.sse.clone(), shutdown);
+            let body = admission.body(stream, &state.limits);
             let headers = [
                 (
                     header::CONTENT_TYPE,

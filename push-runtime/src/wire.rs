@@ -5,6 +5,8 @@ use crate::history::Gap;
 
 /// The control event that opens every stream.
 pub(crate) const READY: &str = "push.ready";
+/// The control event that ends a response: resume from its cursor.
+pub(crate) const END: &str = "push.end";
 /// The control event that announces lost events.
 pub(crate) const GAP: &str = "push.gap";
 

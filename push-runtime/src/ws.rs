@@ -3,18 +3,22 @@
 //! Each event is one text message `{"cursor":…,"event":…,"data":…}`, framed
 //! once per publish and shared. Everything pending is fed before one flush.
 
+use crate::admission::Admission;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
+use crate::meter::Outbound;
 use crate::router::ChannelState;
+use crate::shutdown::Shutdown;
 use crate::{params, wire};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
+use std::future::Future as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -100,6 +104,7 @@ pub(crate) async fn handler<C: Channel>(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    Extension(admission): Extension<Admission>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // Parameters first: a bad request is a plain 400 whether or not it upgrades.
@@ -111,7 +116,7 @@ pub(crate) async fn handler<C: Channel>(
         Ok(upgrade) => upgrade,
         Err(rejection) => return refuse_upgrade(rejection),
     };
-    let subscription = match state
+    let mut subscription = match state
         .hub
         .subscribe_topic(&request.topic, request.start, request.filter)
         .await
@@ -119,11 +124,38 @@ pub(crate) async fn handler<C: Channel>(
         Ok(subscription) => subscription,
         Err(error) => return params::SubscribeRejection::from(error).into_response(),
     };
+    subscription.set_principal(admission.principal.clone());
     let config = state.ws.clone();
+    let outbound = admission.outbound(&state.limits);
+    let shutdown = state.hub.shutdown_signal().clone();
+    // tungstenite writes out once this much is buffered, and fails (so the
+    // connection is dropped) rather than buffer past the hard cap.
+    let budget = outbound.budget();
     upgrade
         .max_message_size(config.max_incoming)
         .max_frame_size(config.max_incoming)
-        .on_upgrade(move |socket| serve(socket, subscription, config))
+        .write_buffer_size(budget)
+        .max_write_buffer_size(budget.saturating_mul(4).max(MIN_WRITE_CAP))
+        .on_upgrade(move |socket| {
+            let link = Link {
+                outbound,
+                shutdown,
+                _admission: admission,
+            };
+            serve(socket, subscription, config, link)
+        })
+}
+
+/// The hard cap of tungstenite's write buffer is at least this: one batch
+/// of large events must fit.
+const MIN_WRITE_CAP: usize = 4 * 1024 * 1024;
+
+/// What a connection keeps beside its socket and subscription.
+struct Link {
+    outbound: std::sync::Arc<Outbound>,
+    shutdown: Shutdown,
+    /// Holds the connection's place in the count until it ends.
+    _admission: Admission,
 }
 
 /// Answers a request that is not a usable WebSocket handshake.
@@ -164,7 +196,12 @@ enum End {
     Close(u16, &'static str),
 }
 
-async fn serve(mut socket: WebSocket, mut subscription: Subscription, config: WsConfig) {
+async fn serve(
+    mut socket: WebSocket,
+    mut subscription: Subscription,
+    config: WsConfig,
+    link: Link,
+) {
     let ready = subscription.resume_point();
     let end = match socket
         .send(text(message(
@@ -174,7 +211,7 @@ async fn serve(mut socket: WebSocket, mut subscription: Subscription, config: Ws
         )))
         .await
     {
-        Ok(()) => pump(&mut socket, &mut subscription, &config).await,
+        Ok(()) => pump(&mut socket, &mut subscription, &config, &link).await,
         Err(_) => End::Gone,
     };
     if let End::Close(code, reason) = end {
@@ -183,12 +220,63 @@ async fn serve(mut socket: WebSocket, mut subscription: Subscription, config: Ws
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        // The peer may already be gone; there is nobody left to tell.
-        let _ = socket.send(Message::Close(Some(frame))).await;
+        // The peer may already be gone (or stopped reading): there is
+        // nobody left to tell, and no reason to wait for it.
+        let _ = tokio::time::timeout(
+            link.outbound.stall_timeout(),
+            socket.send(Message::Close(Some(frame))),
+        )
+        .await;
     }
 }
 
-async fn pump(socket: &mut WebSocket, subscription: &mut Subscription, config: &WsConfig) -> End {
+/// Writes a batch, counting its bytes as buffered until the flush completes;
+/// `false` if the peer is gone or took nothing for the stall timeout.
+async fn write_batch(socket: &mut WebSocket, batch: &[Delivery], outbound: &Outbound) -> bool {
+    let mut fed = 0;
+    let write = async {
+        for delivery in batch {
+            let message = delivery_message(delivery);
+            let len = message.len();
+            socket.feed(text(message)).await?;
+            outbound.add(len);
+            fed += len;
+        }
+        socket.flush().await
+    };
+    let result = {
+        let mut write = std::pin::pin!(write);
+        // Most writes complete at once; one that waits for the socket is counted.
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+        match first {
+            std::task::Poll::Ready(result) => Ok(result),
+            std::task::Poll::Pending => {
+                outbound.hold(true);
+                let result = tokio::time::timeout(outbound.stall_timeout(), write).await;
+                outbound.hold(false);
+                result
+            }
+        }
+    };
+    outbound.release(fed);
+    match result {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            outbound.count_stall();
+            tracing::info!("cutting a websocket that stopped reading");
+            false
+        }
+    }
+}
+
+async fn pump(
+    socket: &mut WebSocket,
+    subscription: &mut Subscription,
+    config: &WsConfig,
+    link: &Link,
+) -> End {
     let mut batch = Vec::new();
     let mut last_heard = Instant::now();
     let mut ping =
@@ -198,14 +286,12 @@ async fn pump(socket: &mut WebSocket, subscription: &mut Subscription, config: &
         batch.clear();
         tokio::select! {
             _ = subscription.next_batch(&mut batch, config.max_batch) => {
-                for delivery in &batch {
-                    if socket.feed(text(delivery_message(delivery))).await.is_err() {
-                        return End::Gone;
-                    }
-                }
-                if socket.flush().await.is_err() {
+                if !write_batch(socket, &batch, &link.outbound).await {
                     return End::Gone;
                 }
+            }
+            () = link.shutdown.wait() => {
+                return End::Close(close_code::AWAY, "server shutting down; reconnect and resume");
             }
             incoming = socket.recv() => {
                 last_heard = Instant::now();
@@ -223,7 +309,8 @@ async fn pump(socket: &mut WebSocket, subscription: &mut Subscription, config: &
                 if last_heard.elapsed() >= config.ping_interval * 2 {
                     return End::Close(close_code::AWAY, "no pong from the peer");
                 }
-                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                let ping = socket.send(Message::Ping(Bytes::new()));
+                if !matches!(tokio::time::timeout(link.outbound.stall_timeout(), ping).await, Ok(Ok(()))) {
                     return End::Gone;
                 }
             }

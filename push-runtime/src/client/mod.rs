@@ -460,4 +460,6 @@ impl<C: Channel> Subscribe<C> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 pub(crate) mod tests;

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 /// A channel written by hand, as `#[push_channel]` would generate it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum Chat {
+pub(crate) enum Chat {
     Message { from: String, text: String },
     Joined(Who),
     Cleared,
@@ -17,12 +17,12 @@ enum Chat {
 
 /// Internal tagging takes a newtype variant only around a struct or map.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Who {
+pub(crate) struct Who {
     name: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum ChatKind {
+pub(crate) enum ChatKind {
     Message,
     Joined,
     Cleared,

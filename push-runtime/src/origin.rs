@@ -1,0 +1,426 @@
+//! The one origin policy of a channel: which web pages may use its routes.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use std::fmt;
+
+/// A configured origin that is not an origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid origin `{origin}`: {reason}; expected `scheme://host[:port]`, e.g. `https://app.example`, or `*`"
+)]
+pub struct InvalidOrigin {
+    origin: String,
+    reason: &'static str,
+}
+
+impl InvalidOrigin {
+    /// The origin as configured.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+fn is_host(host: &str) -> bool {
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ip6) => !ip6.is_empty() && ip6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }
+    }
+}
+
+/// Checks and normalizes (lowercases) an origin, `scheme://host[:port]`, or `*`.
+pub(crate) fn parse_origin(origin: &str) -> Result<String, InvalidOrigin> {
+    let fail = |reason| InvalidOrigin {
+        origin: origin.chars().take(256).collect(),
+        reason,
+    };
+    if origin == "*" {
+        return Ok(origin.to_owned());
+    }
+    let (scheme, rest) = origin.split_once("://").ok_or_else(|| fail("no `://`"))?;
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok {
+        return Err(fail("bad scheme"));
+    }
+    // A bracketed IPv6 host holds colons; the port is after the last `]`.
+    let split = rest.rfind(']').map_or(0, |i| i + 1);
+    let (host, port) = match rest.get(split..).and_then(|tail| tail.find(':')) {
+        Some(at) => (
+            rest.get(..split + at).unwrap_or_default(),
+            Some(rest.get(split + at + 1..).unwrap_or_default()),
+        ),
+        None => (rest, None),
+    };
+    if !is_host(host) {
+        return Err(fail(
+            "bad host (no path, query, user or trailing slash allowed)",
+        ));
+    }
+    if let Some(port) = port {
+        let digits =
+            !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+        if !digits || port.parse::<u16>().is_err() {
+            return Err(fail("bad port"));
+        }
+    }
+    Ok(origin.to_ascii_lowercase())
+}
+
+/// Which web pages may use a channel's routes. Default: the server's own
+/// origin only.
+///
+/// It is applied to every transport the same way, before any subscription is
+/// made: the WebSocket `Origin` check before the upgrade, CORS for SSE, the
+/// polls and publish, and the forever frame's `postMessage` target and
+/// `frame-ancestors`. The default allows the server's own origin only.
+///
+/// How a request is judged:
+///
+/// 1. With an `Origin` header (every WebSocket handshake and cross-origin
+///    `fetch`/`EventSource` from a browser): `null` is refused; an origin in
+///    the allow-list (or any, when it holds `*`) is allowed and gets CORS
+///    headers; the server's own origin is allowed; anything else is refused.
+/// 2. Without `Origin`, by `Sec-Fetch-Site` (browsers send it on every
+///    request): `same-origin` and `none` (typed in the address bar) are
+///    allowed; `same-site` and `cross-site` are refused, except a frame
+///    navigation to the forever frame when the allow-list is not empty (the
+///    browser then enforces the frame's `frame-ancestors`).
+/// 3. Neither header: not a browser (curl, a server, the Rust client), or a
+///    browser too old to say; allowed. An origin policy protects users'
+///    browsers, it does not authenticate programs: use
+///    [`ChannelRouter::authorize`](crate::ChannelRouter::authorize) for that.
+///
+/// The server's own origin is, unless configured with
+/// [`OriginPolicy::own_origin`], the request's `Host` header with the
+/// `Origin`'s scheme (`http` or `https`): a browser always sends the `Host`
+/// it connected to, so a page served by this server has exactly that origin.
+/// Behind a reverse proxy that rewrites `Host`, or to guard against DNS
+/// rebinding (an attacker's name resolving to this server), configure the
+/// public origin instead; then `Host` is not trusted at all.
+///
+/// ```
+/// use push_runtime::OriginPolicy;
+/// let policy = OriginPolicy::default()
+///     .allow(["https://app.example", "http://localhost:8080"])
+///     .expect("valid origins");
+/// assert_eq!(policy.allowed(), ["https://app.example", "http://localhost:8080"]);
+/// // The chat example reads its list from an environment variable:
+/// let policy = OriginPolicy::from_list("https://a.example, https://b.example").unwrap();
+/// assert_eq!(policy.allowed().len(), 2);
+/// assert!(OriginPolicy::default().allow(["https://app.example/"]).is_err());
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct OriginPolicy {
+    allowed: Vec<String>,
+    own: Option<String>,
+}
+
+impl fmt::Debug for OriginPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OriginPolicy")
+            .field("allowed", &self.allowed)
+            .field("own", &self.own)
+            .finish()
+    }
+}
+
+/// How a request was judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// A browser page of the server's own origin, or not a browser.
+    Own,
+    /// A page of an allowed other origin: answer with CORS headers for it.
+    Cross(String),
+    /// Refused, and why (for the log line and the 403's body).
+    Refused(String),
+}
+
+impl OriginPolicy {
+    /// Only the server's own origin (the default).
+    pub fn same_origin() -> Self {
+        Self::default()
+    }
+
+    /// Also allows these origins, each `scheme://host[:port]`, or `*` for any
+    /// page (only for public data: `*` is answered without credentials).
+    pub fn allow<I, S>(mut self, origins: I) -> Result<Self, InvalidOrigin>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for origin in origins {
+            let origin = parse_origin(origin.as_ref())?;
+            if !self.allowed.contains(&origin) {
+                self.allowed.push(origin);
+            }
+        }
+        Ok(self)
+    }
+
+    /// The same-origin policy plus a comma-separated list of origins
+    /// (blanks around commas and empty items are ignored), e.g. the value of
+    /// `PUSH_ALLOWED_ORIGINS`.
+    pub fn from_list(list: &str) -> Result<Self, InvalidOrigin> {
+        Self::default().allow(list.split(',').map(str::trim).filter(|s| !s.is_empty()))
+    }
+
+    /// The server's public origin, e.g. `https://push.example`, used instead
+    /// of the `Host` header to recognise same-origin pages (behind a proxy
+    /// that rewrites `Host`, and against DNS rebinding).
+    pub fn own_origin(mut self, origin: &str) -> Result<Self, InvalidOrigin> {
+        let origin = parse_origin(origin)?;
+        if origin == "*" {
+            return Err(InvalidOrigin {
+                origin,
+                reason: "the server's own origin cannot be `*`",
+            });
+        }
+        self.own = Some(origin);
+        Ok(self)
+    }
+
+    /// This policy plus already normalized origins.
+    pub(crate) fn extend(mut self, origins: &[String]) -> Self {
+        for origin in origins {
+            if !self.allowed.contains(origin) {
+                self.allowed.push(origin.clone());
+            }
+        }
+        self
+    }
+
+    /// The allowed origins besides the server's own, normalized.
+    pub fn allowed(&self) -> &[String] {
+        &self.allowed
+    }
+
+    /// Whether any page may use the routes.
+    pub(crate) fn allows_any(&self) -> bool {
+        self.allowed.iter().any(|o| o == "*")
+    }
+
+    /// Judges a request by its `Origin`, `Host` and `Sec-Fetch-*` headers.
+    pub(crate) fn judge(&self, headers: &HeaderMap, frame_route: bool) -> Verdict {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return self.judge_fetch_metadata(headers, frame_route);
+        };
+        let Ok(origin) = origin.to_str() else {
+            return Verdict::Refused("an `Origin` that is not text".into());
+        };
+        let quoted = || origin.chars().take(128).collect::<String>();
+        if origin == "null" {
+            return Verdict::Refused("an opaque `Origin: null`".into());
+        }
+        if self.is_own(origin, headers) {
+            return Verdict::Own;
+        }
+        if let Some(allowed) = self
+            .allowed
+            .iter()
+            .find(|allowed| allowed.eq_ignore_ascii_case(origin))
+        {
+            return Verdict::Cross(allowed.clone());
+        }
+        if self.allows_any() {
+            return Verdict::Cross("*".into());
+        }
+        Verdict::Refused(format!("origin `{}` is not allowed", quoted()))
+    }
+
+    fn judge_fetch_metadata(&self, headers: &HeaderMap, frame_route: bool) -> Verdict {
+        let site = headers
+            .get("sec-fetch-site")
+            .map(|v| v.to_str().unwrap_or("?"));
+        match site {
+            None | Some("same-origin" | "none") => Verdict::Own,
+            Some(_) if frame_route && !self.allowed.is_empty() => {
+                // The browser enforces which pages may embed it (frame-ancestors).
+                Verdict::Own
+            }
+            Some(site) => Verdict::Refused(format!(
+                "a `{}` request without `Origin`",
+                site.chars().take(32).collect::<String>()
+            )),
+        }
+    }
+
+    /// Whether `origin` is the server's own (configured, or `Host` under
+    /// the origin's `http`/`https` scheme).
+    fn is_own(&self, origin: &str, headers: &HeaderMap) -> bool {
+        if let Some(own) = &self.own {
+            return own.eq_ignore_ascii_case(origin);
+        }
+        let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+            return false;
+        };
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
+    }
+
+    /// The forever frame's `content-security-policy`: `'self'` plus the list.
+    pub(crate) fn frame_ancestors(&self) -> String {
+        let mut policy = String::from("frame-ancestors 'self'");
+        for origin in &self.allowed {
+            policy.push(' ');
+            policy.push_str(origin);
+        }
+        policy
+    }
+}
+
+/// The CORS headers for an allowed cross-origin request.
+pub(crate) fn cors_headers(headers: &mut HeaderMap, origin: &str) {
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    if origin == "*" {
+        // Never together with credentials.
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    } else if let Ok(value) = HeaderValue::from_str(origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("etag, retry-after"),
+    );
+}
+
+/// The extra headers of a preflight (`OPTIONS`) answer.
+pub(crate) fn preflight_headers(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, last-event-id, if-none-match"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn validates_origins() {
+        for good in [
+            "https://app.example",
+            "http://localhost:8080",
+            "http://[::1]:3000",
+            "HTTPS://App.Example",
+            "*",
+        ] {
+            assert!(parse_origin(good).is_ok(), "{good}");
+        }
+        assert_eq!(
+            parse_origin("HTTPS://App.Example").unwrap(),
+            "https://app.example"
+        );
+        for bad in [
+            "app.example",
+            "https://app.example/",
+            "https://app.example/path",
+            "https://user@app.example",
+            "https://app.example:99999",
+            "https://app.example:",
+            "https://",
+            "https://a b",
+            "https://a\"b",
+            "1http://a",
+            "https://a.example?x",
+            "'self'",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn judges_by_origin_host_and_fetch_metadata() {
+        let policy = OriginPolicy::default();
+        let own = headers(&[
+            ("origin", "http://s.example:3000"),
+            ("host", "s.example:3000"),
+        ]);
+        assert_eq!(policy.judge(&own, false), Verdict::Own);
+        let other = headers(&[("origin", "https://evil.example"), ("host", "s.example")]);
+        assert!(matches!(policy.judge(&other, false), Verdict::Refused(_)));
+        let null = headers(&[("origin", "null"), ("host", "s.example")]);
+        assert!(matches!(policy.judge(&null, false), Verdict::Refused(_)));
+        assert_eq!(policy.judge(&HeaderMap::new(), false), Verdict::Own);
+        for site in ["same-origin", "none"] {
+            let map = headers(&[("sec-fetch-site", site)]);
+            assert_eq!(policy.judge(&map, false), Verdict::Own, "{site}");
+        }
+        for site in ["cross-site", "same-site", "bogus"] {
+            let map = headers(&[("sec-fetch-site", site)]);
+            assert!(matches!(policy.judge(&map, false), Verdict::Refused(_)));
+            assert!(matches!(policy.judge(&map, true), Verdict::Refused(_)));
+        }
+
+        let listed = OriginPolicy::from_list(" https://App.example ,,").unwrap();
+        assert_eq!(
+            listed.judge(&headers(&[("origin", "https://app.example")]), false),
+            Verdict::Cross("https://app.example".into())
+        );
+        let framed = headers(&[("sec-fetch-site", "cross-site")]);
+        assert_eq!(listed.judge(&framed, true), Verdict::Own);
+        assert!(matches!(listed.judge(&framed, false), Verdict::Refused(_)));
+
+        let pinned = OriginPolicy::default()
+            .own_origin("https://push.example")
+            .unwrap();
+        // A rebinding attacker's page has a matching Host but not the pinned origin.
+        let rebound = headers(&[("origin", "http://evil.example"), ("host", "evil.example")]);
+        assert!(matches!(pinned.judge(&rebound, false), Verdict::Refused(_)));
+        let real = headers(&[("origin", "https://push.example"), ("host", "backend:8080")]);
+        assert_eq!(pinned.judge(&real, false), Verdict::Own);
+        assert!(OriginPolicy::default().own_origin("*").is_err());
+
+        let any = OriginPolicy::default().allow(["*"]).unwrap();
+        assert_eq!(any.judge(&other, false), Verdict::Cross("*".into()));
+    }
+
+    #[test]
+    fn cors_never_pairs_a_wildcard_with_credentials() {
+        let mut map = HeaderMap::new();
+        cors_headers(&mut map, "*");
+        assert_eq!(map[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(map.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
+        let mut map = HeaderMap::new();
+        cors_headers(&mut map, "https://a.example");
+        assert_eq!(
+            map[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://a.example"
+        );
+        assert_eq!(map[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+    }
+}
