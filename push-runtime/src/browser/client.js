@@ -298,11 +298,20 @@ function openIframe(sub, on) {
   frame.addEventListener("load", () => {
     if (!ended) on.failed("frame ended");
   });
-  on.request();
-  frame.src = url.href;
-  document.body.append(frame);
+  // A frame added before the page's load event would hold that event (and
+  // the browser's loading indicator) until the frame ends: wait for it.
+  let closed = false;
+  const start = () => {
+    if (closed) return;
+    on.request();
+    frame.src = url.href;
+    document.body.append(frame);
+  };
+  if (document.readyState === "complete") start();
+  else window.addEventListener("load", start, { once: true });
   return {
     close: () => {
+      closed = true;
       window.removeEventListener("message", listener);
       frame.remove();
     },
