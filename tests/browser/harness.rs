@@ -72,7 +72,7 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--disable-dev-shm-usage",
-            "--window-size=1500,1000",
+            "--window-size=1500,1150",
         ]
         .iter()
         .map(|arg| arg.to_string())

@@ -240,7 +240,10 @@ function openPoll(route, pause) {
     let first = true;
     const loop = async () => {
       while (!abort.signal.aborted) {
-        const extra = route === "long-poll" ? { timeout: sub.options.longPollTimeout ?? 25 } : {};
+        // The first long poll of a connection answers at once (`timeout=0`), so
+        // the subscription is known to be live without waiting for an event.
+        const timeout = first ? 0 : sub.options.longPollTimeout ?? 25;
+        const extra = route === "long-poll" ? { timeout } : {};
         on.request();
         const response = await fetch(sub.url(route, extra), { signal: abort.signal, cache: "no-store" });
         const text = await response.text();
