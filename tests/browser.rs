@@ -10,7 +10,7 @@ mod event;
 #[path = "browser/harness.rs"]
 mod harness;
 
-use axum::response::Html;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use event::ChatEvent;
 use harness::{Browser, ONE_BROWSER, Site, output_dir};
@@ -383,6 +383,64 @@ async fn pages_of_a_disallowed_origin_are_refused() {
             // TODO(security): WebSocket (Origin header) and the CORS policy of
             // SSE and the polls become server-side allow-lists with the
             // security work; add "websocket" to the refused transports then.
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_falls_back_from_a_refused_websocket_to_sse() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let mut site = Site::bind().await;
+    let page = foreign_page("");
+    // As a proxy that strips `Upgrade` would: the WebSocket route answers 426.
+    let app = demo_app(1024, IframeConfig::default())
+        .route("/auto", get(move || async move { Html(page) }))
+        .layer(axum::middleware::from_fn(
+            |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                if request.uri().path().ends_with("/ws") {
+                    return axum::http::StatusCode::UPGRADE_REQUIRED.into_response();
+                }
+                next.run(request).await
+            },
+        ));
+    site.serve(app);
+    browser
+        .run(|browser| async move {
+            let topic = "auto";
+            browser
+                .client
+                .goto(&site.url("/auto"))
+                .await
+                .expect("open page");
+            browser
+                .wait_for("the page", "return window.__ready === true;")
+                .await;
+            browser
+                .js(
+                    "window.__start(arguments[0], ['auto'], {});",
+                    vec![json!(topic)],
+                )
+                .await;
+            browser
+                .wait_for(
+                    "auto to be live",
+                    "return window.__subs.auto.status === 'live';",
+                )
+                .await;
+            publish_all(&site, topic, &texts("a", 1..=3)).await;
+            browser
+                .wait_for(
+                    "auto to receive every event",
+                    "return window.__subs.auto.events.join() === 'a1,a2,a3';",
+                )
+                .await;
+            let transport = browser
+                .js("return window.__subs.auto.sub.transport;", vec![])
+                .await;
+            assert_eq!(transport, json!("sse"));
         })
         .await;
 }

@@ -212,3 +212,62 @@ fn chat_declarations_are_a_union_by_wire_name() {
     );
     assert!(Loose::typescript().contains(r#""Number": number;"#));
 }
+
+#[tokio::test]
+async fn the_router_serves_the_client_and_its_declarations() {
+    let hub = push_runtime::Hub::<ChatEvent>::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        axum::serve(listener, ChatEvent::router::<()>(&hub))
+            .await
+            .expect("serve");
+    });
+    let http = reqwest::Client::new();
+
+    let js = http
+        .get(format!("http://{addr}/chat/client.js"))
+        .send()
+        .await
+        .expect("client.js");
+    assert_eq!(js.status(), 200);
+    let header = |name: &str| {
+        js.headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "text/javascript; charset=utf-8");
+    assert_eq!(header("cache-control"), "no-cache");
+    assert_eq!(header("access-control-allow-origin"), "*");
+    let etag = header("etag");
+    let body = js.text().await.expect("body");
+    assert!(
+        body.contains(r#"export const NAMES = ["message","joined","left"];"#),
+        "the wire names are filled in"
+    );
+
+    let again = http
+        .get(format!("http://{addr}/chat/client.js"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("revalidate");
+    assert_eq!(again.status(), 304);
+
+    let dts = http
+        .get(format!("http://{addr}/chat/client.d.ts"))
+        .send()
+        .await
+        .expect("client.d.ts");
+    assert_eq!(dts.status(), 200);
+    assert_eq!(
+        dts.headers()["content-type"],
+        "application/typescript; charset=utf-8"
+    );
+    assert_eq!(dts.text().await.expect("body"), ChatEvent::typescript());
+    server.abort();
+}
