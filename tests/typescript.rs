@@ -62,7 +62,7 @@ pub enum Loose {
 }
 
 const GOOD: &str = r#"
-import { subscribe, type ChatEvent, type Item } from "./chat/client.js";
+import { subscribe, PATH, NAMES, type ChatEvent, type ChatEventName, type Item } from "./chat/client.js";
 import * as shapes from "./shapes/client.js";
 import * as adjacent from "./adjacent/client.js";
 import * as loose from "./untagged/client.js";
@@ -80,7 +80,9 @@ sub.onEvent((item: Item<"message" | "joined">) => {
 });
 sub.onGap((gap) => { const missed: number | null = gap.missed; console.log(missed); });
 const any: ChatEvent = { type: "left", name: "ann" };
-console.log(any, sub.stats.requests, sub.transport, sub.cursor);
+const path: "/chat" = PATH;
+const names: readonly ChatEventName[] = NAMES;
+console.log(any, sub.stats.requests, sub.transport, sub.cursor, path, names);
 
 shapes.subscribe("t").on("drawn", (data) => {
   const p = data.drawn.points[0];
@@ -246,8 +248,9 @@ async fn the_router_serves_the_client_and_its_declarations() {
     let etag = header("etag");
     let body = js.text().await.expect("body");
     assert!(
-        body.contains(r#"export const NAMES = ["message","joined","left"];"#),
-        "the wire names are filled in"
+        body.contains(r#"export const NAMES = ["message","joined","left"];"#)
+            && body.contains(r#"export const PATH = "/chat";"#),
+        "the path and wire names are filled in"
     );
 
     let again = http

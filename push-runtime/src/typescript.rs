@@ -259,7 +259,7 @@ pub fn declarations(shape: &EnumShape, path: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "\n/** The event payloads of `{name}`, one per wire name. */\nexport interface {name}Events {{"
+        "\n/** The event payloads of `{name}`, one per wire name. */\nexport interface {name}Map {{"
     );
     for variant in shape.variants {
         let _ = writeln!(
@@ -272,15 +272,15 @@ pub fn declarations(shape: &EnumShape, path: &str) -> String {
     out.push_str("}\n");
     let _ = writeln!(
         out,
-        "\n/** Any event payload of `{name}`. */\nexport type {name} = {name}Events[keyof {name}Events];"
+        "\n/** Any event payload of `{name}`. */\nexport type {name} = {name}Map[keyof {name}Map];"
     );
     let _ = writeln!(
         out,
-        "\n/** The wire names of `{name}`. */\nexport type {name}Name = keyof {name}Events;"
+        "\n/** The wire names of `{name}`. */\nexport type {name}Name = keyof {name}Map;"
     );
     let _ = writeln!(
         out,
-        "\n/** The event map the client functions are typed with. */\nexport type Events = {name}Events;\n/** The channel's base path. */\nexport declare const PATH: {};\n",
+        "\n/** The event map the client functions are typed with. */\nexport type Events = {name}Map;\n/** The channel's base path. */\nexport declare const PATH: {};\n",
         json_string(path)
     );
     out.push_str(CLIENT_API);
@@ -366,14 +366,14 @@ fn json_string(text: &str) -> String {
 /// [`Channel`](crate::Channel) impl): payloads are `unknown`.
 pub fn untyped_declarations(names: &[&str], path: &str) -> String {
     let mut out = format!(
-        "// TypeScript declarations of the browser client of the channel at {path}.\n// Its Rust enum was not described, so payloads are `unknown`.\n\nexport interface ChannelEvents {{\n"
+        "// TypeScript declarations of the browser client of the channel at {path}.\n// Its Rust enum was not described, so payloads are `unknown`.\n\nexport interface ChannelMap {{\n"
     );
     for name in names {
         let _ = writeln!(out, "  {}: unknown;", json_string(name));
     }
     let _ = writeln!(
         out,
-        "}}\n\nexport type Events = ChannelEvents;\nexport declare const PATH: {};\n",
+        "}}\n\nexport type Events = ChannelMap;\nexport declare const PATH: {};\n",
         json_string(path)
     );
     out.push_str(CLIENT_API);
@@ -465,6 +465,16 @@ mod tests {
         assert_eq!(payload(adjacent, &LEFT), r#"{ "t": "left" }"#);
         assert_eq!(payload(Tagging::Untagged, &LEFT), "null");
         assert_eq!(payload(Tagging::Untagged, &JOINED), "string");
+    }
+
+    #[test]
+    fn an_undescribed_channel_gets_unknown_payloads() {
+        let text = untyped_declarations(&["a", "b"], "/x");
+        assert!(
+            text.contains("  \"a\": unknown;\n  \"b\": unknown;\n"),
+            "{text}"
+        );
+        assert!(text.contains("export declare function subscribe"), "{text}");
     }
 
     #[test]

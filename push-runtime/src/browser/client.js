@@ -6,7 +6,8 @@
 //   sub.on("message", (data, item) => console.log(item.cursor, data));
 //   sub.onGap((gap) => console.warn("lost", gap.missed));
 
-/** The channel's wire names, filled in by the server. */
+/** The channel's base path and wire names, filled in by the server. */
+export const PATH = /*PUSH_PATH*/"";
 export const NAMES = /*PUSH_NAMES*/[];
 
 /** The transports, and the order `auto` tries them in. */

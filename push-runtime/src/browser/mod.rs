@@ -10,14 +10,18 @@ use bytes::Bytes;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 const CLIENT_JS: &str = include_str!("client.js");
-/// Where the server writes the channel's wire names into `client.js`.
+/// Where the server writes the channel's base path and wire names into `client.js`.
+const PATH_SLOT: &str = "/*PUSH_PATH*/\"\"";
 const NAMES_SLOT: &str = "/*PUSH_NAMES*/[]";
 
-/// The channel's `client.js` source, with its wire names filled in.
+/// The channel's `client.js` source, with its base path and wire names filled in.
 pub fn client_js<C: Channel>() -> String {
     let names =
         serde_json::to_string(<C::Kind as EventKind>::NAMES).unwrap_or_else(|_| "[]".into());
-    CLIENT_JS.replacen(NAMES_SLOT, &names, 1)
+    let path = serde_json::Value::from(C::PATH).to_string();
+    CLIENT_JS
+        .replacen(PATH_SLOT, &path, 1)
+        .replacen(NAMES_SLOT, &names, 1)
 }
 
 /// The channel's `client.d.ts`: its event payloads as TypeScript types and the
