@@ -292,7 +292,7 @@ window.__start = (topic, transports, options) => {{
     const state = {{ events: [], status: "connecting", sub: null }};
     state.sub = subscribe(topic, {{ transport, retry: {{ min: 100, max: 400 }}, ...options,
       onStatus: (status) => (state.status = status) }});
-    state.sub.onEvent((item) => state.events.push(item.data.text));
+    state.sub.onEvent((item) => state.events.push(item.data.text ?? `${{item.event}}:${{item.data.name}}`));
     window.__subs[transport + (options.iframeOrigin ? "+origin" : "")] = state;
   }}
 }};
@@ -441,6 +441,36 @@ async fn auto_falls_back_from_a_refused_websocket_to_sse() {
                 .js("return window.__subs.auto.sub.transport;", vec![])
                 .await;
             assert_eq!(transport, json!("sse"));
+
+            // A filtered subscription sees only the events it asked for.
+            browser
+                .js(
+                    "window.__start(arguments[0], ['long-poll'], { events: ['joined'] });",
+                    vec![json!(topic)],
+                )
+                .await;
+            browser
+                .wait_for(
+                    "the filtered subscription to be live",
+                    "return window.__subs['long-poll'].status === 'live';",
+                )
+                .await;
+            publish(&site, topic, "ann", "not for the filter").await;
+            let joined = json!({ "type": "joined", "name": "zed" }).to_string();
+            let response = reqwest::Client::new()
+                .post(site.url(&format!("/chat/{topic}")))
+                .header("content-type", "application/json")
+                .body(joined)
+                .send()
+                .await
+                .expect("publish joined");
+            assert!(response.status().is_success());
+            browser
+                .wait_for(
+                    "the filtered subscription to receive only `joined`",
+                    "return window.__subs['long-poll'].events.join() === 'joined:zed';",
+                )
+                .await;
         })
         .await;
 }
