@@ -86,7 +86,7 @@ async fn wait_for_texts(browser: &Browser, expected: &[String]) {
         if std::time::Instant::now() > deadline {
             let got = browser
                 .js(
-                    "return Object.fromEntries(Object.entries(window.__demo.panels).map(([t, p]) => [t, p.events.map(e => e.data.text)]));",
+                    "return Object.fromEntries(Object.entries(window.__demo.panels).map(([t, p]) => [t, { texts: p.events.map(e => e.data.text), status: p.status, cursor: p.sub.cursor, stats: p.sub.stats, frames: document.querySelectorAll('iframe').length }]));",
                     vec![],
                 )
                 .await;
@@ -114,7 +114,9 @@ async fn every_transport_delivers_in_order_and_resumes_after_cut_and_reload() {
         return;
     };
     let mut site = Site::bind().await;
-    site.serve(demo_app(1024, IframeConfig::default()));
+    // Small forever frames, so the frame also ends (`push.end`) and is
+    // reloaded from its cursor several times along the way.
+    site.serve(demo_app(1024, IframeConfig::default().max_bytes(1600)));
     browser
         .run(|browser| async move {
             let topic = "order";
@@ -122,6 +124,13 @@ async fn every_transport_delivers_in_order_and_resumes_after_cut_and_reload() {
 
             publish_all(&site, topic, &texts("m", 1..=5)).await;
             wait_for_texts(browser, &texts("m", 1..=5)).await;
+            let frames = browser
+                .js("const s = window.__demo.panels.iframe.sub.stats; return [s.requests, s.reconnects];", vec![])
+                .await;
+            assert!(
+                frames[0].as_u64() >= Some(2) && frames[1] == json!(0),
+                "the frame ended (push.end) and was reloaded without a reconnect: [requests, reconnects] = {frames}"
+            );
 
             // Cut every connection, publish while they are down: nothing is lost or doubled.
             for transport in TRANSPORTS {

@@ -298,9 +298,12 @@ function openIframe(sub, on) {
   };
   window.addEventListener("message", listener);
   // The document finishing to load means the response ended: without
-  // `push.end`, the connection was lost (or refused).
+  // `push.end`, the connection was lost (or refused). The frame's last
+  // messages may still be queued behind the load event: let them arrive first.
   frame.addEventListener("load", () => {
-    if (!ended) on.failed("frame ended");
+    setTimeout(() => {
+      if (!ended) on.failed("frame ended");
+    }, 100);
   });
   // A frame added before the page's load event would hold that event (and
   // the browser's loading indicator) until the frame ends: wait for it.
