@@ -294,14 +294,17 @@ async fn the_xss_corpus_executes_nothing_and_arrives_intact() {
 fn foreign_page(channel: &str) -> String {
     format!(
         r#"<!doctype html><meta charset="utf-8"><title>elsewhere</title><body><script type="module">
-const {{ subscribe }} = await import("{channel}/chat/client.js");
+const {{ subscribe, NAMES }} = await import("{channel}/chat/client.js");
 window.__subs = {{}};
 window.__start = (topic, transports, options) => {{
   for (const transport of transports) {{
     const state = {{ events: [], status: "connecting", sub: null }};
     state.sub = subscribe(topic, {{ transport, retry: {{ min: 100, max: 400 }}, ...options,
       onStatus: (status) => (state.status = status) }});
-    state.sub.onEvent((item) => state.events.push(item.data.text ?? `${{item.event}}:${{item.data.name}}`));
+    // Typed callbacks, one per wire name the server filled in.
+    for (const name of NAMES) {{
+      state.sub.on(name, (data, item) => state.events.push(data.text ?? `${{item.event}}:${{data.name}}`));
+    }}
     window.__subs[transport + (options.iframeOrigin ? "+origin" : "")] = state;
   }}
 }};
