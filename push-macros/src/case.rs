@@ -46,6 +46,39 @@ impl RenameRule {
         )
     }
 
+    /// The name serde gives to the struct field `field` under this rule.
+    pub(crate) fn apply_to_field(self, field: &str) -> String {
+        match self {
+            Self::Lower | Self::Snake => field.to_owned(),
+            Self::Upper | Self::ScreamingSnake => field.to_ascii_uppercase(),
+            Self::Pascal => {
+                let mut pascal = String::new();
+                let mut capitalize = true;
+                for ch in field.chars() {
+                    if ch == '_' {
+                        capitalize = true;
+                    } else if capitalize {
+                        pascal.push(ch.to_ascii_uppercase());
+                        capitalize = false;
+                    } else {
+                        pascal.push(ch);
+                    }
+                }
+                pascal
+            }
+            Self::Camel => {
+                let pascal = Self::Pascal.apply_to_field(field);
+                let mut chars = pascal.chars();
+                match chars.next() {
+                    Some(first) => first.to_ascii_lowercase().to_string() + chars.as_str(),
+                    None => String::new(),
+                }
+            }
+            Self::Kebab => field.replace('_', "-"),
+            Self::ScreamingKebab => field.to_ascii_uppercase().replace('_', "-"),
+        }
+    }
+
     /// The name serde gives to `variant` under this rule.
     pub(crate) fn apply_to_variant(self, variant: &str) -> String {
         match self {
@@ -144,6 +177,18 @@ mod tests {
         assert_eq!(apply(Snake, "ÉtéÉvent"), "Été_Évent");
         assert_eq!(apply(Camel, "Été"), "Été");
         assert_eq!(apply(Camel, ""), "");
+    }
+
+    #[test]
+    fn field_rules_follow_serde() {
+        assert_eq!(Snake.apply_to_field("sent_at"), "sent_at");
+        assert_eq!(Camel.apply_to_field("sent_at"), "sentAt");
+        assert_eq!(Pascal.apply_to_field("sent_at"), "SentAt");
+        assert_eq!(Kebab.apply_to_field("sent_at"), "sent-at");
+        assert_eq!(ScreamingSnake.apply_to_field("sent_at"), "SENT_AT");
+        assert_eq!(ScreamingKebab.apply_to_field("sent_at"), "SENT-AT");
+        assert_eq!(Upper.apply_to_field("sent_at"), "SENT_AT");
+        assert_eq!(Lower.apply_to_field("sent_at"), "sent_at");
     }
 
     #[test]

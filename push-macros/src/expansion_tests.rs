@@ -258,3 +258,21 @@ fn unrelated_serde_keys_are_ignored() {
         "{expanded}"
     );
 }
+
+#[test]
+fn typescript_shape_follows_serde_representation_and_field_renames() {
+    insta::assert_snapshot!(pretty(
+        quote!(path = "/feed"),
+        quote! {
+            #[derive(Clone, Serialize, Deserialize)]
+            #[serde(tag = "kind", content = "body", rename_all_fields = "camelCase")]
+            pub enum FeedEvent {
+                Posted { post_id: u64, #[serde(rename = "by")] author: String, tags: Vec<String> },
+                #[serde(rename_all = "kebab-case")]
+                Edited { post_id: u64, #[serde(skip)] cache: u8, #[serde(flatten)] extra: Extra },
+                Scored(u64, Option<f32>),
+                Cleared,
+            }
+        },
+    ));
+}

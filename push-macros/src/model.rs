@@ -13,12 +13,32 @@ pub(crate) struct ChannelEnum {
     /// The enum as written.
     pub(crate) original: ItemEnum,
     pub(crate) variants: Vec<Variant>,
+    /// serde's representation of the enum.
+    pub(crate) tagging: Tagging,
+}
+
+/// serde's enum representation (`tag`, `content`, `untagged`).
+pub(crate) enum Tagging {
+    External,
+    Internal { tag: String },
+    Adjacent { tag: String, content: String },
+    Untagged,
+}
+
+/// A field as serde serializes it (skipped fields are left out).
+pub(crate) struct Field {
+    /// The JSON key; unused when `flatten`.
+    pub(crate) json_name: String,
+    pub(crate) ty: syn::Type,
+    pub(crate) flatten: bool,
 }
 
 /// One variant and the name serde serializes it under.
 pub(crate) struct Variant {
     pub(crate) ident: Ident,
     pub(crate) shape: Shape,
+    /// The serialized fields, for the TypeScript declarations.
+    pub(crate) fields: Vec<Field>,
     pub(crate) wire_name: String,
     /// The `rename` literal if there is one, else the variant's ident.
     pub(crate) wire_span: Span,
@@ -50,7 +70,9 @@ impl ChannelEnum {
                 return None;
             }
         };
-        let rule = rename_all_rule(&original.attrs, errors);
+        let rule = rename_all_rule(&original.attrs, "rename_all", errors);
+        let fields_rule = rename_all_rule(&original.attrs, "rename_all_fields", errors);
+        let tagging = tagging(&original.attrs);
         let variants = original
             .variants
             .iter()
@@ -66,8 +88,10 @@ impl ChannelEnum {
                         (name, variant.ident.span())
                     }
                 };
+                let rule = rename_all_rule(&variant.attrs, "rename_all", errors).or(fields_rule);
                 Variant {
                     ident: variant.ident.clone(),
+                    fields: fields(&variant.fields, rule),
                     shape: match variant.fields {
                         Fields::Unit => Shape::Unit,
                         Fields::Unnamed(_) => Shape::Tuple,
@@ -78,7 +102,11 @@ impl ChannelEnum {
                 }
             })
             .collect();
-        Some(Self { original, variants })
+        Some(Self {
+            original,
+            variants,
+            tagging,
+        })
     }
 
     pub(crate) fn ident(&self) -> &Ident {
@@ -93,10 +121,52 @@ fn not_an_enum(keyword: &impl quote::ToTokens, found: &str) -> syn::Error {
     )
 }
 
-/// The enum's `#[serde(rename_all = "...")]` (or `rename_all(serialize = "...")`)
-/// rule; an unknown rule is an error spanned at its literal.
-fn rename_all_rule(attrs: &[Attribute], errors: &mut Errors) -> Option<RenameRule> {
-    let literal = serde_key(attrs, "rename_all")?;
+/// serde's representation, from the enum's attributes.
+fn tagging(attrs: &[Attribute]) -> Tagging {
+    if serde_flag(attrs, "untagged") {
+        return Tagging::Untagged;
+    }
+    match (serde_key(attrs, "tag"), serde_key(attrs, "content")) {
+        (Some(tag), Some(content)) => Tagging::Adjacent {
+            tag: tag.value(),
+            content: content.value(),
+        },
+        (Some(tag), None) => Tagging::Internal { tag: tag.value() },
+        _ => Tagging::External,
+    }
+}
+
+/// The serialized fields of a variant, named as serde names them.
+fn fields(fields: &Fields, rule: Option<RenameRule>) -> Vec<Field> {
+    fields
+        .iter()
+        .enumerate()
+        .filter(|(_, field)| {
+            !serde_flag(&field.attrs, "skip") && !serde_flag(&field.attrs, "skip_serializing")
+        })
+        .map(|(index, field)| {
+            let json_name = match (serde_key(&field.attrs, "rename"), &field.ident) {
+                (Some(rename), _) => rename.value(),
+                (None, Some(ident)) => {
+                    let name = ident.unraw().to_string();
+                    rule.map_or_else(|| name.clone(), |rule| rule.apply_to_field(&name))
+                }
+                (None, None) => index.to_string(),
+            };
+            Field {
+                json_name,
+                ty: field.ty.clone(),
+                flatten: serde_flag(&field.attrs, "flatten"),
+            }
+        })
+        .collect()
+}
+
+/// The `#[serde(<key> = "...")]` (or `<key>(serialize = "...")`) rule of the
+/// enum (`rename_all`, `rename_all_fields`) or of a variant (`rename_all`); an
+/// unknown rule is an error spanned at its literal.
+fn rename_all_rule(attrs: &[Attribute], key: &str, errors: &mut Errors) -> Option<RenameRule> {
+    let literal = serde_key(attrs, key)?;
     let rule = RenameRule::from_name(&literal.value());
     if rule.is_none() {
         errors.at(
@@ -110,6 +180,20 @@ fn rename_all_rule(attrs: &[Attribute], errors: &mut Errors) -> Option<RenameRul
 /// A variant's `#[serde(rename = "...")]` (or `rename(serialize = "...")`).
 fn variant_rename(attrs: &[Attribute]) -> Option<LitStr> {
     serde_key(attrs, "rename")
+}
+
+/// Whether a bare `#[serde(<key>)]` (e.g. `untagged`, `flatten`, `skip`) is present.
+fn serde_flag(attrs: &[Attribute], key: &str) -> bool {
+    let mut found = false;
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("serde")) {
+        let _ignored_as_serde_reports_it = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident(key) && (meta.input.is_empty() || meta.input.peek(Token![,])) {
+                found = true;
+            }
+            skip_value(&meta)
+        });
+    }
+    found
 }
 
 /// The serialize-side string of `key` in the `#[serde(...)]` attributes.

@@ -2,7 +2,7 @@
 //! inherent `router`/`client` constructors. Everything else is generic code
 //! in push-runtime.
 
-use crate::model::{ChannelEnum, Shape};
+use crate::model::{ChannelEnum, Shape, Tagging};
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::{Ident, LitStr};
@@ -103,16 +103,66 @@ fn channel_impl(channel: &ChannelEnum, settings: &Settings) -> TokenStream {
         };
         quote!(#pattern => #kind::#name,)
     });
+    let typescript = typescript_shape(channel, runtime);
     quote_spanned! {ident.span()=>
         #[automatically_derived]
         impl #runtime::__private::Channel for #ident {
             type Kind = #kind;
             const PATH: &'static str = #path;
+            const TYPESCRIPT: ::core::option::Option<&'static #runtime::__private::EnumShape> =
+                ::core::option::Option::Some(&#typescript);
             fn kind(&self) -> #kind {
                 match self {
                     #(#arms)*
                 }
             }
+        }
+    }
+}
+
+/// The enum as data for the TypeScript declarations: each field's type is a
+/// `TsType` function, spanned at the type so a type without one errors there.
+fn typescript_shape(channel: &ChannelEnum, runtime: &syn::Path) -> TokenStream {
+    let name = channel.ident().to_string();
+    let tagging = match &channel.tagging {
+        Tagging::External => quote!(External),
+        Tagging::Internal { tag } => quote!(Internal { tag: #tag }),
+        Tagging::Adjacent { tag, content } => quote!(Adjacent { tag: #tag, content: #content }),
+        Tagging::Untagged => quote!(Untagged),
+    };
+    let variants = channel.variants.iter().map(|variant| {
+        let wire_name = &variant.wire_name;
+        let ty_fn = |ty: &syn::Type| {
+            quote_spanned!(syn::spanned::Spanned::span(ty)=> <#ty as #runtime::__private::TsType>::ts_type)
+        };
+        let fields = match variant.shape {
+            Shape::Unit => quote!(Unit),
+            Shape::Tuple => {
+                let types = variant.fields.iter().map(|field| ty_fn(&field.ty));
+                quote!(Tuple(&[#(#types),*]))
+            }
+            Shape::Struct => {
+                let fields = variant.fields.iter().map(|field| {
+                    let json_name = &field.json_name;
+                    let ty = ty_fn(&field.ty);
+                    let flatten = field.flatten;
+                    quote!(#runtime::__private::Field { name: #json_name, ty: #ty, flatten: #flatten })
+                });
+                quote!(Struct(&[#(#fields),*]))
+            }
+        };
+        quote! {
+            #runtime::__private::Variant {
+                wire_name: #wire_name,
+                fields: #runtime::__private::Fields::#fields,
+            }
+        }
+    });
+    quote! {
+        #runtime::__private::EnumShape {
+            name: #name,
+            tagging: #runtime::__private::Tagging::#tagging,
+            variants: &[#(#variants),*],
         }
     }
 }
@@ -140,6 +190,12 @@ fn constructors(channel: &ChannelEnum, settings: &Settings) -> TokenStream {
                 S: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,
             {
                 #runtime::__private::router(hub)
+            }
+            /// The TypeScript declarations of this channel's browser client, as
+            /// served at `{base}/client.d.ts`: one payload type per wire name and
+            /// the typed `subscribe` API. Write it into a front-end build.
+            #vis fn typescript() -> #runtime::__private::String {
+                #runtime::__private::typescript::<Self>()
             }
             #runtime::__private::client_constructor!(#client_vis);
         }

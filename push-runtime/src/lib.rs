@@ -27,6 +27,7 @@
 mod admission;
 mod auth;
 pub mod broker;
+pub mod browser;
 mod channel;
 #[cfg(feature = "client")]
 pub mod client;
@@ -45,6 +46,7 @@ mod router;
 mod shutdown;
 pub mod sse;
 mod topic;
+pub mod typescript;
 mod wire;
 pub mod ws;
 
@@ -82,8 +84,15 @@ struct ReadmeDoctests;
 pub mod __private {
     pub use crate::channel::{Channel, EventKind};
     pub use crate::hub::Hub;
+    pub use crate::typescript::{EnumShape, Field, Fields, Tagging, TsType, Variant};
     pub use axum::Router;
     pub use core;
+    pub use std::string::String;
+
+    /// The channel's `client.d.ts` text.
+    pub fn typescript<C: Channel>() -> String {
+        crate::browser::client_dts::<C>()
+    }
 
     /// The channel's routes with default settings.
     pub fn router<C: Channel, S: Clone + Send + Sync + 'static>(hub: &Hub<C>) -> Router<S> {

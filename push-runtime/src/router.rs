@@ -2,6 +2,7 @@
 
 use crate::admission::{self, RouteKind};
 use crate::auth::Authorize;
+use crate::browser::{self, Asset};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::hub::{Hub, PublishError};
@@ -15,8 +16,8 @@ use crate::ws::{self, WsConfig};
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use std::fmt;
@@ -119,6 +120,8 @@ pub(crate) struct ChannelState<C> {
 /// | `GET {base}/{topic}/long-poll` | long polling |
 /// | `GET {base}/{topic}/iframe` | forever frame (hidden iframe) |
 /// | `POST {base}/{topic}` | publish (only with [`ChannelRouter::publish`]) |
+/// | `GET {base}/client.js` | the browser client, an ES module ([`browser`](crate::browser)) |
+/// | `GET {base}/client.d.ts` | its TypeScript declarations, typed with the channel's events |
 pub struct ChannelRouter<C> {
     hub: Hub<C>,
     sse: SseConfig,
@@ -307,6 +310,20 @@ impl<C: Channel> ChannelRouter<C> {
             .route(
                 &format!("{base}/{{topic}}/iframe"),
                 guarded(get(iframe::handler::<C>), RouteKind::Frame),
+            );
+        let js = Asset::new(browser::client_js::<C>(), "text/javascript; charset=utf-8");
+        let dts = Asset::new(
+            browser::client_dts::<C>(),
+            "application/typescript; charset=utf-8",
+        );
+        router = router
+            .route(
+                &format!("{base}/client.js"),
+                get(move |headers: HeaderMap| async move { js.respond(&headers) }),
+            )
+            .route(
+                &format!("{base}/client.d.ts"),
+                get(move |headers: HeaderMap| async move { dts.respond(&headers) }),
             );
         if publish_enabled {
             router = router.route(

@@ -1,0 +1,490 @@
+//! End-to-end tests in headless Chromium: the chat example's demo page
+//! (`examples/chat/index.html`, the browser client `/chat/client.js`) over all
+//! five transports, and pages of other origins.
+//!
+//! `apt-get install chromium chromium-driver`, then `cargo test --test browser`.
+//! The demo page's screenshot is written to `target/browser/demo.png`.
+
+#[path = "../examples/chat/event.rs"]
+mod event;
+#[path = "browser/harness.rs"]
+mod harness;
+
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use event::ChatEvent;
+use harness::{Browser, ONE_BROWSER, Site, output_dir};
+use push_runtime::{ChannelRouter, Hub, HubConfig, IframeConfig, PublishRequest, Refusal};
+use serde_json::{Value, json};
+
+const TRANSPORTS: [&str; 5] = ["websocket", "sse", "long-poll", "poll", "iframe"];
+const DEMO: &str = include_str!("../examples/chat/index.html");
+
+async fn allow(request: PublishRequest<ChatEvent>) -> Result<ChatEvent, Refusal> {
+    Ok(request.event)
+}
+
+/// The chat example's page and routes, on a hub keeping `history` events per topic.
+fn demo_app(history: usize, iframe: IframeConfig) -> axum::Router {
+    let hub = Hub::<ChatEvent>::with_config({
+        let mut config = HubConfig::default();
+        config.history_len = history;
+        config
+    });
+    axum::Router::new()
+        .route("/", get(|| async { Html(DEMO) }))
+        .merge(
+            ChannelRouter::new(hub)
+                .iframe(iframe)
+                .publish(allow)
+                .into_router(),
+        )
+}
+
+async fn publish(site: &Site, topic: &str, from: &str, text: &str) {
+    let body = json!({ "type": "message", "from": from, "text": text }).to_string();
+    let response = reqwest::Client::new()
+        .post(site.url(&format!("/chat/{topic}")))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("publish");
+    assert!(
+        response.status().is_success(),
+        "publish: {}",
+        response.status()
+    );
+}
+
+async fn publish_all(site: &Site, topic: &str, texts: &[String]) {
+    for text in texts {
+        publish(site, topic, "ann", text).await;
+    }
+}
+
+fn texts(prefix: &str, range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|n| format!("{prefix}{n}")).collect()
+}
+
+/// Script: every demo panel is live.
+const ALL_LIVE: &str = "const d = window.__demo; return !!d && Object.values(d.panels).every(p => p.status === 'live');";
+
+/// Waits until every panel received exactly `expected` message texts, in order.
+async fn wait_for_texts(browser: &Browser, expected: &[String]) {
+    let script = format!(
+        "const want = {}; const d = window.__demo;
+         return Object.entries(d.panels).every(([t, p]) => JSON.stringify(p.events.map(e => e.data.text)) === JSON.stringify(want));",
+        json!(expected)
+    );
+    let what = format!("every transport to receive {expected:?} in order");
+    let deadline = std::time::Instant::now() + harness::PATIENCE;
+    loop {
+        if browser.js(&script, vec![]).await == json!(true) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let got = browser
+                .js(
+                    "return Object.fromEntries(Object.entries(window.__demo.panels).map(([t, p]) => [t, { texts: p.events.map(e => e.data.text), status: p.status, cursor: p.sub.cursor, stats: p.sub.stats, frames: document.querySelectorAll('iframe').length }]));",
+                    vec![],
+                )
+                .await;
+            panic!("timed out waiting for {what}; received {got:#}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn open_demo(browser: &Browser, site: &Site, topic: &str) {
+    browser
+        .client
+        .goto(&site.url(&format!("/?topic={topic}")))
+        .await
+        .expect("open the demo page");
+    browser
+        .wait_for("every transport to be live", ALL_LIVE)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transport_delivers_in_order_and_resumes_after_cut_and_reload() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let mut site = Site::bind().await;
+    // Small forever frames, so the frame also ends (`push.end`) and is
+    // reloaded from its cursor several times along the way.
+    site.serve(demo_app(1024, IframeConfig::default().max_bytes(1600)));
+    browser
+        .run(|browser| async move {
+            let topic = "order";
+            open_demo(browser, &site, topic).await;
+
+            publish_all(&site, topic, &texts("m", 1..=5)).await;
+            wait_for_texts(browser, &texts("m", 1..=5)).await;
+            let frames = browser
+                .js("const s = window.__demo.panels.iframe.sub.stats; return [s.requests, s.reconnects];", vec![])
+                .await;
+            assert!(
+                frames[0].as_u64() >= Some(2) && frames[1] == json!(0),
+                "the frame ended (push.end) and was reloaded without a reconnect: [requests, reconnects] = {frames}"
+            );
+
+            // Cut every connection, publish while they are down: nothing is lost or doubled.
+            for transport in TRANSPORTS {
+                browser
+                    .js("window.__demo.cut(arguments[0]);", vec![json!(transport)])
+                    .await;
+            }
+            publish_all(&site, topic, &texts("m", 6..=8)).await;
+            wait_for_texts(browser, &texts("m", 1..=8)).await;
+            let reconnects = browser
+                .js(
+                    "return Object.values(window.__demo.panels).map(p => p.sub.stats.reconnects);",
+                    vec![],
+                )
+                .await;
+            assert!(
+                reconnects
+                    .as_array()
+                    .expect("array")
+                    .iter()
+                    .all(|n| n.as_u64() >= Some(1)),
+                "every transport reconnected: {reconnects}"
+            );
+
+            // Leave the page, publish, come back: each transport resumes from
+            // the cursor it kept in sessionStorage.
+            browser.client.goto("about:blank").await.expect("leave");
+            publish_all(&site, topic, &texts("m", 9..=11)).await;
+            open_demo(browser, &site, topic).await;
+            wait_for_texts(browser, &texts("m", 9..=11)).await;
+
+            // And a reload proper: what arrives after it continues the sequence.
+            browser.client.refresh().await.expect("reload");
+            browser
+                .wait_for("every transport to be live after reload", ALL_LIVE)
+                .await;
+            publish_all(&site, topic, &texts("m", 12..=13)).await;
+            wait_for_texts(browser, &texts("m", 12..=13)).await;
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_notices_reach_every_transport() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let mut site = Site::bind().await;
+    site.serve(demo_app(4, IframeConfig::default()));
+    browser
+        .run(|browser| async move {
+            let topic = "gaps";
+            open_demo(browser, &site, topic).await;
+            publish(&site, topic, "ann", "before").await;
+            wait_for_texts(browser, &["before".to_owned()]).await;
+
+            // Away for longer than the history reaches back (4 events).
+            browser.client.goto("about:blank").await.expect("leave");
+            publish_all(&site, topic, &texts("g", 1..=10)).await;
+            open_demo(browser, &site, topic).await;
+            wait_for_texts(browser, &texts("g", 7..=10)).await;
+            let gaps = browser
+                .js("return Object.fromEntries(Object.entries(window.__demo.panels).map(([t, p]) => [t, p.gaps]));", vec![])
+                .await;
+            for transport in TRANSPORTS {
+                let gaps = gaps[transport].as_array().expect("gaps");
+                assert_eq!(gaps.len(), 1, "{transport}: one gap, got {gaps:?}");
+                assert_eq!(gaps[0]["missed"], json!(6), "{transport}: g1..g6 lost");
+            }
+        })
+        .await;
+}
+
+/// Event data that would run script if any transport or the page let it through.
+fn xss_corpus() -> Vec<String> {
+    [
+        "</script><script>parent.__pwned=1;window.__pwned=1</script>",
+        "<!--<script>parent.__pwned=2</script>",
+        "<script>parent.__pwned=3</script>-->",
+        "line\u{2028}separator\u{2029}paragraph",
+        "\"double\" 'single' `back` \\ \\\" \\u003c/script\\u003e",
+        "<img src=x onerror=\"parent.__pwned=4\">&amp;&lt;",
+        "]]></m(1)>\");parent.__pwned=5;(\"",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_xss_corpus_executes_nothing_and_arrives_intact() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let mut site = Site::bind().await;
+    site.serve(demo_app(1024, IframeConfig::default()));
+    browser
+        .run(|browser| async move {
+            let topic = "xss";
+            open_demo(browser, &site, topic).await;
+            let corpus = xss_corpus();
+            for text in &corpus {
+                publish(&site, topic, text, text).await;
+            }
+            wait_for_texts(browser, &corpus).await;
+            let froms = browser
+                .js("return Object.values(window.__demo.panels).map(p => p.events.map(e => e.data.from));", vec![])
+                .await;
+            for from in froms.as_array().expect("array") {
+                assert_eq!(from, &json!(corpus), "senders arrive intact");
+            }
+            let pwned = browser
+                .js(
+                    "return [window.__pwned, ...[...document.querySelectorAll('iframe')].map(f => { try { return f.contentWindow.__pwned } catch { return 'cross-origin' } })];",
+                    vec![],
+                )
+                .await;
+            assert!(
+                pwned.as_array().expect("array").iter().all(Value::is_null),
+                "no script ran: {pwned}"
+            );
+
+            // The page with real numbers, for the record.
+            for n in 1..=20 {
+                browser
+                    .js(
+                        "return window.__demo.publish('bob', arguments[0]);",
+                        vec![json!(format!("hello {n}"))],
+                    )
+                    .await;
+            }
+            let mut expected = corpus.clone();
+            expected.extend(texts("hello ", 1..=20));
+            wait_for_texts(browser, &expected).await;
+            // One more render of the table (it refreshes every 250 ms).
+            browser
+                .wait_for(
+                    "the cost table to show every event",
+                    &format!("return [...document.querySelectorAll('#costs tr')].every(r => r.children[1].textContent === '{}');", expected.len()),
+                )
+                .await;
+            let png = browser.client.screenshot().await.expect("screenshot");
+            let path = output_dir().join("demo.png");
+            std::fs::create_dir_all(output_dir()).expect("target/browser");
+            std::fs::write(&path, png).expect("write screenshot");
+            println!("demo page screenshot: {}", path.display());
+            let table = browser
+                .js("return [...document.querySelectorAll('#costs tr')].map(r => [...r.children].map(c => c.textContent).join(' | '));", vec![])
+                .await;
+            println!("cost per event as the demo page shows it (transport | events | requests | bytes | requests/event | bytes/event | median latency | reconnects):");
+            for row in table.as_array().expect("rows") {
+                println!("  {}", row.as_str().unwrap_or_default());
+            }
+        })
+        .await;
+}
+
+/// A page of another origin that imports the channel's client from `channel`
+/// and subscribes with each transport, recording what arrives.
+fn foreign_page(channel: &str) -> String {
+    format!(
+        r#"<!doctype html><meta charset="utf-8"><title>elsewhere</title><body><script type="module">
+const {{ subscribe, NAMES }} = await import("{channel}/chat/client.js");
+window.__subs = {{}};
+window.__start = (topic, transports, options) => {{
+  for (const transport of transports) {{
+    const state = {{ events: [], status: "connecting", sub: null }};
+    state.sub = subscribe(topic, {{ transport, retry: {{ min: 100, max: 400 }}, ...options,
+      onStatus: (status) => (state.status = status) }});
+    // Typed callbacks, one per wire name the server filled in.
+    for (const name of NAMES) {{
+      state.sub.on(name, (data, item) => state.events.push(data.text ?? `${{item.event}}:${{data.name}}`));
+    }}
+    window.__subs[transport + (options.iframeOrigin ? "+origin" : "")] = state;
+  }}
+}};
+window.__ready = true;
+</script>"#
+    )
+}
+
+/// Expression: what each subscription of the foreign page saw.
+const SUBS: &str = "Object.fromEntries(Object.entries(window.__subs).map(([t, s]) => [t, { events: s.events, status: s.status, requests: s.sub.stats.requests }]))";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_a_disallowed_origin_are_refused() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let mut allowed = Site::bind().await;
+    let mut refused = Site::bind().await;
+    let mut channel = Site::bind().await;
+    channel.serve(demo_app(
+        1024,
+        IframeConfig::default()
+            .allowed_origins([allowed.origin()])
+            .expect("a valid origin"),
+    ));
+    let page = foreign_page(&channel.origin());
+    let page_for_refused = page.clone();
+    allowed.serve(axum::Router::new().route("/", get(move || async move { Html(page) })));
+    refused
+        .serve(axum::Router::new().route("/", get(move || async move { Html(page_for_refused) })));
+
+    // The server side of the refusal: an origin outside the list is a 403.
+    let status =
+        reqwest::get(channel.url(&format!("/chat/cors/iframe?origin={}", refused.origin())))
+            .await
+            .expect("iframe request")
+            .status();
+    assert_eq!(status, 403);
+
+    browser
+        .run(|browser| async move {
+            let topic = "cors";
+            // The refused origin, with each HTTP transport; the frame both with
+            // its own origin asked for (403) and without (`frame-ancestors`
+            // and the postMessage target exclude it).
+            browser.client.goto(&refused.url("/")).await.expect("open refused page");
+            browser.wait_for("the refused page", "return window.__ready === true;").await;
+            browser
+                .js(
+                    "window.__start(arguments[0], ['iframe', 'sse', 'long-poll', 'poll', 'websocket'], {}); window.__start(arguments[0], ['iframe'], { iframeOrigin: location.origin });",
+                    vec![json!(topic)],
+                )
+                .await;
+            // The allowed origin, in a second window, as the control.
+            let refused_window = browser.client.window().await.expect("window");
+            let control = browser.client.new_window(false).await.expect("new window");
+            browser.client.switch_to_window(control.handle).await.expect("switch");
+            browser.client.goto(&allowed.url("/")).await.expect("open allowed page");
+            browser.wait_for("the allowed page", "return window.__ready === true;").await;
+            browser
+                .js("window.__start(arguments[0], ['iframe', 'websocket'], {});", vec![json!(topic)])
+                .await;
+            browser
+                .wait_for(
+                    "the allowed frame and websocket to be live",
+                    "return window.__subs.iframe.status === 'live' && window.__subs.websocket.status === 'live';",
+                )
+                .await;
+            publish_all(&channel, topic, &texts("c", 1..=3)).await;
+            browser
+                .wait_for(
+                    "the allowed origin's frame to receive every event",
+                    "return window.__subs.iframe.events.join() === 'c1,c2,c3' && window.__subs.websocket.events.join() === 'c1,c2,c3';",
+                )
+                .await;
+
+            // Back on the refused page: every subscription was refused at least
+            // twice (it keeps retrying) and received nothing.
+            browser.client.switch_to_window(refused_window).await.expect("switch back");
+            let subs = browser
+                .wait_for(
+                    "each refused subscription to have retried",
+                    &format!("const s = {SUBS}; return Object.values(s).every(x => x.requests >= 2) && s;"),
+                )
+                .await;
+            for (name, sub) in subs.as_object().expect("subs") {
+                assert_eq!(sub["events"], json!([]), "{name} delivered events to a disallowed origin: {sub}");
+                assert_ne!(sub["status"], json!("live"), "{name} went live for a disallowed origin");
+            }
+            // The WebSocket is refused by the server's origin policy (403
+            // before the upgrade); SSE and the polls by the missing CORS grant.
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_falls_back_from_a_refused_websocket_to_sse() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let mut site = Site::bind().await;
+    let page = foreign_page("");
+    // As a proxy that strips `Upgrade` would: the WebSocket route answers 426.
+    let app = demo_app(1024, IframeConfig::default())
+        .route("/auto", get(move || async move { Html(page) }))
+        .layer(axum::middleware::from_fn(
+            |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                if request.uri().path().ends_with("/ws") {
+                    return axum::http::StatusCode::UPGRADE_REQUIRED.into_response();
+                }
+                next.run(request).await
+            },
+        ));
+    site.serve(app);
+    browser
+        .run(|browser| async move {
+            let topic = "auto";
+            browser
+                .client
+                .goto(&site.url("/auto"))
+                .await
+                .expect("open page");
+            browser
+                .wait_for("the page", "return window.__ready === true;")
+                .await;
+            browser
+                .js(
+                    "window.__start(arguments[0], ['auto'], {});",
+                    vec![json!(topic)],
+                )
+                .await;
+            browser
+                .wait_for(
+                    "auto to be live",
+                    "return window.__subs.auto.status === 'live';",
+                )
+                .await;
+            publish_all(&site, topic, &texts("a", 1..=3)).await;
+            browser
+                .wait_for(
+                    "auto to receive every event",
+                    "return window.__subs.auto.events.join() === 'a1,a2,a3';",
+                )
+                .await;
+            let transport = browser
+                .js("return window.__subs.auto.sub.transport;", vec![])
+                .await;
+            assert_eq!(transport, json!("sse"));
+
+            // A filtered subscription sees only the events it asked for.
+            browser
+                .js(
+                    "window.__start(arguments[0], ['long-poll'], { events: ['joined'] });",
+                    vec![json!(topic)],
+                )
+                .await;
+            browser
+                .wait_for(
+                    "the filtered subscription to be live",
+                    "return window.__subs['long-poll'].status === 'live';",
+                )
+                .await;
+            publish(&site, topic, "ann", "not for the filter").await;
+            let joined = json!({ "type": "joined", "name": "zed" }).to_string();
+            let response = reqwest::Client::new()
+                .post(site.url(&format!("/chat/{topic}")))
+                .header("content-type", "application/json")
+                .body(joined)
+                .send()
+                .await
+                .expect("publish joined");
+            assert!(response.status().is_success());
+            browser
+                .wait_for(
+                    "the filtered subscription to receive only `joined`",
+                    "return window.__subs['long-poll'].events.join() === 'joined:zed';",
+                )
+                .await;
+        })
+        .await;
+}

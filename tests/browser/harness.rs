@@ -1,0 +1,255 @@
+//! Headless Chromium driven over WebDriver (chromedriver started on a free
+//! port), and servers for the browser tests.
+//!
+//! Outside CI the tests skip with a message when Chromium or chromedriver is
+//! missing; in CI (`CI` set) they fail.
+
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The longest any single wait may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One browser at a time: the machine is small and a browser is heavy.
+pub static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A program from `$<env>` or the first of `candidates` that exists.
+fn program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Some(PathBuf::from(path));
+    }
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists())
+}
+
+/// A headless Chromium session; the driver (and with it the browser) stops when dropped.
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+    _profile: TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a fresh headless Chromium, or `None` (outside
+    /// CI) when they are not installed.
+    pub async fn start() -> Option<Self> {
+        let chromium = program(
+            "CHROME_BIN",
+            &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+        );
+        let driver = program("CHROMEDRIVER", &["/usr/bin/chromedriver"]);
+        let (Some(chromium), Some(driver)) = (chromium, driver) else {
+            let reason =
+                "Chromium or chromedriver is missing (apt-get install chromium chromium-driver)";
+            assert!(std::env::var_os("CI").is_none(), "{reason}");
+            eprintln!("skipping: {reason}");
+            return None;
+        };
+        let port = free_port();
+        let driver = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = TempDir::new("chromium-profile");
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1500,1150",
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .chain([format!("--user-data-dir={}", profile.0.display())])
+        .collect::<Vec<_>>();
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": chromium, "args": args }),
+        );
+        // Do not wait for the load event: a page with a forever frame may not
+        // see it for a long time.
+        capabilities.insert("pageLoadStrategy".into(), json!("eager"));
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + PATIENCE;
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => break client,
+                Err(error) if Instant::now() < deadline => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("no WebDriver session from chromedriver: {error}"),
+            }
+        };
+        Some(Self {
+            client,
+            driver,
+            _profile: profile,
+        })
+    }
+
+    /// Runs `script` (a function body; `arguments` are `args`) in the page.
+    pub async fn js(&self, script: &str, args: Vec<Value>) -> Value {
+        self.client
+            .execute(script, args)
+            .await
+            .unwrap_or_else(|error| panic!("script failed: {error}\n{script}"))
+    }
+
+    /// Waits until `script` returns something truthy, or fails with `what` and its last value.
+    pub async fn wait_for(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let value = match self.client.execute(script, vec![]).await {
+                Ok(value) => value,
+                Err(error) => json!(format!("script error: {error}")),
+            };
+            if value
+                .as_str()
+                .is_some_and(|text| text.starts_with("script error"))
+            {
+                if Instant::now() > deadline {
+                    panic!("timed out waiting for {what}; {value}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let truthy = !matches!(&value, Value::Null | Value::Bool(false))
+                && value != json!(0)
+                && value != json!("");
+            if truthy {
+                return value;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last value {value}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs `scenario`, then ends the session whatever happened.
+    pub async fn run<'a, F, Fut>(&'a self, scenario: F)
+    where
+        F: FnOnce(&'a Browser) -> Fut,
+        Fut: Future<Output = ()> + 'a,
+    {
+        use futures_util::FutureExt;
+        let outcome = std::panic::AssertUnwindSafe(scenario(self))
+            .catch_unwind()
+            .await;
+        let _ = self.client.clone().close().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A directory under target/browser, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let unique = format!("{name}-{}-{:?}", std::process::id(), Instant::now());
+        let unique: String = unique
+            .chars()
+            .map(|ch| {
+                if ch.is_ascii_alphanumeric() || ch == '-' {
+                    ch
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = output_dir().join("tmp").join(unique);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `target/browser`, where screenshots go.
+pub fn output_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser")
+}
+
+/// A loopback listener whose origin is known before its app is built.
+pub struct Site {
+    pub addr: SocketAddr,
+    listener: Option<TcpListener>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Site {
+    pub async fn bind() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self {
+            addr: listener.local_addr().expect("local addr"),
+            listener: Some(listener),
+            task: None,
+        }
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin())
+    }
+
+    pub fn serve(&mut self, app: axum::Router) {
+        let listener = self.listener.take().expect("served once");
+        self.task = Some(tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        }));
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
