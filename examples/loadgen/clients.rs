@@ -1,5 +1,5 @@
 //! Subscribers, one per transport. Each finds the load generator's events in
-//! what it reads by their `"text":"<n> <micros> …"` field, whatever the framing,
+//! what it reads by their `"text":"<n> <micros> <publisher> …"` field, whatever the framing,
 //! and records numbers (for loss, duplicates, order) and latencies.
 
 use crate::measure::now_micros;
@@ -62,7 +62,8 @@ impl Progress {
 /// What one subscriber saw.
 pub struct Seen {
     got: Vec<bool>,
-    last: Option<usize>,
+    /// The last event number seen from each publisher (each publishes in order).
+    last: Vec<usize>,
     pub count: usize,
     pub duplicates: usize,
     pub reordered: usize,
@@ -73,7 +74,7 @@ impl Seen {
     fn new(events: usize) -> Self {
         Self {
             got: vec![false; events],
-            last: None,
+            last: Vec::new(),
             count: 0,
             duplicates: 0,
             reordered: 0,
@@ -115,9 +116,10 @@ impl Seen {
         let now = now_micros();
         let text = std::str::from_utf8(text).unwrap_or("");
         let mut words = text.split(' ');
-        let (Some(Ok(n)), Some(Ok(sent))) = (
+        let (Some(Ok(n)), Some(Ok(sent)), Some(Ok(publisher))) = (
             words.next().map(str::parse::<usize>),
             words.next().map(str::parse::<u64>),
+            words.next().map(str::parse::<usize>),
         ) else {
             return;
         };
@@ -130,10 +132,14 @@ impl Seen {
         }
         *slot = true;
         self.count += 1;
-        if self.last.is_some_and(|last| n < last) {
+        if self.last.len() <= publisher {
+            self.last.resize(publisher + 1, 0);
+        }
+        // Numbers start at 0; `last` holds number + 1 (0: none yet).
+        if n < self.last[publisher] {
             self.reordered += 1;
         }
-        self.last = Some(n);
+        self.last[publisher] = n + 1;
         self.latencies_us
             .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
     }

@@ -110,3 +110,51 @@ impl Report {
         println!("{}", serde_json::Value::Object(object));
     }
 }
+
+/// Counts the write-like syscalls (`write`, `writev`, `sendto`, `sendmsg`) of
+/// a process with `perf stat` while it runs; `/proc/<pid>/io` misses `send`,
+/// which is how Rust's standard library writes to sockets.
+pub struct SyscallCount {
+    child: Option<std::process::Child>,
+}
+
+const WRITE_SYSCALLS: &str = "syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg";
+
+impl SyscallCount {
+    /// Starts counting (nothing happens when `perf` is missing or not allowed).
+    pub fn start(pid: u32) -> Self {
+        let child = std::process::Command::new("perf")
+            .args([
+                "stat",
+                "-x",
+                ",",
+                "-e",
+                WRITE_SYSCALLS,
+                "-p",
+                &pid.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok();
+        // perf needs a moment to attach.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Self { child }
+    }
+
+    /// Stops counting; the total, if `perf` could count.
+    pub fn finish(self) -> Option<u64> {
+        let child = self.child?;
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let output = child.wait_with_output().ok()?;
+        let text = String::from_utf8_lossy(&output.stderr);
+        let counts: Vec<u64> = text
+            .lines()
+            .filter(|line| line.contains("sys_enter_"))
+            .filter_map(|line| line.split(',').next()?.parse().ok())
+            .collect();
+        (!counts.is_empty()).then(|| counts.iter().sum())
+    }
+}

@@ -102,8 +102,8 @@ fn load_average() -> String {
 }
 
 /// The chat event JSON for event `n`, padded to about `size` bytes.
-fn event_body(n: usize, size: usize) -> String {
-    let head = format!("{n} {}", now_micros());
+fn event_body(n: usize, publisher: usize, size: usize) -> String {
+    let head = format!("{n} {} {publisher}", now_micros());
     let bare = r#"{"type":"message","from":"lg","text":""}"#.len() + head.len();
     let pad = size.saturating_sub(bare + 1);
     format!(
@@ -112,11 +112,17 @@ fn event_body(n: usize, size: usize) -> String {
     )
 }
 
-async fn publish(http: &reqwest::Client, url: &str, n: usize, size: usize) -> Result<(), String> {
+async fn publish(
+    http: &reqwest::Client,
+    url: &str,
+    n: usize,
+    publisher: usize,
+    size: usize,
+) -> Result<(), String> {
     let response = http
         .post(url)
         .header("content-type", "application/json")
-        .body(event_body(n, size))
+        .body(event_body(n, publisher, size))
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -153,12 +159,13 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let total = o.subscribers * o.events;
+    let syscalls = measure::SyscallCount::start(server.pid);
     let before = measure::sample(server.pid);
     let started = Instant::now();
     let http = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
     let mut publishers = Vec::new();
-    for _ in 0..o.publishers {
+    for publisher in 0..o.publishers {
         let (http, url, next, progress) = (
             http.clone(),
             base.clone(),
@@ -188,7 +195,7 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
                         let _ = tokio::time::timeout(Duration::from_millis(50), wait).await;
                     }
                 }
-                publish(&http, &url, n, size).await?;
+                publish(&http, &url, n, publisher, size).await?;
             }
         }));
     }
@@ -203,6 +210,9 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
     }
     let elapsed = started.elapsed();
     let after = measure::sample(server.pid);
+    let writes = syscalls
+        .finish()
+        .unwrap_or(after.writes.saturating_sub(before.writes));
     let delivered = progress.delivered.load(Ordering::Relaxed);
 
     let (mut latencies, mut duplicates, mut reordered, mut lost, mut errors) =
@@ -226,7 +236,6 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
     lost = lost.max(total.saturating_sub(delivered));
     latencies.sort_unstable();
     let cpu_us = (after.cpu_s - before.cpu_s) * 1e6;
-    let writes = after.writes.saturating_sub(before.writes);
     let mode = match (o.lockstep, o.rate, o.publishers) {
         (true, _, _) => "lockstep".to_owned(),
         (_, Some(rate), _) => format!("{rate}/s"),
@@ -324,6 +333,7 @@ pub async fn floor(o: &Options) -> Result<(), String> {
         }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let syscalls = measure::SyscallCount::start(server.pid);
     let before = measure::sample(server.pid);
     let started = Instant::now();
     let stdin = server.stdin.as_mut().ok_or("no stdin")?;
@@ -340,6 +350,9 @@ pub async fn floor(o: &Options) -> Result<(), String> {
         let _ = stdout.read_line(&mut line);
     }
     let after = measure::sample(server.pid);
+    let writes = syscalls
+        .finish()
+        .unwrap_or(after.writes.saturating_sub(before.writes));
     let events = o.connections * rounds * o.batch;
     let cpu_us = (after.cpu_s - before.cpu_s) * 1e6;
     let mut report = Report::default();
@@ -354,11 +367,7 @@ pub async fn floor(o: &Options) -> Result<(), String> {
             cpu_us / (o.connections * rounds) as f64,
             2,
         )
-        .num(
-            "writes_per_delivery",
-            after.writes.saturating_sub(before.writes) as f64 / events as f64,
-            3,
-        )
+        .num("writes_per_delivery", writes as f64 / events as f64, 3)
         .num("deliveries_per_s", events as f64 / elapsed.as_secs_f64(), 0)
         .set(
             "lost_bytes",
