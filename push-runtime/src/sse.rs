@@ -90,7 +90,7 @@ fn prelude(retry: Duration, ready: Cursor) -> Bytes {
 }
 
 /// Everything in `batch` as one chunk; a lone event is its shared frame as is.
-fn encode_batch(batch: &[Delivery]) -> Bytes {
+pub(crate) fn encode_batch(batch: &[Delivery]) -> Bytes {
     if let [Delivery::Event(event)] = batch {
         return event_frame(event);
     }
