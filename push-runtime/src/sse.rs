@@ -15,8 +15,10 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 /// Settings of the SSE transport.
 #[derive(Clone, Debug)]
@@ -110,27 +112,48 @@ struct Connection {
     subscription: Subscription,
     batch: Vec<Delivery>,
     config: SseConfig,
+    /// Fires at the earliest time a heartbeat may be due; created once, so a
+    /// busy connection registers no timer per chunk.
+    heartbeat: Pin<Box<Sleep>>,
+    last_write: Instant,
 }
 
 impl Connection {
     async fn next_chunk(&mut self) -> Bytes {
-        self.batch.clear();
-        let wait = self
-            .subscription
-            .next_batch(&mut self.batch, self.config.max_batch);
-        match tokio::time::timeout(self.config.heartbeat, wait).await {
-            Ok(_) => encode_batch(&self.batch),
-            Err(_) => Bytes::from_static(HEARTBEAT),
+        loop {
+            self.batch.clear();
+            tokio::select! {
+                biased;
+                _ = self.subscription.next_batch(&mut self.batch, self.config.max_batch) => {
+                    // One clock read per chunk instead of a timer reset.
+                    self.last_write = Instant::now();
+                    return encode_batch(&self.batch);
+                }
+                _ = self.heartbeat.as_mut() => {
+                    let due = self.last_write + self.config.heartbeat;
+                    if due > Instant::now() {
+                        // Something was written since the timer was set.
+                        self.heartbeat.as_mut().reset(due);
+                        continue;
+                    }
+                    self.last_write = Instant::now();
+                    self.heartbeat.as_mut().reset(self.last_write + self.config.heartbeat);
+                    return Bytes::from_static(HEARTBEAT);
+                }
+            }
         }
     }
 }
 
 fn stream_body(subscription: Subscription, config: SseConfig) -> Body {
     let prelude = prelude(config.retry, subscription.resume_point());
+    let last_write = Instant::now();
     let connection = Connection {
         subscription,
         batch: Vec::new(),
+        heartbeat: Box::pin(tokio::time::sleep_until(last_write + config.heartbeat)),
         config,
+        last_write,
     };
     let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(prelude)));
     let rest = futures_util::stream::unfold(connection, |mut connection| async move {

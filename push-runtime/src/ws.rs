@@ -5,7 +5,7 @@
 
 use crate::channel::Channel;
 use crate::cursor::Cursor;
-use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
+use crate::history::{Delivery, EncodedEvent, Subscription};
 use crate::router::ChannelState;
 use crate::{params, wire};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -13,7 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::SinkExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,39 +62,50 @@ impl WsConfig {
 /// The WebSocket read buffer, in bytes: room for a few control frames.
 const READ_BUFFER: usize = 512;
 
-fn put_message(out: &mut BytesMut, cursor: Cursor, name: &str, data: &[u8]) {
-    out.put_slice(b"{\"cursor\":\"");
-    out.put_slice(cursor.to_string().as_bytes());
-    out.put_slice(b"\",\"event\":\"");
+fn put_message(out: &mut String, cursor: Cursor, name: &str, data: &str) {
+    out.push_str("{\"cursor\":\"");
+    out.push_str(&cursor.to_string());
+    out.push_str("\",\"event\":\"");
     // Wire names are validated by the macro to need no JSON escaping.
-    out.put_slice(name.as_bytes());
-    out.put_slice(b"\",\"data\":");
-    out.put_slice(data);
-    out.put_slice(b"}");
+    out.push_str(name);
+    out.push_str("\",\"data\":");
+    out.push_str(data);
+    out.push('}');
+}
+
+/// `{"cursor":…,"event":…,"data":…}` as UTF-8 text.
+fn message_text(cursor: Cursor, name: &str, data: &[u8]) -> Utf8Bytes {
+    // The payload is serde_json's output (or ours), so UTF-8: checked here,
+    // once per event, never per subscriber.
+    let data = std::str::from_utf8(data).unwrap_or("null");
+    let mut out = String::with_capacity(data.len() + name.len() + 48);
+    put_message(&mut out, cursor, name, data);
+    Utf8Bytes::from(out)
 }
 
 pub(crate) fn message(cursor: Cursor, name: &str, data: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(data.len() + name.len() + 48);
-    put_message(&mut out, cursor, name, data);
-    out.freeze()
+    message_text(cursor, name, data).into()
 }
 
+/// The shared WebSocket message of an event.
+fn event_text(event: &EncodedEvent) -> Utf8Bytes {
+    event.ws_text(|event| message_text(event.cursor(), event.name(), event.data()))
+}
+
+/// The same bytes, for the transports that embed the message (polls, iframe).
 pub(crate) fn event_message(event: &EncodedEvent) -> Bytes {
-    event.frame(FrameKind::WebSocket, |event| {
-        message(event.cursor(), event.name(), event.data())
-    })
+    event_text(event).into()
 }
 
 pub(crate) fn delivery_message(delivery: &Delivery) -> Bytes {
-    match delivery {
-        Delivery::Event(event) => event_message(event),
-        Delivery::Gap(gap) => message(gap.to, wire::GAP, &wire::gap_payload(gap)),
-    }
+    delivery_text(delivery).into()
 }
 
-fn text(bytes: Bytes) -> Message {
-    // Frames are built from UTF-8 pieces only; the check cannot fail.
-    Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_default())
+fn delivery_text(delivery: &Delivery) -> Utf8Bytes {
+    match delivery {
+        Delivery::Event(event) => event_text(event),
+        Delivery::Gap(gap) => message_text(gap.to, wire::GAP, &wire::gap_payload(gap)),
+    }
 }
 
 /// `GET {base}/{topic}/ws`.
@@ -176,7 +187,7 @@ enum End {
 async fn serve(mut socket: WebSocket, mut subscription: Subscription, config: WsConfig) {
     let ready = subscription.resume_point();
     let end = match socket
-        .send(text(message(
+        .send(Message::Text(message_text(
             ready,
             wire::READY,
             &wire::ready_payload(ready),
@@ -208,7 +219,7 @@ async fn pump(socket: &mut WebSocket, subscription: &mut Subscription, config: &
         tokio::select! {
             _ = subscription.next_batch(&mut batch, config.max_batch) => {
                 for delivery in &batch {
-                    if socket.feed(text(delivery_message(delivery))).await.is_err() {
+                    if socket.feed(Message::Text(delivery_text(delivery))).await.is_err() {
                         return End::Gone;
                     }
                 }
