@@ -161,6 +161,7 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
     let total = o.subscribers * o.events;
     let syscalls = measure::SyscallCount::start(server.pid);
     let before = measure::sample(server.pid);
+    let client_before = measure::sample(std::process::id());
     let started = Instant::now();
     let http = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
@@ -210,6 +211,7 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
     }
     let elapsed = started.elapsed();
     let after = measure::sample(server.pid);
+    let client_after = measure::sample(std::process::id());
     let writes = syscalls
         .finish()
         .unwrap_or(after.writes.saturating_sub(before.writes));
@@ -236,6 +238,9 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
     lost = lost.max(total.saturating_sub(delivered));
     latencies.sort_unstable();
     let cpu_us = (after.cpu_s - before.cpu_s) * 1e6;
+    // The load generator's own CPU: when it nears the wall time, the
+    // latencies measure the load generator, not the server.
+    let client_busy = (client_after.cpu_s - client_before.cpu_s) / elapsed.as_secs_f64();
     let mode = match (o.lockstep, o.rate, o.publishers) {
         (true, _, _) => "lockstep".to_owned(),
         (_, Some(rate), _) => format!("{rate}/s"),
@@ -277,6 +282,7 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
             0,
         )
         .num("publish_s", published.as_secs_f64(), 3)
+        .num("loadgen_cpu_share", client_busy, 2)
         .set("lost", lost)
         .set("duplicates", duplicates)
         .set("reordered", reordered)
