@@ -75,9 +75,6 @@ pub mod __private {
     pub use crate::__push_client_constructor as client_constructor;
 }
 
-/// Expands, inside an `impl` block of a channel enum, to its `client` constructor
-/// when the `client` feature is on, and to nothing otherwise (so generated code
-/// never depends on the user's own features).
 /// The framing functions, for the micro-benchmarks in `benches/` only: not API.
 #[doc(hidden)]
 pub mod __bench {
@@ -105,6 +102,9 @@ pub mod __bench {
     }
 }
 
+/// Expands, inside an `impl` block of a channel enum, to its `client` constructor
+/// when the `client` feature is on, and to nothing otherwise (so generated code
+/// never depends on the user's own features).
 #[cfg(feature = "client")]
 #[doc(hidden)]
 #[macro_export]
