@@ -18,6 +18,9 @@ mod validate;
 #[cfg(test)]
 mod expansion_tests;
 
+#[cfg(test)]
+mod expansion_size;
+
 use proc_macro::TokenStream;
 
 // Documented where push-runtime re-exports it (`src/docs/push_channel.md`),

@@ -7,6 +7,7 @@
 
 use crate::auth::Principal;
 use crate::cursor::Cursor;
+use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
@@ -24,6 +25,9 @@ pub struct EncodedEvent {
     kind_index: usize,
     data: Bytes,
     frames: [OnceLock<Bytes>; FrameKind::COUNT],
+    /// The WebSocket message as already-checked UTF-8, so that sending it to
+    /// each subscriber does not validate it again.
+    ws_text: OnceLock<Utf8Bytes>,
 }
 
 /// The ways a transport frames an event; each has its own cached bytes.
@@ -74,6 +78,11 @@ impl EncodedEvent {
     /// The event framed for `kind`, built by `build` on first use and then shared.
     pub fn frame(&self, kind: FrameKind, build: impl FnOnce(&Self) -> Bytes) -> Bytes {
         self.frames[kind.slot()].get_or_init(|| build(self)).clone()
+    }
+
+    /// The event as a WebSocket text message, built by `build` on first use and then shared.
+    pub(crate) fn ws_text(&self, build: impl FnOnce(&Self) -> Utf8Bytes) -> Utf8Bytes {
+        self.ws_text.get_or_init(|| build(self)).clone()
     }
 }
 
@@ -315,6 +324,7 @@ impl TopicLog {
             kind_index: event.kind_index,
             data: event.data,
             frames: Default::default(),
+            ws_text: OnceLock::new(),
         }));
         cursor
     }

@@ -213,7 +213,7 @@ fn event_script(event: &EncodedEvent) -> Bytes {
     event.frame(FrameKind::Iframe, |event| script(&ws::event_message(event)))
 }
 
-fn delivery_script(delivery: &Delivery) -> Bytes {
+pub(crate) fn delivery_script(delivery: &Delivery) -> Bytes {
     match delivery {
         Delivery::Event(event) => event_script(event),
         Delivery::Gap(gap) => script(&ws::message(gap.to, wire::GAP, &wire::gap_payload(gap))),

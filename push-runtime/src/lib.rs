@@ -102,6 +102,33 @@ pub mod __private {
     pub use crate::__push_client_constructor as client_constructor;
 }
 
+/// The framing functions, for the micro-benchmarks in `benches/` only: not API.
+#[doc(hidden)]
+pub mod __bench {
+    use crate::history::Delivery;
+    use bytes::Bytes;
+
+    /// What an SSE connection writes for `batch` in one wakeup.
+    pub fn sse_chunk(batch: &[Delivery]) -> Bytes {
+        crate::sse::encode_batch(batch)
+    }
+
+    /// One WebSocket text message.
+    pub fn ws_message(delivery: &Delivery) -> Bytes {
+        crate::ws::delivery_message(delivery)
+    }
+
+    /// One forever-frame `<script>` item.
+    pub fn iframe_item(delivery: &Delivery) -> Bytes {
+        crate::iframe::delivery_script(delivery)
+    }
+
+    /// A poll answer holding `items`.
+    pub fn poll_answer(cursor: crate::Cursor, items: &[Delivery]) -> Bytes {
+        crate::poll::answer_body(cursor, false, items)
+    }
+}
+
 /// Expands, inside an `impl` block of a channel enum, to its `client` constructor
 /// when the `client` feature is on, and to nothing otherwise (so generated code
 /// never depends on the user's own features).

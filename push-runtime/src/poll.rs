@@ -269,7 +269,7 @@ async fn poll<C: Channel>(
 }
 
 /// `{"cursor":"<c>","more":<bool>,"events":[<item>,…]}`
-fn answer_body(cursor: Cursor, more: bool, items: &[Delivery]) -> Bytes {
+pub(crate) fn answer_body(cursor: Cursor, more: bool, items: &[Delivery]) -> Bytes {
     let frames: Vec<Bytes> = items.iter().map(ws::delivery_message).collect();
     let size = frames.iter().map(|f| f.len() + 1).sum::<usize>() + 80;
     let mut out = BytesMut::with_capacity(size);

@@ -16,8 +16,10 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 /// Settings of the SSE transport.
 #[derive(Clone, Debug)]
@@ -91,7 +93,7 @@ fn prelude(retry: Duration, ready: Cursor) -> Bytes {
 }
 
 /// Everything in `batch` as one chunk; a lone event is its shared frame as is.
-fn encode_batch(batch: &[Delivery]) -> Bytes {
+pub(crate) fn encode_batch(batch: &[Delivery]) -> Bytes {
     if let [Delivery::Event(event)] = batch {
         return event_frame(event);
     }
@@ -113,6 +115,10 @@ struct Connection {
     config: SseConfig,
     shutdown: Shutdown,
     ended: bool,
+    /// Fires at the earliest time a heartbeat may be due; created once, so a
+    /// busy connection registers no timer per chunk.
+    heartbeat: Pin<Box<Sleep>>,
+    last_write: Instant,
 }
 
 impl Connection {
@@ -120,27 +126,35 @@ impl Connection {
         if self.ended {
             return None;
         }
-        self.batch.clear();
-        let wait = self
-            .subscription
-            .next_batch(&mut self.batch, self.config.max_batch);
-        let wait = async {
+        loop {
+            self.batch.clear();
             tokio::select! {
-                _ = wait => true,
-                () = self.shutdown.wait() => false,
+                biased;
+                _ = self.subscription.next_batch(&mut self.batch, self.config.max_batch) => {
+                    // One clock read per chunk instead of a timer reset.
+                    self.last_write = Instant::now();
+                    return Some(encode_batch(&self.batch));
+                }
+                () = self.shutdown.wait() => {
+                    // Shutting down: tell the client where to resume, then end.
+                    self.ended = true;
+                    let resume = self.subscription.resume_point();
+                    let mut out = BytesMut::new();
+                    put_block(&mut out, resume, wire::END, &wire::ready_payload(resume));
+                    return Some(out.freeze());
+                }
+                _ = self.heartbeat.as_mut() => {
+                    let due = self.last_write + self.config.heartbeat;
+                    if due > Instant::now() {
+                        // Something was written since the timer was set.
+                        self.heartbeat.as_mut().reset(due);
+                        continue;
+                    }
+                    self.last_write = Instant::now();
+                    self.heartbeat.as_mut().reset(self.last_write + self.config.heartbeat);
+                    return Some(Bytes::from_static(HEARTBEAT));
+                }
             }
-        };
-        match tokio::time::timeout(self.config.heartbeat, wait).await {
-            Ok(true) => Some(encode_batch(&self.batch)),
-            Ok(false) => {
-                // Shutting down: tell the client where to resume, then end.
-                self.ended = true;
-                let resume = self.subscription.resume_point();
-                let mut out = BytesMut::new();
-                put_block(&mut out, resume, wire::END, &wire::ready_payload(resume));
-                Some(out.freeze())
-            }
-            Err(_) => Some(Bytes::from_static(HEARTBEAT)),
         }
     }
 }
@@ -151,12 +165,15 @@ fn stream_body(
     shutdown: Shutdown,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let prelude = prelude(config.retry, subscription.resume_point());
+    let last_write = Instant::now();
     let connection = Connection {
         subscription,
         batch: Vec::new(),
+        heartbeat: Box::pin(tokio::time::sleep_until(last_write + config.heartbeat)),
         config,
         shutdown,
         ended: false,
+        last_write,
     };
     let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(prelude)));
     let rest = futures_util::stream::unfold(connection, |mut connection| async move {

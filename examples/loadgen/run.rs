@@ -1,0 +1,506 @@
+//! The measurements: each starts (or attaches to) a server process, drives
+//! it, and reports from its `/proc` counters.
+
+use crate::Options;
+use crate::clients::{self, Progress};
+use crate::measure::{self, Report, now_micros, percentile};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+
+/// A server process under measurement (killed on drop if we started it).
+pub struct Server {
+    pub base: String,
+    pub pid: u32,
+    child: Option<Child>,
+    pub stdin: Option<ChildStdin>,
+    stdout: Option<BufReader<std::process::ChildStdout>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `loadgen serve <args>` (pinned to `--server-core` with `taskset`
+/// when it is installed) and waits for the address it listens on.
+fn spawn(o: &Options, args: &[String]) -> Result<Server, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let pin = o
+        .server_core
+        .as_ref()
+        .filter(|_| Command::new("taskset").arg("-V").output().is_ok());
+    // A higher descriptor limit for the idle-connection runs, where allowed.
+    let mut script =
+        String::from("ulimit -n 65536 2>/dev/null || ulimit -n hard 2>/dev/null; exec");
+    if let Some(core) = pin {
+        script.push_str(&format!(" taskset -c {core}"));
+    }
+    script.push_str(" \"$@\"");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(exe)
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .map_err(|e| format!("cannot start the server: {e}"))?;
+    let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("unexpected server output: {line:?}"))?
+        .to_owned();
+    Ok(Server {
+        base: format!("http://{addr}"),
+        pid: child.id(),
+        stdin: child.stdin.take(),
+        stdout: Some(stdout),
+        child: Some(child),
+    })
+}
+
+/// The server of a run: started here (`push` or `baseline`) or given.
+fn server(o: &Options) -> Result<Server, String> {
+    match o.server.as_str() {
+        "external" => Ok(Server {
+            base: o.url.clone().ok_or("--server external needs --url")?,
+            pid: o.pid.ok_or("--server external needs --pid (for /proc)")?,
+            child: None,
+            stdin: None,
+            stdout: None,
+        }),
+        kind @ ("push" | "baseline") => {
+            let mut args = vec![kind.to_owned(), "--history".into(), o.history.to_string()];
+            if kind == "baseline" {
+                args.truncate(1);
+            }
+            spawn(o, &args)
+        }
+        other => Err(format!("unknown server {other}: push|baseline|external")),
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The chat event JSON for event `n`, padded to about `size` bytes.
+fn event_body(n: usize, publisher: usize, size: usize) -> String {
+    let head = format!("{n} {} {publisher}", now_micros());
+    let bare = r#"{"type":"message","from":"lg","text":""}"#.len() + head.len();
+    let pad = size.saturating_sub(bare + 1);
+    format!(
+        r#"{{"type":"message","from":"lg","text":"{head} {}"}}"#,
+        "x".repeat(pad)
+    )
+}
+
+async fn publish(
+    http: &reqwest::Client,
+    url: &str,
+    n: usize,
+    publisher: usize,
+    size: usize,
+) -> Result<(), String> {
+    let response = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(event_body(n, publisher, size))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("publish answered {}", response.status()));
+    }
+    Ok(())
+}
+
+/// S subscribers, M events: sequential (optionally in lockstep), at a rate,
+/// or from K concurrent publishers.
+pub async fn fanout(o: &Options) -> Result<(), String> {
+    let server = server(o)?;
+    let topic = format!("lg{}", std::process::id());
+    let base = format!("{}/chat/{topic}", server.base);
+    let progress = Arc::new(Progress::default());
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(o.subscribers.max(1));
+    let mut tasks = Vec::with_capacity(o.subscribers);
+    for _ in 0..o.subscribers {
+        let (base, ready, progress) = (base.clone(), ready_tx.clone(), Arc::clone(&progress));
+        let (transport, events) = (o.transport, o.events);
+        tasks.push(tokio::spawn(clients::subscribe(
+            transport, base, events, ready, progress,
+        )));
+    }
+    drop(ready_tx);
+    for _ in 0..o.subscribers {
+        ready_rx
+            .recv()
+            .await
+            .ok_or("a subscriber failed before it was ready")?;
+    }
+    // Pollers become "ready" on their first answer; let the next request arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let total = o.subscribers * o.events;
+    let syscalls = measure::SyscallCount::start(server.pid);
+    let before = measure::sample(server.pid);
+    let client_before = measure::sample(std::process::id());
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut publishers = Vec::new();
+    for publisher in 0..o.publishers {
+        let (http, url, next, progress) = (
+            http.clone(),
+            base.clone(),
+            Arc::clone(&next),
+            Arc::clone(&progress),
+        );
+        let (events, size, rate, lockstep, subscribers) =
+            (o.events, o.size, o.rate, o.lockstep, o.subscribers);
+        publishers.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= events {
+                    return Ok::<_, String>(());
+                }
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64(n as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                if lockstep {
+                    let target = n * subscribers;
+                    progress.target.store(target, Ordering::Relaxed);
+                    while progress.delivered.load(Ordering::Relaxed) < target {
+                        let wait = progress.reached.notified();
+                        if progress.delivered.load(Ordering::Relaxed) >= target {
+                            break;
+                        }
+                        let _ = tokio::time::timeout(Duration::from_millis(50), wait).await;
+                    }
+                }
+                publish(&http, &url, n, publisher, size).await?;
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.map_err(|e| e.to_string())??;
+    }
+    let published = started.elapsed();
+    progress.target.store(total, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(o.timeout_s);
+    while progress.delivered.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(20), progress.reached.notified()).await;
+    }
+    let elapsed = started.elapsed();
+    let after = measure::sample(server.pid);
+    let client_after = measure::sample(std::process::id());
+    let writes = syscalls
+        .finish()
+        .unwrap_or(after.writes.saturating_sub(before.writes));
+    let delivered = progress.delivered.load(Ordering::Relaxed);
+
+    let (mut latencies, mut duplicates, mut reordered, mut lost, mut errors) =
+        (Vec::new(), 0, 0, 0, Vec::new());
+    for task in tasks {
+        if !task.is_finished() {
+            task.abort();
+        }
+        match task.await {
+            Ok(Ok(seen)) => {
+                duplicates += seen.duplicates;
+                reordered += seen.reordered;
+                lost += seen.lost();
+                latencies.extend(seen.latencies_us);
+            }
+            Ok(Err(error)) => errors.push(error),
+            Err(_) => {}
+        }
+    }
+    // Subscribers that did not finish: whatever they miss is lost.
+    lost = lost.max(total.saturating_sub(delivered));
+    latencies.sort_unstable();
+    let cpu_us = (after.cpu_s - before.cpu_s) * 1e6;
+    // The load generator's own CPU: when it nears the wall time, the
+    // latencies measure the load generator, not the server.
+    let client_busy = (client_after.cpu_s - client_before.cpu_s) / elapsed.as_secs_f64();
+    let mode = match (o.lockstep, o.rate, o.publishers) {
+        (true, _, _) => "lockstep".to_owned(),
+        (_, Some(rate), _) => format!("{rate}/s"),
+        (_, _, 1) => "sequential".to_owned(),
+        (_, _, k) => format!("{k} publishers"),
+    };
+    let mut report = Report::default();
+    report
+        .set("server", o.server.clone())
+        .set("transport", o.transport.name())
+        .set("publishing", mode)
+        .set("subscribers", o.subscribers)
+        .set("events", o.events)
+        .set("deliveries", delivered)
+        .num(
+            "server_cpu_us_per_delivery",
+            cpu_us / delivered.max(1) as f64,
+            2,
+        )
+        .num(
+            "writes_per_delivery",
+            writes as f64 / delivered.max(1) as f64,
+            3,
+        )
+        .num(
+            "p50_ms",
+            f64::from(percentile(&latencies, 0.50)) / 1000.0,
+            2,
+        )
+        .num(
+            "p99_ms",
+            f64::from(percentile(&latencies, 0.99)) / 1000.0,
+            2,
+        )
+        .num("max_ms", f64::from(percentile(&latencies, 1.0)) / 1000.0, 2)
+        .num(
+            "deliveries_per_s",
+            delivered as f64 / elapsed.as_secs_f64(),
+            0,
+        )
+        .num("publish_s", published.as_secs_f64(), 3)
+        .num("loadgen_cpu_share", client_busy, 2)
+        .set("lost", lost)
+        .set("duplicates", duplicates)
+        .set("reordered", reordered)
+        .set("load", load_average());
+    report.print();
+    if let Some(error) = errors.first() {
+        return Err(format!(
+            "{} subscribers failed, e.g.: {error}",
+            errors.len()
+        ));
+    }
+    if lost + duplicates + reordered > 0 {
+        return Err("events were lost, duplicated or reordered".into());
+    }
+    Ok(())
+}
+
+/// The physical floor: `--connections` loopback sockets, a writer process
+/// doing one `write()` of `--batch` events of `--size` bytes per socket per
+/// round, `--events` rounds; its CPU per event.
+pub async fn floor(o: &Options) -> Result<(), String> {
+    let args: Vec<String> = [
+        "floor",
+        "--connections",
+        &o.connections.to_string(),
+        "--events",
+        &(o.events / o.batch).max(1).to_string(),
+        "--batch",
+        &o.batch.to_string(),
+        "--size",
+        &o.size.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut server = spawn(o, &args)?;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let rounds = (o.events / o.batch).max(1);
+    let per_socket = rounds * o.batch * o.size;
+    let mut readers = Vec::new();
+    for _ in 0..o.connections {
+        let mut socket = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        readers.push(tokio::spawn(async move {
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut read = 0;
+            while read < per_socket {
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+            read
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let syscalls = measure::SyscallCount::start(server.pid);
+    let before = measure::sample(server.pid);
+    let started = Instant::now();
+    let stdin = server.stdin.as_mut().ok_or("no stdin")?;
+    stdin.write_all(b"go\n").map_err(|e| e.to_string())?;
+    stdin.flush().map_err(|e| e.to_string())?;
+    let mut received = 0;
+    for reader in readers {
+        received += reader.await.map_err(|e| e.to_string())?;
+    }
+    let elapsed = started.elapsed();
+    // The writer prints "done" once its last write returned.
+    if let Some(stdout) = &mut server.stdout {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+    }
+    let after = measure::sample(server.pid);
+    let writes = syscalls
+        .finish()
+        .unwrap_or(after.writes.saturating_sub(before.writes));
+    let events = o.connections * rounds * o.batch;
+    let cpu_us = (after.cpu_s - before.cpu_s) * 1e6;
+    let mut report = Report::default();
+    report
+        .set("server", "floor")
+        .set("connections", o.connections)
+        .set("events_per_write", o.batch)
+        .set("deliveries", events)
+        .num("server_cpu_us_per_delivery", cpu_us / events as f64, 2)
+        .num(
+            "server_cpu_us_per_write",
+            cpu_us / (o.connections * rounds) as f64,
+            2,
+        )
+        .num("writes_per_delivery", writes as f64 / events as f64, 3)
+        .num("deliveries_per_s", events as f64 / elapsed.as_secs_f64(), 0)
+        .set(
+            "lost_bytes",
+            (o.connections * per_socket).saturating_sub(received),
+        )
+        .set("load", load_average());
+    report.print();
+    Ok(())
+}
+
+/// Memory per idle connection: the server's resident memory before and
+/// after `--connections` subscribers connect and sit idle.
+pub async fn idle(o: &Options) -> Result<(), String> {
+    let server = server(o)?;
+    let topic = format!("idle{}", std::process::id());
+    let base = format!("{}/chat/{topic}", server.base);
+    // Warm the server up (topic, first allocations) before the first reading.
+    let warm = Arc::new(Progress::default());
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let warmup = tokio::spawn(clients::subscribe(
+        o.transport,
+        base.clone(),
+        1,
+        tx,
+        Arc::clone(&warm),
+    ));
+    let _ = rx.recv().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = measure::sample(server.pid);
+    let progress = Arc::new(Progress::default());
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(o.connections.max(1));
+    let mut tasks = Vec::new();
+    for _ in 0..o.connections {
+        let (base, ready, progress) = (base.clone(), ready_tx.clone(), Arc::clone(&progress));
+        tasks.push(tokio::spawn(clients::subscribe(
+            o.transport,
+            base,
+            1,
+            ready,
+            progress,
+        )));
+    }
+    drop(ready_tx);
+    for _ in 0..o.connections {
+        ready_rx
+            .recv()
+            .await
+            .ok_or("a connection failed: raise `ulimit -n`?")?;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = measure::sample(server.pid);
+    let per_connection = (after.rss_kib as f64 - before.rss_kib as f64) / o.connections as f64;
+    let mut report = Report::default();
+    report
+        .set("server", o.server.clone())
+        .set("transport", o.transport.name())
+        .set("connections", o.connections)
+        .set("rss_before_kib", before.rss_kib)
+        .set("rss_after_kib", after.rss_kib)
+        .num("kib_per_connection", per_connection, 2)
+        .set("load", load_average());
+    report.print();
+    for task in tasks {
+        task.abort();
+    }
+    warmup.abort();
+    Ok(())
+}
+
+/// Server CPU of an empty short poll answered `304 Not Modified`.
+pub async fn poll304(o: &Options) -> Result<(), String> {
+    let server = server(o)?;
+    let url = format!("{}/chat/poll{}/poll", server.base, std::process::id());
+    let http = reqwest::Client::new();
+    let first = http.get(&url).send().await.map_err(|e| e.to_string())?;
+    let etag = first
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("the poll answer has no ETag")?
+        .to_owned();
+    let before = measure::sample(server.pid);
+    let started = Instant::now();
+    let pollers = 4;
+    let mut tasks = Vec::new();
+    for _ in 0..pollers {
+        let (http, url, etag, polls) = (http.clone(), url.clone(), etag.clone(), o.polls / pollers);
+        tasks.push(tokio::spawn(async move {
+            let mut not_modified = 0;
+            for _ in 0..polls {
+                let response = http
+                    .get(&url)
+                    .header("if-none-match", &etag)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                not_modified += usize::from(response.status() == 304);
+                let _ = response.bytes().await;
+            }
+            Ok::<_, String>(not_modified)
+        }));
+    }
+    let mut not_modified = 0;
+    for task in tasks {
+        not_modified += task.await.map_err(|e| e.to_string())??;
+    }
+    let elapsed = started.elapsed();
+    let after = measure::sample(server.pid);
+    let polls = (o.polls / pollers) * pollers;
+    let mut report = Report::default();
+    report
+        .set("server", o.server.clone())
+        .set("polls", polls)
+        .set("answered_304", not_modified)
+        .num(
+            "server_cpu_us_per_poll",
+            (after.cpu_s - before.cpu_s) * 1e6 / polls.max(1) as f64,
+            2,
+        )
+        .num("polls_per_s", polls as f64 / elapsed.as_secs_f64(), 0)
+        .set("load", load_average());
+    report.print();
+    if not_modified != polls {
+        return Err(format!(
+            "{} of {polls} polls were not answered 304",
+            polls - not_modified
+        ));
+    }
+    Ok(())
+}

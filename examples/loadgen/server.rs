@@ -1,0 +1,156 @@
+//! The servers the load generator measures, each run as its own process
+//! (`loadgen serve …`) so that its CPU time and memory can be read from `/proc`:
+//!
+//! - `push`: the framework, with the chat example's channel and publish route;
+//! - `baseline`: a hand-written axum + tokio server with no framework, the
+//!   reference the targets are measured against (SSE writes everything pending
+//!   in one chunk, WebSocket sends one message per event, as such servers do);
+//! - `floor`: plain sockets: one `write()` of `batch` events to each of
+//!   `connections` sockets per round, the physical floor of a delivery.
+
+#[path = "../chat/event.rs"]
+mod event;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use event::ChatEvent;
+use push_runtime::{ChannelRouter, Hub, HubConfig, PublishRequest, Refusal};
+use std::io::{BufRead, Write};
+use tokio::sync::broadcast;
+
+/// Prints the address a server listens on, the line the load generator waits for.
+fn announce(listener: &tokio::net::TcpListener) -> std::io::Result<()> {
+    println!("listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()
+}
+
+async fn allow(request: PublishRequest<ChatEvent>) -> Result<ChatEvent, Refusal> {
+    Ok(request.event)
+}
+
+/// The framework with the chat channel; history large enough that bursts of
+/// a few thousand events never overtake a subscriber.
+pub async fn push(addr: &str, history: usize) -> std::io::Result<()> {
+    let mut config = HubConfig::default();
+    config.history_len = history;
+    let hub = Hub::<ChatEvent>::with_config(config);
+    let app: Router = ChannelRouter::new(hub).publish(allow).into_router();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    announce(&listener)?;
+    axum::serve(listener, app).await
+}
+
+/// The no-framework baseline: one broadcast channel per process (one topic).
+pub async fn baseline(addr: &str) -> std::io::Result<()> {
+    let (sender, _) = broadcast::channel::<Bytes>(65536);
+    let app = Router::new()
+        .route("/chat/{topic}", post(baseline_publish))
+        .route("/chat/{topic}/sse", get(baseline_sse))
+        .route("/chat/{topic}/ws", get(baseline_ws))
+        .with_state(sender);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    announce(&listener)?;
+    axum::serve(listener, app).await
+}
+
+type Sender = broadcast::Sender<Bytes>;
+
+/// Takes the event JSON as is (the framework's route also parses and re-encodes).
+async fn baseline_publish(
+    State(sender): State<Sender>,
+    Path(_topic): Path<String>,
+    body: Bytes,
+) -> impl IntoResponse {
+    let _ = sender.send(body);
+    "{}"
+}
+
+fn sse_block(seq: u64, data: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("id: {seq}\nevent: message\ndata: ").as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+}
+
+async fn baseline_sse(State(sender): State<Sender>) -> impl IntoResponse {
+    let receiver = sender.subscribe();
+    let ready = Bytes::from_static(b"event: push.ready\ndata: {}\n\n");
+    let first = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(ready) });
+    let rest =
+        futures_util::stream::unfold((receiver, 0u64), |(mut receiver, mut seq)| async move {
+            let first = receiver.recv().await.ok()?;
+            let mut out = Vec::with_capacity(256);
+            seq += 1;
+            sse_block(seq, &first, &mut out);
+            // Everything already pending goes in the same chunk.
+            while let Ok(next) = receiver.try_recv() {
+                seq += 1;
+                sse_block(seq, &next, &mut out);
+            }
+            Some((Ok(Bytes::from(out)), (receiver, seq)))
+        });
+    (
+        [("content-type", "text/event-stream")],
+        axum::body::Body::from_stream(futures_util::StreamExt::chain(first, rest)),
+    )
+}
+
+async fn baseline_ws(State(sender): State<Sender>, upgrade: WebSocketUpgrade) -> impl IntoResponse {
+    let receiver = sender.subscribe();
+    upgrade.on_upgrade(move |socket| baseline_ws_pump(socket, receiver))
+}
+
+async fn baseline_ws_pump(mut socket: WebSocket, mut receiver: broadcast::Receiver<Bytes>) {
+    let ready = r#"{"cursor":"0","event":"push.ready","data":{}}"#;
+    if socket.send(Message::Text(ready.into())).await.is_err() {
+        return;
+    }
+    let mut seq = 0u64;
+    while let Ok(data) = receiver.recv().await {
+        seq += 1;
+        let mut text = format!(r#"{{"cursor":"{seq}","event":"message","data":"#);
+        text.push_str(&String::from_utf8_lossy(&data));
+        text.push('}');
+        if socket.send(Message::Text(text.into())).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The floor: accepts `connections`, waits for a line on stdin, then writes
+/// `rounds` times `batch` events of `size` bytes to each, one `write()` per
+/// socket per round; exits when stdin closes.
+pub fn floor(
+    addr: &str,
+    connections: usize,
+    rounds: usize,
+    batch: usize,
+    size: usize,
+) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    println!("listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let mut sockets = Vec::with_capacity(connections);
+    while sockets.len() < connections {
+        let (socket, _) = listener.accept()?;
+        socket.set_nodelay(true)?;
+        sockets.push(socket);
+    }
+    let mut line = String::new();
+    let stdin = std::io::stdin();
+    stdin.lock().read_line(&mut line)?;
+    let payload = vec![b'x'; size * batch];
+    for _ in 0..rounds {
+        for socket in &mut sockets {
+            socket.write_all(&payload)?;
+        }
+    }
+    println!("done");
+    std::io::stdout().flush()?;
+    line.clear();
+    stdin.lock().read_line(&mut line)?;
+    Ok(())
+}
