@@ -2,9 +2,14 @@
 //! a request under a deadline, turning an error status into a typed error,
 //! checking the content type, reading a body with a bound.
 
+use super::config::ClientConfig;
 use super::error::{ClientError, body_message, describe, from_status, quote};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use reqwest::header;
+use std::pin::Pin;
 use std::time::Duration;
+use url::Url;
 
 /// The most of an error response's body read for its message.
 const ERROR_BODY_LIMIT: usize = 4096;
@@ -102,4 +107,60 @@ async fn read_error_body(response: &mut reqwest::Response, timeout: Duration) ->
     let _ = tokio::time::timeout(timeout, read).await;
     body.truncate(ERROR_BODY_LIMIT);
     body
+}
+
+/// The body of a streaming response (SSE, forever frame), read chunk by
+/// chunk with the idle timeout every streaming transport applies.
+pub(crate) struct BodyReader {
+    body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    idle_timeout: Option<Duration>,
+    /// Why the connection is over when the server ends the body.
+    ended: &'static str,
+}
+
+impl BodyReader {
+    /// Sends `GET url` accepting `content_type`, checks the response head and
+    /// returns its body.
+    pub(crate) async fn open(
+        client: &reqwest::Client,
+        url: Url,
+        config: &ClientConfig,
+        content_type: &str,
+        ended: &'static str,
+    ) -> Result<Self, ClientError> {
+        let request = client
+            .get(url)
+            .header(header::ACCEPT, content_type)
+            .header(header::CACHE_CONTROL, "no-store");
+        let response = send(request, config.connect_timeout).await?;
+        expect_content_type(&response, content_type)?;
+        Ok(Self {
+            body: Box::pin(response.bytes_stream()),
+            idle_timeout: config.idle_timeout,
+            ended,
+        })
+    }
+
+    /// The next chunk, or why the connection is over.
+    pub(crate) async fn next_chunk(&mut self) -> Result<Bytes, ClientError> {
+        let next = self.body.next();
+        let chunk =
+            match self.idle_timeout {
+                Some(limit) => tokio::time::timeout(limit, next).await.map_err(|_| {
+                    ClientError::Disconnected {
+                        reason: format!("nothing received for {limit:?}"),
+                    }
+                })?,
+                None => next.await,
+            };
+        match chunk {
+            Some(Ok(chunk)) => Ok(chunk),
+            Some(Err(error)) => Err(ClientError::Disconnected {
+                reason: describe(&error),
+            }),
+            None => Err(ClientError::Disconnected {
+                reason: self.ended.to_owned(),
+            }),
+        }
+    }
 }

@@ -8,15 +8,11 @@
 //! is skipped.
 
 use super::config::ClientConfig;
-use super::error::{ClientError, describe, quote};
+use super::error::{ClientError, quote};
 use super::frame::Read;
 use super::http;
 use super::ws::parse_envelope;
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use reqwest::header;
-use std::pin::Pin;
-use std::time::Duration;
 use url::Url;
 
 /// What the reader yields.
@@ -214,13 +210,10 @@ impl IframeParser {
     }
 }
 
-type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
 /// An open forever frame being read.
 pub(crate) struct IframeConnection {
-    body: Body,
+    body: http::BodyReader,
     parser: IframeParser,
-    idle_timeout: Option<Duration>,
     max: usize,
 }
 
@@ -237,16 +230,17 @@ impl IframeConnection {
         url: Url,
         config: &ClientConfig,
     ) -> Result<Self, ClientError> {
-        let request = client
-            .get(url)
-            .header(header::ACCEPT, "text/html")
-            .header(header::CACHE_CONTROL, "no-store");
-        let response = http::send(request, config.connect_timeout).await?;
-        http::expect_content_type(&response, "text/html")?;
+        let body = http::BodyReader::open(
+            client,
+            url,
+            config,
+            "text/html",
+            "the forever frame ended without push.end",
+        )
+        .await?;
         Ok(Self {
-            body: Box::pin(response.bytes_stream()),
+            body,
             parser: IframeParser::new(config.max_item_size),
-            idle_timeout: config.idle_timeout,
             max: config.max_item_size,
         })
     }
@@ -268,28 +262,8 @@ impl IframeConnection {
                     }
                 });
             }
-            let next = self.body.next();
-            let chunk = match self.idle_timeout {
-                Some(limit) => tokio::time::timeout(limit, next).await.map_err(|_| {
-                    ClientError::Disconnected {
-                        reason: format!("nothing received for {limit:?}"),
-                    }
-                })?,
-                None => next.await,
-            };
-            match chunk {
-                Some(Ok(chunk)) => self.parser.push(chunk),
-                Some(Err(error)) => {
-                    return Err(ClientError::Disconnected {
-                        reason: describe(&error),
-                    });
-                }
-                None => {
-                    return Err(ClientError::Disconnected {
-                        reason: "the forever frame ended without push.end".to_owned(),
-                    });
-                }
-            }
+            let chunk = self.body.next_chunk().await?;
+            self.parser.push(chunk);
         }
     }
 }

@@ -10,13 +10,10 @@
 //! text lossily as the SSE specification says.
 
 use super::config::ClientConfig;
-use super::error::{ClientError, describe};
+use super::error::ClientError;
 use super::frame::{Frame, Read};
 use super::http;
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use reqwest::header;
-use std::pin::Pin;
 use std::time::Duration;
 use url::Url;
 
@@ -254,13 +251,10 @@ impl SseParser {
     }
 }
 
-type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
 /// An open SSE response being read.
 pub(crate) struct SseConnection {
-    body: Body,
+    body: http::BodyReader,
     parser: SseParser,
-    idle_timeout: Option<Duration>,
     max: usize,
 }
 
@@ -273,20 +267,21 @@ impl std::fmt::Debug for SseConnection {
 impl SseConnection {
     /// Sends the request and checks the response head.
     pub(crate) async fn open(
-        http: &reqwest::Client,
+        client: &reqwest::Client,
         url: Url,
         config: &ClientConfig,
     ) -> Result<Self, ClientError> {
-        let request = http
-            .get(url)
-            .header(header::ACCEPT, "text/event-stream")
-            .header(header::CACHE_CONTROL, "no-store");
-        let response = http::send(request, config.connect_timeout).await?;
-        http::expect_content_type(&response, "text/event-stream")?;
+        let body = http::BodyReader::open(
+            client,
+            url,
+            config,
+            "text/event-stream",
+            "the server ended the event stream",
+        )
+        .await?;
         Ok(Self {
-            body: Box::pin(response.bytes_stream()),
+            body,
             parser: SseParser::new(config.max_item_size),
-            idle_timeout: config.idle_timeout,
             max: config.max_item_size,
         })
     }
@@ -311,28 +306,8 @@ impl SseConnection {
                     }
                 }
             }
-            let next = self.body.next();
-            let chunk = match self.idle_timeout {
-                Some(limit) => tokio::time::timeout(limit, next).await.map_err(|_| {
-                    ClientError::Disconnected {
-                        reason: format!("nothing received for {limit:?}"),
-                    }
-                })?,
-                None => next.await,
-            };
-            match chunk {
-                Some(Ok(chunk)) => self.parser.push(chunk),
-                Some(Err(error)) => {
-                    return Err(ClientError::Disconnected {
-                        reason: describe(&error),
-                    });
-                }
-                None => {
-                    return Err(ClientError::Disconnected {
-                        reason: "the server ended the event stream".to_owned(),
-                    });
-                }
-            }
+            let chunk = self.body.next_chunk().await?;
+            self.parser.push(chunk);
         }
     }
 }
