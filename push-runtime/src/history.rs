@@ -26,30 +26,30 @@ pub struct EncodedEvent {
     data: Bytes,
     frames: [OnceLock<Bytes>; FrameKind::COUNT],
     /// The WebSocket message as already-checked UTF-8, so that sending it to
-    /// each subscriber does not validate it again.
+    /// each subscriber does not validate it again. Poll answers and the
+    /// forever frame embed the same bytes.
     ws_text: OnceLock<Utf8Bytes>,
 }
 
-/// The ways a transport frames an event; each has its own cached bytes.
+/// The ways a transport frames an event as bytes; each has its own cached
+/// bytes. (The WebSocket message, which poll answers reuse, is cached as
+/// checked UTF-8 text beside them.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FrameKind {
     /// A `text/event-stream` block.
     Sse,
-    /// A WebSocket text message (also the item of a poll answer).
-    WebSocket,
     /// A forever-frame `<script>` chunk.
     Iframe,
 }
 
 impl FrameKind {
-    const COUNT: usize = 3;
+    const COUNT: usize = 2;
 
     fn slot(self) -> usize {
         match self {
             FrameKind::Sse => 0,
-            FrameKind::WebSocket => 1,
-            FrameKind::Iframe => 2,
+            FrameKind::Iframe => 1,
         }
     }
 }
