@@ -1,12 +1,24 @@
 //! Subscribers, one per transport. Each finds the load generator's events in
 //! what it reads by their `"text":"<n> <micros> <publisher> …"` field, whatever the framing,
 //! and records numbers (for loss, duplicates, order) and latencies.
+//!
+//! Subscribers speak HTTP/1.1 and WebSocket over plain sockets, with one read
+//! per wakeup into a reused buffer and no per-event allocation: a full HTTP
+//! client per subscriber (reqwest, tokio-tungstenite) costs more CPU per
+//! delivery than the server under test, and a load generator that saturates
+//! its own core measures itself, not the server's latency. The framing the
+//! scan skips is checked where it matters: the status line of every answer,
+//! WebSocket frame headers (parsed with tungstenite's `FrameHeader`), and the
+//! cursor of every poll answer.
 
 use crate::measure::now_micros;
-use futures_util::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
 
 /// The five transports, plus what the URL path of each is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +158,7 @@ impl Seen {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 /// Finds the value of the last `"cursor":"…"` in `bytes`.
@@ -163,10 +175,13 @@ fn last_cursor(bytes: &[u8]) -> Option<String> {
     found
 }
 
-pub type Ready = mpsc::Sender<()>;
+/// Where a subscriber says it is ready (`Ok`) or why it failed (`Err`).
+pub type Ready = mpsc::Sender<Result<(), String>>;
 
-/// Runs one subscriber until it has seen `events` events; `ready` is signalled
-/// once the subscription exists (first bytes received, or first poll answered).
+/// Runs one subscriber until it has seen `events` events; `ready` gets `Ok`
+/// once the subscription exists (first bytes received, or first poll
+/// answered), or the error that ended the subscriber (also after `Ok`).
+/// `base` is `http://host:port/chat/<topic>`.
 pub async fn subscribe(
     transport: Transport,
     base: String,
@@ -175,135 +190,347 @@ pub async fn subscribe(
     progress: Arc<Progress>,
 ) -> Result<Seen, String> {
     let seen = Seen::new(events);
-    match transport {
-        Transport::Sse => stream(format!("{base}/sse"), seen, ready, progress, false).await,
-        Transport::Iframe => stream(format!("{base}/iframe"), seen, ready, progress, true).await,
-        Transport::Ws => {
-            ws(
-                format!("{}/ws", base.replacen("http", "ws", 1)),
-                seen,
-                ready,
-                progress,
-            )
-            .await
+    let rest = base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{base}: only http:// URLs"))?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, path) = (host.to_owned(), path.to_owned());
+    let failed = ready.clone();
+    let result = match transport {
+        Transport::Sse => stream(host, format!("{path}/sse"), seen, ready, progress, false).await,
+        Transport::Iframe => {
+            stream(host, format!("{path}/iframe"), seen, ready, progress, true).await
         }
-        Transport::Poll | Transport::LongPoll => poll(transport, base, seen, ready, progress).await,
+        Transport::Ws => ws(host, format!("{path}/ws"), seen, ready, progress).await,
+        Transport::Poll | Transport::LongPoll => {
+            poll(transport, host, path, seen, ready, progress).await
+        }
+    };
+    if let Err(error) = &result {
+        let _ = failed.try_send(Err(error.clone()));
+    }
+    result
+}
+
+/// How much a subscriber reads at most per wakeup.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One connection's socket and read buffer.
+struct Conn {
+    socket: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(host: &str) -> Result<Self, String> {
+        let socket = TcpStream::connect(host)
+            .await
+            .map_err(|e| format!("{host}: {e}"))?;
+        socket.set_nodelay(true).map_err(|e| e.to_string())?;
+        Ok(Self {
+            socket,
+            buffer: Vec::with_capacity(READ_CHUNK),
+        })
+    }
+
+    async fn send(&mut self, request: &str) -> Result<(), String> {
+        self.socket
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads once more into the buffer; false at the end of the stream.
+    async fn fill(&mut self) -> Result<bool, String> {
+        if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 2 {
+            self.buffer.reserve(READ_CHUNK);
+        }
+        let n = self
+            .socket
+            .read_buf(&mut self.buffer)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(n > 0)
+    }
+
+    /// Reads a response head (the buffer keeps what follows it).
+    async fn head(&mut self) -> Result<Head, String> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(&self.buffer) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let value = |name: &str| {
+                        response
+                            .headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case(name))
+                            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                    };
+                    let head = Head {
+                        status: response.code.unwrap_or(0),
+                        content_length: value("content-length").and_then(|v| v.parse().ok()),
+                        chunked: value("transfer-encoding")
+                            .is_some_and(|v| v.eq_ignore_ascii_case("chunked")),
+                    };
+                    self.buffer.drain(..len);
+                    return Ok(head);
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => return Err(format!("not an HTTP/1.1 answer: {e}")),
+            }
+            if !self.fill().await? {
+                return Err("the connection closed before an answer".into());
+            }
+        }
     }
 }
 
-/// SSE and the forever frame: a streamed body (the frame ends with `push.end`
-/// after a size or age limit, then resumes from the cursor it gives).
+/// What a response head says.
+struct Head {
+    status: u16,
+    content_length: Option<usize>,
+    chunked: bool,
+}
+
+/// Decodes `Transfer-Encoding: chunked` as bytes arrive: chunk boundaries may
+/// fall anywhere, inside an event too (the server splits large batches).
+#[derive(Default)]
+struct Dechunk {
+    /// Data bytes of the current chunk still to come.
+    left: u64,
+    /// The CRLF after a chunk's data is due.
+    crlf: bool,
+    /// The last (empty) chunk was read.
+    done: bool,
+}
+
+impl Dechunk {
+    /// Moves chunk data from `raw` to `body`; returns how much of `raw` was used.
+    fn feed(&mut self, raw: &[u8], body: &mut Vec<u8>) -> Result<usize, String> {
+        let mut at = 0;
+        loop {
+            if self.left > 0 {
+                let n = (raw.len() - at).min(self.left as usize);
+                if n == 0 {
+                    return Ok(at);
+                }
+                body.extend_from_slice(&raw[at..at + n]);
+                at += n;
+                self.left -= n as u64;
+                self.crlf = self.left == 0;
+            } else if self.crlf {
+                if raw.len() - at < 2 {
+                    return Ok(at);
+                }
+                if &raw[at..at + 2] != b"\r\n" {
+                    return Err("a chunk's data is not followed by CRLF".into());
+                }
+                at += 2;
+                self.crlf = false;
+            } else if self.done {
+                return Ok(at);
+            } else {
+                match httparse::parse_chunk_size(&raw[at..]) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        at += used;
+                        self.left = size;
+                        self.done = size == 0;
+                        // The last chunk is followed by an empty trailer line.
+                        self.crlf = size == 0;
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(at),
+                    Err(_) => return Err("an invalid chunk size".into()),
+                }
+            }
+        }
+    }
+}
+
+/// SSE and the forever frame: a streamed (chunked) body, read as it comes.
+/// The forever frame ends with `push.end` after a size or age limit; the
+/// subscriber then reconnects from the last cursor it saw.
 async fn stream(
-    url: String,
+    host: String,
+    path: String,
     mut seen: Seen,
     ready: Ready,
     progress: Arc<Progress>,
     resumes: bool,
 ) -> Result<Seen, String> {
-    let client = reqwest::Client::new();
     let mut after: Option<String> = None;
     let mut announced = false;
+    let mut body = Vec::with_capacity(READ_CHUNK);
     while !seen.done() {
-        let request = match &after {
-            // Cursors are `<digits>-<digits>`: nothing to escape.
-            Some(cursor) => client.get(format!("{url}?after={cursor}")),
-            None => client.get(&url),
-        };
-        let response = request.send().await.map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("{url}: {}", response.status()));
+        let mut conn = Conn::open(&host).await?;
+        // Cursors are `<digits>-<digits>`: nothing to escape.
+        let query = after
+            .as_ref()
+            .map_or(String::new(), |c| format!("?after={c}"));
+        conn.send(&format!(
+            "GET {path}{query} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+        ))
+        .await?;
+        let head = conn.head().await?;
+        if head.status != 200 || !head.chunked {
+            return Err(format!(
+                "{path}: {}, chunked: {}",
+                head.status, head.chunked
+            ));
         }
-        let mut body = response.bytes_stream();
-        let mut buffer: Vec<u8> = Vec::new();
-        while !seen.done() {
-            let Some(chunk) = body.next().await else {
+        let mut chunks = Dechunk::default();
+        body.clear();
+        loop {
+            let used = chunks.feed(&conn.buffer, &mut body)?;
+            conn.buffer.drain(..used);
+            if !body.is_empty() {
+                if !announced {
+                    announced = true;
+                    let _ = ready.send(Ok(())).await;
+                }
+                if resumes && let Some(cursor) = last_cursor(&body) {
+                    after = Some(cursor);
+                }
+                let used = seen.scan(&body, &progress);
+                body.drain(..used);
+            }
+            if seen.done() {
+                break;
+            }
+            if chunks.done || !conn.fill().await? {
                 if resumes {
                     break;
                 }
                 return Err("stream ended".into());
-            };
-            let chunk = chunk.map_err(|e| e.to_string())?;
-            if !announced {
-                announced = true;
-                let _ = ready.send(()).await;
             }
-            buffer.extend_from_slice(&chunk);
-            if resumes && let Some(cursor) = last_cursor(&buffer) {
-                after = Some(cursor);
-            }
-            let used = seen.scan(&buffer, &progress);
-            buffer.drain(..used);
         }
     }
     Ok(seen)
 }
 
+/// WebSocket over a plain socket: the handshake by hand, frames parsed with
+/// tungstenite's `FrameHeader`, pings answered with masked pongs.
 async fn ws(
-    url: String,
+    host: String,
+    path: String,
     mut seen: Seen,
     ready: Ready,
     progress: Arc<Progress>,
 ) -> Result<Seen, String> {
-    use tokio_tungstenite::tungstenite::Message;
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    let mut conn = Conn::open(&host).await?;
+    let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+    conn.send(&format!(
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\nconnection: upgrade\r\n\
+         sec-websocket-key: {key}\r\nsec-websocket-version: 13\r\n\r\n"
+    ))
+    .await?;
+    let head = conn.head().await?;
+    if head.status != 101 {
+        return Err(format!("{path}: {}, not 101", head.status));
+    }
     let mut announced = false;
+    let mut pong = Vec::new();
+    let mut header = FrameHeader::default();
+    header.opcode = OpCode::Control(Control::Pong);
+    header.mask = Some(*b"lg01");
+    header.format(0, &mut pong).map_err(|e| e.to_string())?;
     while !seen.done() {
-        match socket
-            .next()
-            .await
-            .ok_or("socket closed")?
-            .map_err(|e| e.to_string())?
-        {
-            Message::Text(text) => {
-                if !announced {
-                    announced = true;
-                    let _ = ready.send(()).await;
-                }
-                seen.scan(text.as_bytes(), &progress);
+        let mut at = 0;
+        loop {
+            let mut cursor = std::io::Cursor::new(&conn.buffer[at..]);
+            let Some((frame, len)) = FrameHeader::parse(&mut cursor).map_err(|e| e.to_string())?
+            else {
+                break;
+            };
+            let start = at + cursor.position() as usize;
+            let end = start + len as usize;
+            if end > conn.buffer.len() {
+                break;
             }
-            Message::Close(frame) => return Err(format!("closed: {frame:?}")),
-            _ => {}
+            match frame.opcode {
+                OpCode::Data(_) => {
+                    if !announced {
+                        announced = true;
+                        let _ = ready.send(Ok(())).await;
+                    }
+                    seen.scan(&conn.buffer[start..end], &progress);
+                }
+                OpCode::Control(Control::Ping) => conn
+                    .socket
+                    .write_all(&pong)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                OpCode::Control(Control::Close) => {
+                    return Err(format!(
+                        "closed: {}",
+                        String::from_utf8_lossy(&conn.buffer[start..end])
+                    ));
+                }
+                OpCode::Control(_) => {}
+            }
+            at = end;
+        }
+        conn.buffer.drain(..at);
+        if seen.done() {
+            break;
+        }
+        if !conn.fill().await? {
+            return Err("socket closed".into());
         }
     }
     Ok(seen)
 }
 
-/// Short or long polling: ask from the last answer's cursor until done.
+/// Short or long polling over one keep-alive connection: ask from the last
+/// answer's cursor until done.
 async fn poll(
     transport: Transport,
-    base: String,
+    host: String,
+    path: String,
     mut seen: Seen,
     ready: Ready,
     progress: Arc<Progress>,
 ) -> Result<Seen, String> {
-    let client = reqwest::Client::new();
-    let url = format!("{base}/{}", transport.name());
+    let path = format!("{path}/{}", transport.name());
+    let mut conn = Conn::open(&host).await?;
     let mut cursor: Option<String> = None;
     let mut announced = false;
     while !seen.done() {
-        let request = match &cursor {
-            Some(cursor) => client.get(format!("{url}?after={cursor}")),
-            None => client.get(&url),
-        };
-        let response = request.send().await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("{url}: {status}"));
+        let query = cursor
+            .as_ref()
+            .map_or(String::new(), |c| format!("?after={c}"));
+        conn.send(&format!(
+            "GET {path}{query} HTTP/1.1\r\nhost: {host}\r\n\r\n"
+        ))
+        .await?;
+        let head = conn.head().await?;
+        let status = head.status;
+        let length = head
+            .content_length
+            .ok_or_else(|| format!("{path}: an answer without content-length"))?;
+        while conn.buffer.len() < length {
+            if !conn.fill().await? {
+                return Err("the connection closed inside an answer".into());
+            }
+        }
+        let body = &conn.buffer[..length];
+        if status != 200 {
+            return Err(format!(
+                "{path}: {status} {}",
+                String::from_utf8_lossy(body)
+            ));
         }
         if !announced {
             announced = true;
-            let _ = ready.send(()).await;
+            let _ = ready.send(Ok(())).await;
         }
-        seen.scan(&body, &progress);
+        seen.scan(body, &progress);
         // The answer's own cursor comes first: `{"cursor":"…","more":…,"events":[…]}`.
-        let Some(next) = first_cursor(&body) else {
-            return Err("poll answer without a cursor".into());
-        };
+        let next = first_cursor(body).ok_or("poll answer without a cursor")?;
+        let more = find(body, b"\"more\":true").is_some();
         cursor = Some(next);
-        if transport == Transport::Poll && find(&body, b"\"more\":true").is_none() {
+        conn.buffer.drain(..length);
+        if transport == Transport::Poll && !more {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }

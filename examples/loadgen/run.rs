@@ -139,7 +139,7 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
     let topic = format!("lg{}", std::process::id());
     let base = format!("{}/chat/{topic}", server.base);
     let progress = Arc::new(Progress::default());
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(o.subscribers.max(1));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(2 * o.subscribers.max(1));
     let mut tasks = Vec::with_capacity(o.subscribers);
     for _ in 0..o.subscribers {
         let (base, ready, progress) = (base.clone(), ready_tx.clone(), Arc::clone(&progress));
@@ -153,7 +153,8 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
         ready_rx
             .recv()
             .await
-            .ok_or("a subscriber failed before it was ready")?;
+            .ok_or("a subscriber ended before it was ready")?
+            .map_err(|e| format!("a subscriber failed: {e}"))?;
     }
     // Pollers become "ready" on their first answer; let the next request arrive.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -392,7 +393,7 @@ pub async fn idle(o: &Options) -> Result<(), String> {
     let base = format!("{}/chat/{topic}", server.base);
     // Warm the server up (topic, first allocations) before the first reading.
     let warm = Arc::new(Progress::default());
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let warmup = tokio::spawn(clients::subscribe(
         o.transport,
         base.clone(),
@@ -400,11 +401,13 @@ pub async fn idle(o: &Options) -> Result<(), String> {
         tx,
         Arc::clone(&warm),
     ));
-    let _ = rx.recv().await;
+    rx.recv()
+        .await
+        .ok_or("the first subscriber ended before it was ready")??;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = measure::sample(server.pid);
     let progress = Arc::new(Progress::default());
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(o.connections.max(1));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(2 * o.connections.max(1));
     let mut tasks = Vec::new();
     for _ in 0..o.connections {
         let (base, ready, progress) = (base.clone(), ready_tx.clone(), Arc::clone(&progress));
@@ -421,7 +424,8 @@ pub async fn idle(o: &Options) -> Result<(), String> {
         ready_rx
             .recv()
             .await
-            .ok_or("a connection failed: raise `ulimit -n`?")?;
+            .ok_or("a connection ended before it was ready")?
+            .map_err(|e| format!("a connection failed (`ulimit -n` too low?): {e}"))?;
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let after = measure::sample(server.pid);
