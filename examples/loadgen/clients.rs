@@ -430,9 +430,13 @@ async fn ws(
     }
     let mut announced = false;
     let mut pong = Vec::new();
-    let mut header = FrameHeader::default();
-    header.opcode = OpCode::Control(Control::Pong);
-    header.mask = Some(*b"lg01");
+    // An empty pong; client frames are masked (the mask of an empty payload
+    // changes nothing).
+    let header = FrameHeader {
+        opcode: OpCode::Control(Control::Pong),
+        mask: Some(*b"lg01"),
+        ..FrameHeader::default()
+    };
     header.format(0, &mut pong).map_err(|e| e.to_string())?;
     while !seen.done() {
         let mut at = 0;
