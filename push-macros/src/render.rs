@@ -3,8 +3,8 @@
 //! in push-runtime.
 
 use crate::model::{ChannelEnum, Shape, Tagging};
-use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use proc_macro2::{Group, Literal, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::{Ident, LitStr};
 
 /// What the options resolved to.
@@ -110,7 +110,7 @@ fn channel_impl(channel: &ChannelEnum, settings: &Settings) -> TokenStream {
             type Kind = #kind;
             const PATH: &'static str = #path;
             const TYPESCRIPT: ::core::option::Option<&'static #runtime::__private::EnumShape> =
-                ::core::option::Option::Some(&#typescript);
+                #typescript;
             fn kind(&self) -> #kind {
                 match self {
                     #(#arms)*
@@ -122,49 +122,95 @@ fn channel_impl(channel: &ChannelEnum, settings: &Settings) -> TokenStream {
 
 /// The enum as data for the TypeScript declarations: each field's type is a
 /// `TsType` function, spanned at the type so a type without one errors there.
+///
+/// Kept thin, as it grows with every field of every variant: the runtime
+/// path is bound once, the fields of all struct variants are one array (the
+/// types of all tuple variants another), each variant is one call naming its
+/// range of it, and the variants are an array of their own (a shallow one,
+/// so that each call fits on one line of formatted code).
 fn typescript_shape(channel: &ChannelEnum, runtime: &syn::Path) -> TokenStream {
-    let name = channel.ident().to_string();
+    let ident = channel.ident();
+    let name = ident.to_string();
     let tagging = match &channel.tagging {
         Tagging::External => quote!(External),
         Tagging::Internal { tag } => quote!(Internal { tag: #tag }),
         Tagging::Adjacent { tag, content } => quote!(Adjacent { tag: #tag, content: #content }),
         Tagging::Untagged => quote!(Untagged),
     };
-    let variants = channel.variants.iter().map(|variant| {
-        let wire_name = &variant.wire_name;
-        let ty_fn = |ty: &syn::Type| {
-            quote_spanned!(syn::spanned::Spanned::span(ty)=> <#ty as #runtime::__private::TsType>::ts_type)
-        };
-        let fields = match variant.shape {
-            Shape::Unit => quote!(Unit),
-            Shape::Tuple => {
-                let types = variant.fields.iter().map(|field| ty_fn(&field.ty));
-                quote!(Tuple(&[#(#types),*]))
+    // The arrays are consts nested in the `TYPESCRIPT` const, where `Self`
+    // cannot be named: it becomes the enum's name.
+    let ty_fn = |ty: &syn::Type| {
+        let ty = replace_self(ty.to_token_stream(), ident);
+        quote_spanned!(syn::spanned::Spanned::span(&ty)=> <#ty as __p::TsType>::ts_type)
+    };
+    let mut fields = Vec::new();
+    let mut types = Vec::new();
+    let variants: Vec<TokenStream> = channel
+        .variants
+        .iter()
+        .map(|variant| {
+            let wire_name = &variant.wire_name;
+            match variant.shape {
+                Shape::Unit => quote!(__p::unit_variant(#wire_name)),
+                Shape::Tuple => {
+                    let start = Literal::usize_unsuffixed(types.len());
+                    types.extend(variant.fields.iter().map(|field| ty_fn(&field.ty)));
+                    let end = Literal::usize_unsuffixed(types.len());
+                    quote!(__p::tuple_variant(#wire_name, __PUSH_TYPES, #start, #end))
+                }
+                Shape::Struct => {
+                    let start = Literal::usize_unsuffixed(fields.len());
+                    fields.extend(variant.fields.iter().map(|field| {
+                        let json_name = &field.json_name;
+                        let ty = ty_fn(&field.ty);
+                        let flatten = field.flatten;
+                        quote!(__p::field(#json_name, #ty, #flatten))
+                    }));
+                    let end = Literal::usize_unsuffixed(fields.len());
+                    quote!(__p::struct_variant(#wire_name, __PUSH_FIELDS, #start, #end))
+                }
             }
-            Shape::Struct => {
-                let fields = variant.fields.iter().map(|field| {
-                    let json_name = &field.json_name;
-                    let ty = ty_fn(&field.ty);
-                    let flatten = field.flatten;
-                    quote!(#runtime::__private::Field { name: #json_name, ty: #ty, flatten: #flatten })
-                });
-                quote!(Struct(&[#(#fields),*]))
-            }
-        };
-        quote! {
-            #runtime::__private::Variant {
-                wire_name: #wire_name,
-                fields: #runtime::__private::Fields::#fields,
-            }
-        }
-    });
+        })
+        .collect();
+    // Only the arrays some variant uses: an unused const would warn.
+    let fields =
+        (!fields.is_empty()).then(|| quote!(const __PUSH_FIELDS: &[__p::Field] = &[#(#fields),*];));
+    let types =
+        (!types.is_empty()).then(|| quote!(const __PUSH_TYPES: &[__p::TypeFn] = &[#(#types),*];));
     quote! {
-        #runtime::__private::EnumShape {
-            name: #name,
-            tagging: #runtime::__private::Tagging::#tagging,
-            variants: &[#(#variants),*],
+        {
+            use #runtime::__private as __p;
+            #fields
+            #types
+            const __PUSH_VARIANTS: &[__p::Variant] = &[#(#variants),*];
+            ::core::option::Option::Some(&__p::EnumShape {
+                name: #name,
+                tagging: __p::Tagging::#tagging,
+                variants: __PUSH_VARIANTS,
+            })
         }
     }
+}
+
+/// `tokens` with every `Self` replaced by `ident` (spanned at the `Self`).
+fn replace_self(tokens: TokenStream, ident: &Ident) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|token| match token {
+            TokenTree::Ident(word) if word == "Self" => {
+                let mut name = ident.clone();
+                name.set_span(word.span());
+                TokenTree::Ident(name)
+            }
+            TokenTree::Group(group) => {
+                let mut replaced =
+                    Group::new(group.delimiter(), replace_self(group.stream(), ident));
+                replaced.set_span(group.span());
+                TokenTree::Group(replaced)
+            }
+            token => token,
+        })
+        .collect()
 }
 
 fn constructors(channel: &ChannelEnum, settings: &Settings) -> TokenStream {

@@ -100,6 +100,57 @@ pub mod __private {
     }
 
     pub use crate::__push_client_constructor as client_constructor;
+
+    // Short constructors of the `EnumShape` parts: one call per field and one
+    // per variant keep the expansion of a wide enum small. A variant's fields
+    // are the range `start..end` of one array per enum.
+
+    /// A field type's `TsType` function.
+    pub type TypeFn = fn() -> String;
+
+    /// A field of a struct variant.
+    pub const fn field(name: &'static str, ty: TypeFn, flatten: bool) -> Field {
+        Field { name, ty, flatten }
+    }
+
+    /// A unit variant.
+    pub const fn unit_variant(wire_name: &'static str) -> Variant {
+        Variant {
+            wire_name,
+            fields: Fields::Unit,
+        }
+    }
+
+    /// A tuple variant whose field types are `types[start..end]`.
+    pub const fn tuple_variant(
+        wire_name: &'static str,
+        types: &'static [TypeFn],
+        start: usize,
+        end: usize,
+    ) -> Variant {
+        Variant {
+            wire_name,
+            fields: Fields::Tuple(range(types, start, end)),
+        }
+    }
+
+    /// A struct variant whose fields are `fields[start..end]`.
+    pub const fn struct_variant(
+        wire_name: &'static str,
+        fields: &'static [Field],
+        start: usize,
+        end: usize,
+    ) -> Variant {
+        Variant {
+            wire_name,
+            fields: Fields::Struct(range(fields, start, end)),
+        }
+    }
+
+    /// `all[start..end]` (slice indexing is not `const`).
+    const fn range<T>(all: &'static [T], start: usize, end: usize) -> &'static [T] {
+        all.split_at(end).0.split_at(start).1
+    }
 }
 
 /// The framing functions, for the micro-benchmarks in `benches/` only: not API.

@@ -468,6 +468,43 @@ mod tests {
     }
 
     #[test]
+    fn the_constructors_of_the_generated_code_build_the_same_variants() {
+        use crate::__private::{TypeFn, field, struct_variant, tuple_variant, unit_variant};
+        const FIELDS: &[Field] = &[
+            field("x", number, true),
+            field("from", string, false),
+            field("n", number, false),
+        ];
+        const TYPES: &[TypeFn] = &[string, string, number];
+        const BUILT: [Variant; 4] = [
+            struct_variant("message", FIELDS, 1, 3),
+            unit_variant("left"),
+            tuple_variant("joined", TYPES, 0, 1),
+            tuple_variant("pair", TYPES, 1, 3),
+        ];
+        let taggings = [
+            Tagging::External,
+            Tagging::Internal { tag: "type" },
+            Tagging::Adjacent {
+                tag: "t",
+                content: "c",
+            },
+            Tagging::Untagged,
+        ];
+        for (built, written) in BUILT.iter().zip([MESSAGE, LEFT, JOINED, PAIR]) {
+            assert_eq!(built.wire_name, written.wire_name);
+            for tagging in taggings {
+                assert_eq!(payload(tagging, built), payload(tagging, &written));
+            }
+        }
+        let flattened = struct_variant("f", FIELDS, 0, 1);
+        assert_eq!(
+            payload(Tagging::External, &flattened),
+            r#"{ "f": {} & number }"#
+        );
+    }
+
+    #[test]
     fn an_undescribed_channel_gets_unknown_payloads() {
         let text = untyped_declarations(&["a", "b"], "/x");
         assert!(
