@@ -19,6 +19,8 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct ProcSample {
     /// utime + stime, in seconds.
     pub cpu_s: f64,
+    /// stime alone (in the kernel: syscalls, the TCP stack), in seconds.
+    pub sys_s: f64,
     /// Write syscalls so far (`syscw` of `/proc/<pid>/io`), if readable.
     pub writes: u64,
     /// Resident memory in KiB (`VmRSS`).
@@ -41,12 +43,14 @@ pub fn sample(pid: u32) -> ProcSample {
     };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     let cpu_s = (tick(11) + tick(12)) as f64 / TICKS_PER_SECOND;
+    let sys_s = tick(12) as f64 / TICKS_PER_SECOND;
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
     let writes = field(&io, "syscw:");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss_kib = field(&status, "VmRSS:");
     ProcSample {
         cpu_s,
+        sys_s,
         writes,
         rss_kib,
     }

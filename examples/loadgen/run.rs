@@ -159,6 +159,15 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
     // Pollers become "ready" on their first answer; let the next request arrive.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
+    // A command to run before the first publish (e.g. `callgrind_control -z
+    // <pid>`, so a profile leaves out connection setup).
+    if let Ok(command) = std::env::var("LOADGEN_BEFORE_PUBLISH") {
+        Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .status()
+            .map_err(|e| format!("LOADGEN_BEFORE_PUBLISH: {e}"))?;
+    }
     let total = o.subscribers * o.events;
     let syscalls = measure::SyscallCount::start(server.pid);
     let before = measure::sample(server.pid);
@@ -259,6 +268,11 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
         .num(
             "server_cpu_us_per_delivery",
             cpu_us / delivered.max(1) as f64,
+            2,
+        )
+        .num(
+            "kernel_share",
+            (after.sys_s - before.sys_s) * 1e6 / cpu_us.max(1.0),
             2,
         )
         .num(
@@ -372,6 +386,11 @@ pub async fn floor(o: &Options) -> Result<(), String> {
         .num(
             "server_cpu_us_per_write",
             cpu_us / (o.connections * rounds) as f64,
+            2,
+        )
+        .num(
+            "kernel_share",
+            (after.sys_s - before.sys_s) * 1e6 / cpu_us.max(1.0),
             2,
         )
         .num("writes_per_delivery", writes as f64 / events as f64, 3)

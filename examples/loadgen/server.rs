@@ -16,6 +16,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use bytes::Bytes;
 use event::ChatEvent;
 use push_runtime::{ChannelRouter, Hub, HubConfig, Limits, PublishRequest, Refusal};
@@ -49,7 +50,13 @@ pub async fn push(addr: &str, history: usize) -> std::io::Result<()> {
         .into_router();
     let listener = tokio::net::TcpListener::bind(addr).await?;
     announce(&listener)?;
-    axum::serve(listener, app).await
+    axum::serve(listener.tap_io(nodelay), app.into_make_service()).await
+}
+
+/// Push servers send small writes as events happen: Nagle's algorithm must
+/// not hold them back for an ACK.
+fn nodelay(stream: &mut tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
 }
 
 /// The no-framework baseline: one broadcast channel per process (one topic).
@@ -62,7 +69,7 @@ pub async fn baseline(addr: &str) -> std::io::Result<()> {
         .with_state(sender);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     announce(&listener)?;
-    axum::serve(listener, app).await
+    axum::serve(listener.tap_io(nodelay), app.into_make_service()).await
 }
 
 type Sender = broadcast::Sender<Bytes>;

@@ -11,8 +11,10 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use tokio::sync::Notify;
+use crate::wake::{Registration, WaitList};
+use std::task::{Context, Poll};
 
 /// One published event, encoded once and shared by every subscriber.
 ///
@@ -177,7 +179,10 @@ pub enum AppendAt {
 pub struct TopicLog {
     epoch: u64,
     ring: RwLock<Ring>,
-    published: Notify,
+    /// `ring.head`, readable without the lock: a subscriber that is up to
+    /// date finds out it has nothing to read with one load.
+    head: AtomicU64,
+    published: WaitList,
     successor: OnceLock<Arc<TopicLog>>,
 }
 
@@ -215,7 +220,8 @@ impl TopicLog {
                 entries: VecDeque::with_capacity(capacity.min(1024)),
                 capacity,
             }),
-            published: Notify::new(),
+            head: AtomicU64::new(0),
+            published: WaitList::default(),
             successor: OnceLock::new(),
         }
     }
@@ -261,7 +267,7 @@ impl TopicLog {
             let seq = ring.head + 1;
             self.push(&mut ring, seq, event)
         };
-        self.published.notify_waiters();
+        self.published.wake_all();
         cursor
     }
 
@@ -280,7 +286,7 @@ impl TopicLog {
             }
         };
         if outcome == AppendAt::Appended {
-            self.published.notify_waiters();
+            self.published.wake_all();
         }
         outcome
     }
@@ -296,15 +302,16 @@ impl TopicLog {
             }
             ring.entries.clear();
             ring.head = seq;
+            self.head.store(seq, Ordering::Release);
         }
-        self.published.notify_waiters();
+        self.published.wake_all();
     }
 
     /// Ends this history: its subscriptions read what is left, then receive a
     /// gap and continue in `next` (of another epoch). Only the first call counts.
     pub fn supersede(&self, next: Arc<TopicLog>) {
         let _ = self.successor.set(next);
-        self.published.notify_waiters();
+        self.published.wake_all();
     }
 
     /// The history that replaced this one, if any.
@@ -314,6 +321,7 @@ impl TopicLog {
 
     fn push(&self, ring: &mut Ring, seq: u64, event: Outgoing) -> Cursor {
         ring.head = seq;
+        self.head.store(seq, Ordering::Release);
         let cursor = Cursor::new(self.epoch, seq);
         if ring.entries.len() == ring.capacity {
             ring.entries.pop_front();
@@ -371,6 +379,7 @@ impl TopicLog {
             pending_gap: gap,
             filter: None,
             principal: None,
+            waiting: Registration::default(),
         })
     }
 }
@@ -416,6 +425,14 @@ pub struct Subscription {
     pending_gap: Option<Gap>,
     filter: Option<KindFilter>,
     principal: Option<Principal>,
+    /// In `log`'s list of waiters, kept across polls.
+    waiting: Registration,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.log.published.deregister(&mut self.waiting);
+    }
 }
 
 impl Subscription {
@@ -512,6 +529,7 @@ impl Subscription {
             to: Cursor::new(next.epoch, oldest - 1),
             missed: None,
         }));
+        self.log.published.deregister(&mut self.waiting);
         self.log = next;
         self.next_seq = oldest;
     }
@@ -520,19 +538,40 @@ impl Subscription {
     ///
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next_batch(&mut self, out: &mut Vec<Delivery>, max: usize) -> usize {
-        loop {
-            // Fetched anew each time: `fill` may have moved on to a successor log.
-            let log = Arc::clone(&self.log);
-            let published = log.published.notified();
-            tokio::pin!(published);
-            // Register before looking, so a publish in between is not missed.
-            published.as_mut().enable();
-            let appended = self.fill(out, max);
-            if appended > 0 {
-                return appended;
-            }
-            published.await;
+        std::future::poll_fn(|cx| self.poll_next_batch(cx, out, max)).await
+    }
+
+    /// The poll form of [`Subscription::next_batch`]: appends what is
+    /// available now, or arranges for `cx` to be woken by the next append.
+    pub fn poll_next_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Delivery>,
+        max: usize,
+    ) -> Poll<usize> {
+        let appended = self.fill_if_any(out, max);
+        if appended > 0 {
+            return Poll::Ready(appended);
         }
+        // Register, then look again, so an append in between is not missed:
+        // an append that takes the list after the registration wakes `cx`,
+        // one that took it before has stored its head before (the list's
+        // lock orders the two). Moving to a successor log always appends a
+        // gap, so the log registered with is the one that was looked at.
+        self.log.published.register(&mut self.waiting, cx.waker());
+        match self.fill_if_any(out, max) {
+            0 => Poll::Pending,
+            appended => Poll::Ready(appended),
+        }
+    }
+
+    /// [`Subscription::fill`], after a check without locks that there is
+    /// something to fill.
+    fn fill_if_any(&mut self, out: &mut Vec<Delivery>, max: usize) -> usize {
+        let up_to_date = self.pending_gap.is_none()
+            && self.next_seq > self.log.head.load(Ordering::Acquire)
+            && self.log.successor().is_none();
+        if up_to_date { 0 } else { self.fill(out, max) }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
 use crate::origin::{InvalidOrigin, OriginPolicy, parse_origin};
 use crate::params::{self, SubscribeRejection};
 use crate::router::ChannelState;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, ShutdownWaiter};
 use crate::{wire, ws};
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -268,7 +268,7 @@ struct Frame {
     /// Where the client stands after what was written so far.
     resume: Cursor,
     ended: bool,
-    shutdown: Shutdown,
+    shutdown: ShutdownWaiter,
 }
 
 impl Frame {
@@ -289,7 +289,7 @@ impl Frame {
             let wait = self
                 .subscription
                 .next_batch(&mut self.batch, self.max_batch);
-            let shutdown = self.shutdown.clone();
+            let shutdown = &mut self.shutdown;
             let wait = async {
                 tokio::select! {
                     appended = wait => Some(appended),
@@ -354,7 +354,7 @@ fn stream_body(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)),
         written: prelude.len(),
         ended: false,
-        shutdown,
+        shutdown: shutdown.waiter(),
     };
     let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(prelude)));
     let rest = futures_util::stream::unfold(frame, |mut frame| async move {

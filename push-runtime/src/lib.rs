@@ -46,6 +46,7 @@ mod router;
 mod shutdown;
 pub mod sse;
 mod topic;
+mod wake;
 pub mod typescript;
 mod wire;
 pub mod ws;

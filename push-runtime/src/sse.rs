@@ -9,7 +9,7 @@ use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Gap, Subscription};
 use crate::router::ChannelState;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, ShutdownWaiter};
 use crate::{params, wire};
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -113,7 +113,7 @@ struct Connection {
     subscription: Subscription,
     batch: Vec<Delivery>,
     config: SseConfig,
-    shutdown: Shutdown,
+    shutdown: ShutdownWaiter,
     ended: bool,
     /// Fires at the earliest time a heartbeat may be due; created once, so a
     /// busy connection registers no timer per chunk.
@@ -171,7 +171,7 @@ fn stream_body(
         batch: Vec::new(),
         heartbeat: Box::pin(tokio::time::sleep_until(last_write + config.heartbeat)),
         config,
-        shutdown,
+        shutdown: shutdown.waiter(),
         ended: false,
         last_write,
     };

@@ -9,7 +9,7 @@ use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, Subscription};
 use crate::meter::Outbound;
 use crate::router::ChannelState;
-use crate::shutdown::Shutdown;
+use crate::shutdown::ShutdownWaiter;
 use crate::{params, wire};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
@@ -141,7 +141,7 @@ pub(crate) async fn handler<C: Channel>(
     subscription.set_principal(admission.principal.clone());
     let config = state.ws.clone();
     let outbound = admission.outbound(&state.limits);
-    let shutdown = state.hub.shutdown_signal().clone();
+    let shutdown = state.hub.shutdown_signal().waiter();
     // tungstenite writes out once this much is buffered, and fails (so the
     // connection is dropped) rather than buffer past the hard cap.
     let budget = outbound.budget();
@@ -173,7 +173,7 @@ const MIN_WRITE_CAP: usize = 4 * 1024 * 1024;
 /// What a connection keeps beside its socket and subscription.
 struct Link {
     outbound: std::sync::Arc<Outbound>,
-    shutdown: Shutdown,
+    shutdown: ShutdownWaiter,
     /// Holds the connection's place in the count until it ends.
     _admission: Admission,
 }
@@ -220,7 +220,7 @@ async fn serve(
     mut socket: WebSocket,
     mut subscription: Subscription,
     config: WsConfig,
-    link: Link,
+    mut link: Link,
 ) {
     let ready = subscription.resume_point();
     let end = match socket
@@ -231,7 +231,7 @@ async fn serve(
         )))
         .await
     {
-        Ok(()) => pump(&mut socket, &mut subscription, &config, &link).await,
+        Ok(()) => pump(&mut socket, &mut subscription, &config, &mut link).await,
         Err(_) => End::Gone,
     };
     if let End::Close(code, reason) = end {
@@ -295,7 +295,7 @@ async fn pump(
     socket: &mut WebSocket,
     subscription: &mut Subscription,
     config: &WsConfig,
-    link: &Link,
+    link: &mut Link,
 ) -> End {
     let mut batch = Vec::new();
     let mut last_heard = Instant::now();
