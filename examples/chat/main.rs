@@ -19,6 +19,7 @@ mod event;
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use event::ChatEvent;
 use push_runtime::{ChannelRouter, Hub, OriginPolicy, PublishRequest, Refusal};
 use std::net::SocketAddr;
@@ -79,7 +80,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let local = listener.local_addr()?;
     tracing::info!("chat server listening on http://{local}");
     println!("listening on http://{local}");
-    axum::serve(listener, app)
+    // TCP_NODELAY: events are small writes that must not wait for an ACK.
+    // `into_make_service`: `Router` itself, served per connection, rebuilds
+    // its route maps for every connection (about 7 KiB per idle stream).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(async move {
             shutdown_requested().await;
             // Streams end (clients are told to resume), so the server can stop.

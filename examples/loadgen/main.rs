@@ -30,6 +30,7 @@ mod clients;
 mod measure;
 mod run;
 mod server;
+mod table;
 
 use std::process::ExitCode;
 
@@ -138,12 +139,13 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string()),
                 other => Err(format!("unknown server {other}: push|baseline|floor")),
             },
-            "fanout" => runtime.block_on(run::fanout(&o)),
-            "floor" => runtime.block_on(run::floor(&o)),
-            "idle" => runtime.block_on(run::idle(&o)),
-            "poll304" => runtime.block_on(run::poll304(&o)),
+            "fanout" => runtime.block_on(run::fanout(&o)).map(drop),
+            "floor" => runtime.block_on(run::floor(&o)).map(drop),
+            "idle" => runtime.block_on(run::idle(&o)).map(drop),
+            "poll304" => runtime.block_on(run::poll304(&o)).map(drop),
+            "table" => runtime.block_on(table::run(&o)),
             other => Err(format!(
-                "unknown mode {other}: fanout|floor|idle|poll304|serve"
+                "unknown mode {other}: fanout|floor|idle|poll304|table|serve"
             )),
         }
     });

@@ -92,6 +92,14 @@ impl Report {
         self.set(name, (value * scale).round() / scale)
     }
 
+    /// The value of a numeric column.
+    pub fn number(&self, name: &str) -> Option<f64> {
+        self.columns
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.as_f64())
+    }
+
     /// Prints the table (header, rule, row) and then the JSON line.
     pub fn print(&self) {
         let names: Vec<&str> = self.columns.iter().map(|(n, _)| *n).collect();

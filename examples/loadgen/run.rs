@@ -134,7 +134,7 @@ async fn publish(
 
 /// S subscribers, M events: sequential (optionally in lockstep), at a rate,
 /// or from K concurrent publishers.
-pub async fn fanout(o: &Options) -> Result<(), String> {
+pub async fn fanout(o: &Options) -> Result<Report, String> {
     let server = server(o)?;
     let topic = format!("lg{}", std::process::id());
     let base = format!("{}/chat/{topic}", server.base);
@@ -312,13 +312,13 @@ pub async fn fanout(o: &Options) -> Result<(), String> {
     if lost + duplicates + reordered > 0 {
         return Err("events were lost, duplicated or reordered".into());
     }
-    Ok(())
+    Ok(report)
 }
 
 /// The physical floor: `--connections` loopback sockets, a writer process
 /// doing one `write()` of `--batch` events of `--size` bytes per socket per
 /// round, `--events` rounds; its CPU per event.
-pub async fn floor(o: &Options) -> Result<(), String> {
+pub async fn floor(o: &Options) -> Result<Report, String> {
     let args: Vec<String> = [
         "floor",
         "--connections",
@@ -401,12 +401,12 @@ pub async fn floor(o: &Options) -> Result<(), String> {
         )
         .set("load", load_average());
     report.print();
-    Ok(())
+    Ok(report)
 }
 
 /// Memory per idle connection: the server's resident memory before and
 /// after `--connections` subscribers connect and sit idle.
-pub async fn idle(o: &Options) -> Result<(), String> {
+pub async fn idle(o: &Options) -> Result<Report, String> {
     let server = server(o)?;
     let topic = format!("idle{}", std::process::id());
     let base = format!("{}/chat/{topic}", server.base);
@@ -463,11 +463,11 @@ pub async fn idle(o: &Options) -> Result<(), String> {
         task.abort();
     }
     warmup.abort();
-    Ok(())
+    Ok(report)
 }
 
 /// Server CPU of an empty short poll answered `304 Not Modified`.
-pub async fn poll304(o: &Options) -> Result<(), String> {
+pub async fn poll304(o: &Options) -> Result<Report, String> {
     let server = server(o)?;
     let url = format!("{}/chat/poll{}/poll", server.base, std::process::id());
     let http = reqwest::Client::new();
@@ -525,5 +525,5 @@ pub async fn poll304(o: &Options) -> Result<(), String> {
             polls - not_modified
         ));
     }
-    Ok(())
+    Ok(report)
 }

@@ -7,13 +7,13 @@
 
 use crate::auth::Principal;
 use crate::cursor::Cursor;
+use crate::wake::{Registration, WaitList};
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use crate::wake::{Registration, WaitList};
 use std::task::{Context, Poll};
 
 /// One published event, encoded once and shared by every subscriber.

@@ -46,8 +46,8 @@ mod router;
 mod shutdown;
 pub mod sse;
 mod topic;
-mod wake;
 pub mod typescript;
+mod wake;
 mod wire;
 pub mod ws;
 

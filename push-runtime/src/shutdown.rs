@@ -105,8 +105,8 @@ mod tests {
             async move {
                 // A waiter that was polled (and registered) before, as a
                 // connection's loop does between chunks.
-                let _ = tokio::time::timeout(std::time::Duration::from_millis(1), waiter.wait())
-                    .await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_millis(1), waiter.wait()).await;
                 waiter.wait().await;
                 waiter.is_triggered()
             }

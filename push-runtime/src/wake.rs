@@ -149,7 +149,11 @@ mod tests {
         // `ra`'s slot key now belongs to nobody; `rb` takes a slot.
         list.register(&mut rb, &wb);
         list.deregister(&mut ra);
-        assert_eq!(list.len(), 1, "a spent registration must not remove another's slot");
+        assert_eq!(
+            list.len(),
+            1,
+            "a spent registration must not remove another's slot"
+        );
         list.wake_all();
         assert_eq!((woken(&a), woken(&b)), (1, 1));
     }

@@ -1,0 +1,273 @@
+//! `loadgen table`: every row of the performance issue's table in one run
+//! (the floor, the no-framework baseline and this framework measured one
+//! after the other, so their ratios come from the same minutes of the same
+//! machine), then the table with each target and whether it is met.
+//!
+//! Run it as `taskset -c 1 loadgen table` (servers are pinned to core 0).
+//! `--subscribers`, `--connections` and `--events` are ignored: each row sets
+//! its own.
+
+use crate::Options;
+use crate::clients::Transport;
+use crate::measure::Report;
+use crate::run;
+
+/// One measured figure, or why there is none.
+type Figure = Option<f64>;
+
+struct Row {
+    workload: String,
+    floor: Figure,
+    baseline: Figure,
+    push: Figure,
+    unit: &'static str,
+    /// The target, as an upper bound (absolute, or a multiple of the floor).
+    target: Target,
+}
+
+enum Target {
+    /// A reference row: no target of its own.
+    None,
+    AtMost(f64),
+    TimesFloor(f64),
+}
+
+impl Row {
+    fn bound(&self) -> Option<f64> {
+        match self.target {
+            Target::None => None,
+            Target::AtMost(bound) => Some(bound),
+            Target::TimesFloor(ratio) => self.floor.map(|floor| floor * ratio),
+        }
+    }
+
+    fn met(&self) -> &'static str {
+        match (self.push, self.bound()) {
+            (Some(push), Some(bound)) if push <= bound => "yes",
+            (Some(_), Some(_)) => "no",
+            _ => "–",
+        }
+    }
+
+    fn cells(&self) -> [String; 6] {
+        let show =
+            |figure: Figure| figure.map_or("–".to_owned(), |v| format!("{v} {}", self.unit));
+        let target = match self.target {
+            Target::None => "–".to_owned(),
+            Target::AtMost(bound) => format!("≤ {bound} {}", self.unit),
+            Target::TimesFloor(ratio) => format!("≤ {ratio}× floor"),
+        };
+        let push = match (self.push, self.floor) {
+            (Some(push), Some(floor)) if floor > 0.0 => {
+                format!("{} ({:.2}× floor)", show(Some(push)), push / floor)
+            }
+            _ => show(self.push),
+        };
+        [
+            self.workload.clone(),
+            show(self.floor),
+            show(self.baseline),
+            push,
+            target,
+            self.met().to_owned(),
+        ]
+    }
+}
+
+fn with(o: &Options, server: &str, transport: Transport) -> Options {
+    let mut o = o.clone();
+    o.server = server.to_owned();
+    o.transport = transport;
+    o.lockstep = false;
+    o.rate = None;
+    o.publishers = 1;
+    o
+}
+
+async fn fanout(o: Options, column: &str) -> Result<Report, String> {
+    eprintln!("loadgen table: {column}");
+    run::fanout(&o).await
+}
+
+/// Server CPU per delivery of a fan-out.
+async fn cpu(o: Options) -> Result<Figure, String> {
+    let label = format!("{} {} fanout", o.server, o.transport.name());
+    Ok(fanout(o, &label)
+        .await?
+        .number("server_cpu_us_per_delivery"))
+}
+
+async fn p99(o: Options) -> Result<Figure, String> {
+    let label = format!("{} {} latency", o.server, o.transport.name());
+    Ok(fanout(o, &label).await?.number("p99_ms"))
+}
+
+async fn floor(o: &Options, batch: usize) -> Result<Figure, String> {
+    let mut o = o.clone();
+    (o.connections, o.events, o.batch) = (1000, 200 * batch, batch);
+    eprintln!("loadgen table: floor, {batch} per write");
+    Ok(run::floor(&o).await?.number("server_cpu_us_per_delivery"))
+}
+
+async fn idle(o: Options) -> Result<Figure, String> {
+    eprintln!("loadgen table: {} {} idle", o.server, o.transport.name());
+    Ok(run::idle(&o).await?.number("kib_per_connection"))
+}
+
+pub async fn run(base: &Options) -> Result<(), String> {
+    let mut rows = Vec::new();
+    for transport in [Transport::Sse, Transport::Ws] {
+        let name = transport.name().to_uppercase();
+        let one = |server: &str| {
+            let mut o = with(base, server, transport);
+            (o.subscribers, o.events) = (1000, 200);
+            o
+        };
+        rows.push(Row {
+            workload: format!(
+                "1,000 subscribers, events as fast as possible, {name}: CPU per delivery"
+            ),
+            floor: None,
+            baseline: cpu(one("baseline")).await?,
+            push: cpu(one("push")).await?,
+            unit: "µs",
+            target: Target::None,
+        });
+        let lockstep = |server: &str| {
+            let mut o = one(server);
+            o.lockstep = true;
+            o
+        };
+        rows.push(Row {
+            workload: format!(
+                "1,000 subscribers, one event per wakeup (lockstep), {name}: CPU per delivery"
+            ),
+            floor: floor(base, 1).await?,
+            baseline: cpu(lockstep("baseline")).await?,
+            push: cpu(lockstep("push")).await?,
+            unit: "µs",
+            target: Target::TimesFloor(1.1),
+        });
+        let bursts = |server: &str| {
+            let mut o = one(server);
+            (o.events, o.publishers) = (1000, 8);
+            o
+        };
+        rows.push(Row {
+            workload: format!(
+                "1,000 subscribers, 8 concurrent publishers, {name}: CPU per delivery"
+            ),
+            floor: floor(base, 8).await?,
+            baseline: cpu(bursts("baseline")).await?,
+            push: cpu(bursts("push")).await?,
+            unit: "µs",
+            target: Target::AtMost(0.8),
+        });
+        let wide = |server: &str| {
+            let mut o = with(base, server, transport);
+            (o.subscribers, o.events, o.timeout_s) = (10_000, 20, 120);
+            o
+        };
+        rows.push(Row {
+            workload: format!(
+                "10,000 subscribers, 20 events as fast as possible, {name}: p99 latency"
+            ),
+            floor: None,
+            baseline: p99(wide("baseline")).await?,
+            push: p99(wide("push")).await?,
+            unit: "ms",
+            target: Target::AtMost(50.0),
+        });
+        let paced = |server: &str| {
+            let mut o = one(server);
+            (o.events, o.rate) = (250, Some(50.0));
+            o
+        };
+        rows.push(Row {
+            workload: format!("1,000 subscribers at 50 events/s, {name}: p99 latency"),
+            floor: None,
+            baseline: p99(paced("baseline")).await?,
+            push: p99(paced("push")).await?,
+            unit: "ms",
+            target: Target::AtMost(6.0),
+        });
+        let idle_run = |server: &str| {
+            let mut o = with(base, server, transport);
+            o.connections = 10_000;
+            o
+        };
+        rows.push(Row {
+            workload: format!("10,000 idle connections, {name}: memory per connection"),
+            floor: None,
+            baseline: idle(idle_run("baseline")).await?,
+            push: idle(idle_run("push")).await?,
+            unit: "KiB",
+            target: Target::AtMost(4.0),
+        });
+    }
+    let mut held = with(base, "push", Transport::LongPoll);
+    held.connections = 10_000;
+    rows.push(Row {
+        workload: "10,000 held long polls: memory per connection".into(),
+        floor: None,
+        baseline: None,
+        push: idle(held).await?,
+        unit: "KiB",
+        target: Target::AtMost(8.0),
+    });
+    let mut pollers = with(base, "push", Transport::LongPoll);
+    (pollers.subscribers, pollers.events) = (1000, 200);
+    eprintln!("loadgen table: push long-poll fanout");
+    let report = run::fanout(&pollers).await?;
+    rows.push(Row {
+        workload: "1,000 long-pollers, events as fast as possible: CPU per delivery".into(),
+        floor: None,
+        baseline: None,
+        push: report.number("server_cpu_us_per_delivery"),
+        unit: "µs",
+        target: Target::AtMost(6.0),
+    });
+    rows.push(Row {
+        workload: "1,000 long-pollers, events as fast as possible: p99 latency".into(),
+        floor: None,
+        baseline: None,
+        push: report.number("p99_ms"),
+        unit: "ms",
+        target: Target::AtMost(30.0),
+    });
+    let mut empty = with(base, "push", Transport::Poll);
+    empty.polls = 20_000;
+    eprintln!("loadgen table: push 304 polls");
+    rows.push(Row {
+        workload: "an empty short poll answered 304: CPU per poll".into(),
+        floor: None,
+        baseline: None,
+        push: run::poll304(&empty).await?.number("server_cpu_us_per_poll"),
+        unit: "µs",
+        target: Target::AtMost(10.0),
+    });
+
+    println!();
+    println!("| workload | floor | baseline (axum, no framework) | push | target | met |");
+    println!("|---|---|---|---|---|---|");
+    for row in &rows {
+        let cells = row.cells();
+        println!("| {} |", cells.join(" | "));
+    }
+    let json: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "workload": row.workload,
+                "floor": row.floor,
+                "baseline": row.baseline,
+                "push": row.push,
+                "unit": row.unit,
+                "bound": row.bound(),
+                "met": row.met(),
+            })
+        })
+        .collect();
+    println!("{}", serde_json::Value::Array(json));
+    Ok(())
+}
