@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit, mpsc};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
 
@@ -212,6 +212,20 @@ pub async fn subscribe(
     result
 }
 
+/// Subscribers connecting at once: each holds a permit until its first answer
+/// arrives, so thousands of connections opened together never overflow the
+/// server's accept queue (an overflow ends in resets and SYN cookies, and
+/// measures the kernel's backlog rather than the server).
+static CONNECTING: Semaphore = Semaphore::const_new(256);
+
+async fn connecting() -> Result<Option<SemaphorePermit<'static>>, String> {
+    CONNECTING
+        .acquire()
+        .await
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 /// How much a subscriber reads at most per wakeup.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -358,6 +372,7 @@ async fn stream(
     progress: Arc<Progress>,
     resumes: bool,
 ) -> Result<Seen, String> {
+    let mut opening = connecting().await?;
     let mut after: Option<String> = None;
     let mut announced = false;
     let mut body = Vec::with_capacity(READ_CHUNK);
@@ -386,6 +401,7 @@ async fn stream(
             if !body.is_empty() {
                 if !announced {
                     announced = true;
+                    opening.take();
                     let _ = ready.send(Ok(())).await;
                 }
                 if resumes && let Some(cursor) = last_cursor(&body) {
@@ -417,6 +433,7 @@ async fn ws(
     ready: Ready,
     progress: Arc<Progress>,
 ) -> Result<Seen, String> {
+    let mut opening = connecting().await?;
     let mut conn = Conn::open(&host).await?;
     let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
     conn.send(&format!(
@@ -455,6 +472,7 @@ async fn ws(
                 OpCode::Data(_) => {
                     if !announced {
                         announced = true;
+                        opening.take();
                         let _ = ready.send(Ok(())).await;
                     }
                     seen.scan(&conn.buffer[start..end], &progress);
@@ -496,13 +514,18 @@ async fn poll(
     progress: Arc<Progress>,
 ) -> Result<Seen, String> {
     let path = format!("{path}/{}", transport.name());
+    let mut opening = connecting().await?;
     let mut conn = Conn::open(&host).await?;
     let mut cursor: Option<String> = None;
     let mut announced = false;
     while !seen.done() {
-        let query = cursor
-            .as_ref()
-            .map_or(String::new(), |c| format!("?after={c}"));
+        // Without a cursor a long poll would wait for the next event: the
+        // first one asks for the current position at once (`timeout=0`).
+        let query = match &cursor {
+            Some(c) => format!("?after={c}"),
+            None if transport == Transport::LongPoll => "?timeout=0".to_owned(),
+            None => String::new(),
+        };
         conn.send(&format!(
             "GET {path}{query} HTTP/1.1\r\nhost: {host}\r\n\r\n"
         ))
@@ -526,6 +549,7 @@ async fn poll(
         }
         if !announced {
             announced = true;
+            opening.take();
             let _ = ready.send(Ok(())).await;
         }
         seen.scan(body, &progress);

@@ -446,8 +446,9 @@ pub async fn idle(o: &Options) -> Result<Report, String> {
             .ok_or("a connection ended before it was ready")?
             .map_err(|e| format!("a connection failed (`ulimit -n` too low?): {e}"))?;
     }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let after = measure::sample(server.pid);
+    // Every connection has had its answer; wait until the server has handled
+    // what followed (a held long poll's second request) and is idle again.
+    let after = settled(server.pid).await;
     let per_connection = (after.rss_kib as f64 - before.rss_kib as f64) / o.connections as f64;
     let mut report = Report::default();
     report
@@ -464,6 +465,21 @@ pub async fn idle(o: &Options) -> Result<Report, String> {
     }
     warmup.abort();
     Ok(report)
+}
+
+/// Samples the server until its CPU time stops moving (two readings 250 ms
+/// apart alike: nothing left to handle), for at most 20 s.
+async fn settled(pid: u32) -> measure::ProcSample {
+    let mut last = measure::sample(pid);
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = measure::sample(pid);
+        if now.cpu_s == last.cpu_s {
+            return now;
+        }
+        last = now;
+    }
+    last
 }
 
 /// Server CPU of an empty short poll answered `304 Not Modified`.
