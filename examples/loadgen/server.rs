@@ -4,7 +4,8 @@
 //! - `push`: the framework, with the chat example's channel and publish route;
 //! - `baseline`: a hand-written axum + tokio server with no framework, the
 //!   reference the targets are measured against (SSE writes everything pending
-//!   in one chunk, WebSocket sends one message per event, as such servers do);
+//!   in one chunk, WebSocket sends one message per event, as such servers do;
+//!   short and long polls answer from a list of every event published);
 //! - `floor`: plain sockets: one `write()` of `batch` events to each of
 //!   `connections` sockets per round, the physical floor of a delivery.
 
@@ -13,7 +14,7 @@ mod event;
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -21,7 +22,8 @@ use bytes::Bytes;
 use event::ChatEvent;
 use push_runtime::{ChannelRouter, Hub, HubConfig, Limits, PublishRequest, Refusal};
 use std::io::{BufRead, Write};
-use tokio::sync::broadcast;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, watch};
 
 /// Prints the address a server listens on, the line the load generator waits for.
 fn announce(listener: &tokio::net::TcpListener) -> std::io::Result<()> {
@@ -59,29 +61,119 @@ fn nodelay(stream: &mut tokio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
 }
 
-/// The no-framework baseline: one broadcast channel per process (one topic).
+/// The no-framework baseline: one broadcast channel per process (one topic)
+/// for SSE and WebSocket, and for polls every event of the run in a list
+/// (a benchmark server: nothing is ever trimmed) with a `watch` of its length.
 pub async fn baseline(addr: &str) -> std::io::Result<()> {
     let (sender, _) = broadcast::channel::<Bytes>(65536);
+    let state = Baseline {
+        sender,
+        log: Arc::new(Mutex::new(Vec::new())),
+        published: Arc::new(watch::channel(0).0),
+    };
     let app = Router::new()
         .route("/chat/{topic}", post(baseline_publish))
         .route("/chat/{topic}/sse", get(baseline_sse))
         .route("/chat/{topic}/ws", get(baseline_ws))
-        .with_state(sender);
+        .route("/chat/{topic}/poll", get(baseline_poll))
+        .route("/chat/{topic}/long-poll", get(baseline_long_poll))
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     announce(&listener)?;
     axum::serve(listener.tap_io(nodelay), app.into_make_service()).await
 }
 
-type Sender = broadcast::Sender<Bytes>;
+#[derive(Clone)]
+struct Baseline {
+    sender: broadcast::Sender<Bytes>,
+    log: Arc<Mutex<Vec<Bytes>>>,
+    published: Arc<watch::Sender<u64>>,
+}
 
 /// Takes the event JSON as is (the framework's route also parses and re-encodes).
 async fn baseline_publish(
-    State(sender): State<Sender>,
+    State(state): State<Baseline>,
     Path(_topic): Path<String>,
     body: Bytes,
 ) -> impl IntoResponse {
-    let _ = sender.send(body);
+    let count = {
+        let mut log = state.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.push(body.clone());
+        log.len() as u64
+    };
+    state.published.send_replace(count);
+    let _ = state.sender.send(body);
     "{}"
+}
+
+/// What a baseline poll asks: `after=<n>` (events are numbered from 1) and
+/// `timeout=<s>` for long polls.
+#[derive(serde::Deserialize)]
+struct PollQuery {
+    after: Option<u64>,
+    timeout: Option<u64>,
+}
+
+/// The most events in one poll answer (as the framework's default).
+const POLL_BATCH: u64 = 100;
+
+/// `{"cursor":"<n>","more":…,"events":[…]}` with the events after `after`.
+fn poll_answer(state: &Baseline, after: u64) -> axum::response::Response {
+    let log = state.log.lock().unwrap_or_else(|e| e.into_inner());
+    let total = log.len() as u64;
+    let after = after.min(total);
+    let end = total.min(after + POLL_BATCH);
+    let mut body = format!(
+        r#"{{"cursor":"{end}","more":{},"events":["#,
+        end < total
+    )
+    .into_bytes();
+    for (i, data) in log[after as usize..end as usize].iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(
+            format!(r#"{{"cursor":"{}","event":"message","data":"#, after + i as u64 + 1).as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
+    (
+        [
+            ("content-type", "application/json".to_owned()),
+            ("etag", format!("\"{end}\"")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A short poll: `304` when `If-None-Match` names the current length.
+async fn baseline_poll(
+    State(state): State<Baseline>,
+    Query(query): Query<PollQuery>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let total = *state.published.borrow();
+    let etag = format!("\"{total}\"");
+    if headers.get("if-none-match").is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+        return (axum::http::StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
+    }
+    poll_answer(&state, query.after.unwrap_or(total))
+}
+
+/// A long poll: answered at once when something is new after `after`,
+/// otherwise when the next event arrives or `timeout` (25 s at most) ends.
+async fn baseline_long_poll(
+    State(state): State<Baseline>,
+    Query(query): Query<PollQuery>,
+) -> axum::response::Response {
+    let mut published = state.published.subscribe();
+    let after = query.after.unwrap_or_else(|| *published.borrow_and_update());
+    let timeout = std::time::Duration::from_secs(query.timeout.unwrap_or(25).min(25));
+    let _ = tokio::time::timeout(timeout, published.wait_for(|&total| total > after)).await;
+    poll_answer(&state, after)
 }
 
 fn sse_block(seq: u64, data: &[u8], out: &mut Vec<u8>) {
@@ -90,8 +182,8 @@ fn sse_block(seq: u64, data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"\n\n");
 }
 
-async fn baseline_sse(State(sender): State<Sender>) -> impl IntoResponse {
-    let receiver = sender.subscribe();
+async fn baseline_sse(State(state): State<Baseline>) -> impl IntoResponse {
+    let receiver = state.sender.subscribe();
     let ready = Bytes::from_static(b"event: push.ready\ndata: {}\n\n");
     let first = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(ready) });
     let rest =
@@ -113,8 +205,11 @@ async fn baseline_sse(State(sender): State<Sender>) -> impl IntoResponse {
     )
 }
 
-async fn baseline_ws(State(sender): State<Sender>, upgrade: WebSocketUpgrade) -> impl IntoResponse {
-    let receiver = sender.subscribe();
+async fn baseline_ws(
+    State(state): State<Baseline>,
+    upgrade: WebSocketUpgrade,
+) -> impl IntoResponse {
+    let receiver = state.sender.subscribe();
     upgrade.on_upgrade(move |socket| baseline_ws_pump(socket, receiver))
 }
 

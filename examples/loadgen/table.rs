@@ -205,44 +205,70 @@ pub async fn run(base: &Options) -> Result<(), String> {
             target: Target::AtMost(4.0),
         });
     }
-    let mut held = with(base, "push", Transport::LongPoll);
-    held.connections = 10_000;
+    let held = |server: &str| {
+        let mut o = with(base, server, Transport::LongPoll);
+        o.connections = 10_000;
+        o
+    };
     rows.push(Row {
         workload: "10,000 held long polls: memory per connection".into(),
         floor: None,
-        baseline: None,
-        push: idle(held).await?,
+        baseline: idle(held("baseline")).await?,
+        push: idle(held("push")).await?,
         unit: "KiB",
         target: Target::AtMost(8.0),
     });
-    let mut pollers = with(base, "push", Transport::LongPoll);
-    (pollers.subscribers, pollers.events) = (1000, 200);
-    eprintln!("loadgen table: push long-poll fanout");
-    let report = run::fanout(&pollers).await?;
+    let pollers = |server: &str| {
+        let mut o = with(base, server, Transport::LongPoll);
+        (o.subscribers, o.events) = (1000, 200);
+        o
+    };
+    let baseline = fanout(pollers("baseline"), "baseline long-poll fanout").await?;
+    let push = fanout(pollers("push"), "push long-poll fanout").await?;
     rows.push(Row {
         workload: "1,000 long-pollers, events as fast as possible: CPU per delivery".into(),
         floor: None,
-        baseline: None,
-        push: report.number("server_cpu_us_per_delivery"),
+        baseline: baseline.number("server_cpu_us_per_delivery"),
+        push: push.number("server_cpu_us_per_delivery"),
         unit: "µs",
         target: Target::AtMost(6.0),
     });
     rows.push(Row {
         workload: "1,000 long-pollers, events as fast as possible: p99 latency".into(),
         floor: None,
-        baseline: None,
-        push: report.number("p99_ms"),
+        baseline: baseline.number("p99_ms"),
+        push: push.number("p99_ms"),
         unit: "ms",
         target: Target::AtMost(30.0),
     });
-    let mut empty = with(base, "push", Transport::Poll);
-    empty.polls = 20_000;
+    let paced = |server: &str| {
+        let mut o = pollers(server);
+        (o.events, o.rate) = (250, Some(50.0));
+        o
+    };
+    rows.push(Row {
+        workload: "1,000 long-pollers at 50 events/s: p99 latency".into(),
+        floor: None,
+        baseline: p99(paced("baseline")).await?,
+        push: p99(paced("push")).await?,
+        unit: "ms",
+        target: Target::AtMost(30.0),
+    });
+    let empty = |server: &str| {
+        let mut o = with(base, server, Transport::Poll);
+        o.polls = 20_000;
+        o
+    };
+    let per_poll = |report: Report| report.number("server_cpu_us_per_poll");
+    eprintln!("loadgen table: baseline 304 polls");
+    let baseline = per_poll(run::poll304(&empty("baseline")).await?);
     eprintln!("loadgen table: push 304 polls");
+    let push = per_poll(run::poll304(&empty("push")).await?);
     rows.push(Row {
         workload: "an empty short poll answered 304: CPU per poll".into(),
         floor: None,
-        baseline: None,
-        push: run::poll304(&empty).await?.number("server_cpu_us_per_poll"),
+        baseline,
+        push,
         unit: "µs",
         target: Target::AtMost(10.0),
     });
