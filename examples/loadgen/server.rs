@@ -123,17 +123,17 @@ fn poll_answer(state: &Baseline, after: u64) -> axum::response::Response {
     let total = log.len() as u64;
     let after = after.min(total);
     let end = total.min(after + POLL_BATCH);
-    let mut body = format!(
-        r#"{{"cursor":"{end}","more":{},"events":["#,
-        end < total
-    )
-    .into_bytes();
+    let mut body = format!(r#"{{"cursor":"{end}","more":{},"events":["#, end < total).into_bytes();
     for (i, data) in log[after as usize..end as usize].iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
         body.extend_from_slice(
-            format!(r#"{{"cursor":"{}","event":"message","data":"#, after + i as u64 + 1).as_bytes(),
+            format!(
+                r#"{{"cursor":"{}","event":"message","data":"#,
+                after + i as u64 + 1
+            )
+            .as_bytes(),
         );
         body.extend_from_slice(data);
         body.push(b'}');
@@ -157,7 +157,10 @@ async fn baseline_poll(
 ) -> axum::response::Response {
     let total = *state.published.borrow();
     let etag = format!("\"{total}\"");
-    if headers.get("if-none-match").is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+    if headers
+        .get("if-none-match")
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
         return (axum::http::StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
     }
     poll_answer(&state, query.after.unwrap_or(total))
@@ -170,7 +173,9 @@ async fn baseline_long_poll(
     Query(query): Query<PollQuery>,
 ) -> axum::response::Response {
     let mut published = state.published.subscribe();
-    let after = query.after.unwrap_or_else(|| *published.borrow_and_update());
+    let after = query
+        .after
+        .unwrap_or_else(|| *published.borrow_and_update());
     let timeout = std::time::Duration::from_secs(query.timeout.unwrap_or(25).min(25));
     let _ = tokio::time::timeout(timeout, published.wait_for(|&total| total > after)).await;
     poll_answer(&state, after)

@@ -116,6 +116,19 @@ proptest! {
     }
 
     #[test]
+    fn query_pairs_are_those_of_form_urlencoded(
+        query in prop_oneof![query(), "[a-z=&%+0-9-]{0,40}", "\\PC{0,40}"],
+    ) {
+        let ours: Vec<(String, String)> = params::pairs(Some(&query))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let theirs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        prop_assert_eq!(ours, theirs);
+    }
+
+    #[test]
     fn subscription_requests_parse_or_are_refused(
         topic in "\\PC{0,20}",
         query in query(),

@@ -8,6 +8,7 @@ use crate::hub::{Hub, SubscribeError};
 use crate::topic::{Topic, TopicError};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::borrow::Cow;
 
 /// The header browsers' `EventSource` sends when it reconnects.
 pub(crate) const LAST_EVENT_ID: &str = "last-event-id";
@@ -109,13 +110,38 @@ fn parse_filter<C: Channel>(list: &str) -> Result<KindFilter, SubscribeRejection
     Ok(KindFilter::from_indices(indices))
 }
 
+/// The `key=value` pairs of a query string, decoded as
+/// `application/x-www-form-urlencoded`.
+///
+/// Queries with nothing to decode (no `%`, no `+`: every query this crate's
+/// clients send) are split in place, borrowing; others go through
+/// `form_urlencoded`. Both yield the same pairs.
+pub(crate) fn pairs(query: Option<&str>) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    let query = query.unwrap_or_default();
+    let plain = !query.bytes().any(|b| b == b'%' || b == b'+');
+    let borrowed = plain.then(|| {
+        query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (Cow::Borrowed(key), Cow::Borrowed(value))
+            })
+    });
+    let decoded = (!plain).then(|| form_urlencoded::parse(query.as_bytes()));
+    borrowed
+        .into_iter()
+        .flatten()
+        .chain(decoded.into_iter().flatten())
+}
+
 /// The value of the query parameter `name`, if given; refused if given twice.
 pub(crate) fn single(
     query: Option<&str>,
     name: &'static str,
 ) -> Result<Option<String>, SubscribeRejection> {
     let mut found = None;
-    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+    for (key, value) in pairs(query) {
         if key == name && found.replace(value.into_owned()).is_some() {
             return Err(SubscribeRejection::Repeated(name));
         }
@@ -136,7 +162,7 @@ pub(crate) fn parse<C: Channel>(
     let topic = hub.topic(topic)?;
     let mut after = None;
     let mut events = None;
-    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+    for (key, value) in pairs(query) {
         let slot = match &*key {
             "after" => &mut after,
             "events" => &mut events,
