@@ -116,12 +116,18 @@ mod tests {
         count.0.load(Ordering::SeqCst)
     }
 
+    /// A waiter: its wake counter, its waker and its (empty) registration.
+    fn waiter() -> (Arc<Count>, Waker, Registration) {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(Arc::clone(&count));
+        (count, waker, Registration::default())
+    }
+
     #[test]
     fn a_signal_wakes_each_registered_waiter_once() {
         let list = WaitList::default();
-        let (a, b) = (Arc::new(Count::default()), Arc::new(Count::default()));
-        let (wa, wb) = (Waker::from(Arc::clone(&a)), Waker::from(Arc::clone(&b)));
-        let (mut ra, mut rb) = (Registration::default(), Registration::default());
+        let (a, wa, mut ra) = waiter();
+        let (b, wb, mut rb) = waiter();
         list.register(&mut ra, &wa);
         list.register(&mut ra, &wa);
         list.register(&mut rb, &wb);
@@ -138,9 +144,8 @@ mod tests {
     #[test]
     fn deregistering_removes_only_a_live_registration() {
         let list = WaitList::default();
-        let (a, b) = (Arc::new(Count::default()), Arc::new(Count::default()));
-        let (wa, wb) = (Waker::from(Arc::clone(&a)), Waker::from(Arc::clone(&b)));
-        let (mut ra, mut rb) = (Registration::default(), Registration::default());
+        let (a, wa, mut ra) = waiter();
+        let (b, wb, mut rb) = waiter();
         list.register(&mut ra, &wa);
         list.deregister(&mut ra);
         assert_eq!(list.len(), 0);
