@@ -226,6 +226,14 @@ async fn connecting() -> Result<Option<SemaphorePermit<'static>>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Says a subscriber is ready, once (at its first answer), and gives its
+/// connecting permit back.
+async fn announce(opening: &mut Option<SemaphorePermit<'static>>, ready: &Ready) {
+    if opening.take().is_some() {
+        let _ = ready.send(Ok(())).await;
+    }
+}
+
 /// How much a subscriber reads at most per wakeup.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -378,7 +386,6 @@ async fn stream(
 ) -> Result<Seen, String> {
     let mut opening = connecting().await?;
     let mut after: Option<String> = None;
-    let mut announced = false;
     let mut body = Vec::with_capacity(READ_CHUNK);
     while !seen.done() {
         let mut conn = Conn::open(&host).await?;
@@ -403,11 +410,7 @@ async fn stream(
             let used = chunks.feed(&conn.buffer, &mut body)?;
             conn.buffer.drain(..used);
             if !body.is_empty() {
-                if !announced {
-                    announced = true;
-                    opening.take();
-                    let _ = ready.send(Ok(())).await;
-                }
+                announce(&mut opening, &ready).await;
                 if resumes && let Some(cursor) = last_cursor(&body) {
                     after = Some(cursor);
                 }
@@ -449,7 +452,6 @@ async fn ws(
     if head.status != 101 {
         return Err(format!("{path}: {}, not 101", head.status));
     }
-    let mut announced = false;
     let mut pong = Vec::new();
     // An empty pong; client frames are masked (the mask of an empty payload
     // changes nothing).
@@ -474,11 +476,7 @@ async fn ws(
             }
             match frame.opcode {
                 OpCode::Data(_) => {
-                    if !announced {
-                        announced = true;
-                        opening.take();
-                        let _ = ready.send(Ok(())).await;
-                    }
+                    announce(&mut opening, &ready).await;
                     seen.scan(&conn.buffer[start..end], &progress);
                 }
                 OpCode::Control(Control::Ping) => conn
@@ -521,7 +519,6 @@ async fn poll(
     let mut opening = connecting().await?;
     let mut conn = Conn::open(&host).await?;
     let mut cursor: Option<String> = None;
-    let mut announced = false;
     while !seen.done() {
         // Without a cursor a long poll would wait for the next event: the
         // first one asks for the current position at once (`timeout=0`).
@@ -551,11 +548,7 @@ async fn poll(
                 String::from_utf8_lossy(body)
             ));
         }
-        if !announced {
-            announced = true;
-            opening.take();
-            let _ = ready.send(Ok(())).await;
-        }
+        announce(&mut opening, &ready).await;
         seen.scan(body, &progress);
         // The answer's own cursor comes first: `{"cursor":"…","more":…,"events":[…]}`.
         let next = first_cursor(body).ok_or("poll answer without a cursor")?;

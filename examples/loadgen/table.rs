@@ -114,6 +114,42 @@ async fn idle(o: Options) -> Result<Figure, String> {
     Ok(run::idle(&o).await?.number("kib_per_connection"))
 }
 
+async fn empty_poll(o: Options) -> Result<Figure, String> {
+    eprintln!("loadgen table: {} 304 polls", o.server);
+    Ok(run::poll304(&o).await?.number("server_cpu_us_per_poll"))
+}
+
+/// The baseline, then the framework, on the workload `make` describes.
+async fn both<M, F>(make: impl Fn(&str) -> Options, measure: M) -> Result<(Figure, Figure), String>
+where
+    M: Fn(Options) -> F,
+    F: Future<Output = Result<Figure, String>>,
+{
+    Ok((
+        measure(make("baseline")).await?,
+        measure(make("push")).await?,
+    ))
+}
+
+impl Row {
+    fn new(
+        workload: impl Into<String>,
+        floor: Figure,
+        (baseline, push): (Figure, Figure),
+        unit: &'static str,
+        target: Target,
+    ) -> Self {
+        Self {
+            workload: workload.into(),
+            floor,
+            baseline,
+            push,
+            unit,
+            target,
+        }
+    }
+}
+
 pub async fn run(base: &Options) -> Result<(), String> {
     let mut rows = Vec::new();
     for transport in [Transport::Sse, Transport::Ws] {
@@ -123,155 +159,133 @@ pub async fn run(base: &Options) -> Result<(), String> {
             (o.subscribers, o.events) = (1000, 200);
             o
         };
-        rows.push(Row {
-            workload: format!(
-                "1,000 subscribers, events as fast as possible, {name}: CPU per delivery"
-            ),
-            floor: None,
-            baseline: cpu(one("baseline")).await?,
-            push: cpu(one("push")).await?,
-            unit: "µs",
-            target: Target::None,
-        });
+        rows.push(Row::new(
+            format!("1,000 subscribers, events as fast as possible, {name}: CPU per delivery"),
+            None,
+            both(one, cpu).await?,
+            "µs",
+            Target::None,
+        ));
         let lockstep = |server: &str| {
             let mut o = one(server);
             o.lockstep = true;
             o
         };
-        rows.push(Row {
-            workload: format!(
-                "1,000 subscribers, one event per wakeup (lockstep), {name}: CPU per delivery"
-            ),
-            floor: floor(base, 1).await?,
-            baseline: cpu(lockstep("baseline")).await?,
-            push: cpu(lockstep("push")).await?,
-            unit: "µs",
-            target: Target::TimesFloor(1.1),
-        });
+        rows.push(Row::new(
+            format!("1,000 subscribers, one event per wakeup (lockstep), {name}: CPU per delivery"),
+            floor(base, 1).await?,
+            both(lockstep, cpu).await?,
+            "µs",
+            Target::TimesFloor(1.1),
+        ));
         let bursts = |server: &str| {
             let mut o = one(server);
             (o.events, o.publishers) = (1000, 8);
             o
         };
-        rows.push(Row {
-            workload: format!(
-                "1,000 subscribers, 8 concurrent publishers, {name}: CPU per delivery"
-            ),
-            floor: floor(base, 8).await?,
-            baseline: cpu(bursts("baseline")).await?,
-            push: cpu(bursts("push")).await?,
-            unit: "µs",
-            target: Target::AtMost(0.8),
-        });
+        rows.push(Row::new(
+            format!("1,000 subscribers, 8 concurrent publishers, {name}: CPU per delivery"),
+            floor(base, 8).await?,
+            both(bursts, cpu).await?,
+            "µs",
+            Target::AtMost(0.8),
+        ));
         let wide = |server: &str| {
             let mut o = with(base, server, transport);
             (o.subscribers, o.events, o.timeout_s) = (10_000, 20, 120);
             o
         };
-        rows.push(Row {
-            workload: format!(
-                "10,000 subscribers, 20 events as fast as possible, {name}: p99 latency"
-            ),
-            floor: None,
-            baseline: p99(wide("baseline")).await?,
-            push: p99(wide("push")).await?,
-            unit: "ms",
-            target: Target::AtMost(50.0),
-        });
+        rows.push(Row::new(
+            format!("10,000 subscribers, 20 events as fast as possible, {name}: p99 latency"),
+            None,
+            both(wide, p99).await?,
+            "ms",
+            Target::AtMost(50.0),
+        ));
         let paced = |server: &str| {
             let mut o = one(server);
             (o.events, o.rate) = (250, Some(50.0));
             o
         };
-        rows.push(Row {
-            workload: format!("1,000 subscribers at 50 events/s, {name}: p99 latency"),
-            floor: None,
-            baseline: p99(paced("baseline")).await?,
-            push: p99(paced("push")).await?,
-            unit: "ms",
-            target: Target::AtMost(6.0),
-        });
-        let idle_run = |server: &str| {
+        rows.push(Row::new(
+            format!("1,000 subscribers at 50 events/s, {name}: p99 latency"),
+            None,
+            both(paced, p99).await?,
+            "ms",
+            Target::AtMost(6.0),
+        ));
+        let quiet = |server: &str| {
             let mut o = with(base, server, transport);
             o.connections = 10_000;
             o
         };
-        rows.push(Row {
-            workload: format!("10,000 idle connections, {name}: memory per connection"),
-            floor: None,
-            baseline: idle(idle_run("baseline")).await?,
-            push: idle(idle_run("push")).await?,
-            unit: "KiB",
-            target: Target::AtMost(4.0),
-        });
+        rows.push(Row::new(
+            format!("10,000 idle connections, {name}: memory per connection"),
+            None,
+            both(quiet, idle).await?,
+            "KiB",
+            Target::AtMost(4.0),
+        ));
     }
     let held = |server: &str| {
         let mut o = with(base, server, Transport::LongPoll);
         o.connections = 10_000;
         o
     };
-    rows.push(Row {
-        workload: "10,000 held long polls: memory per connection".into(),
-        floor: None,
-        baseline: idle(held("baseline")).await?,
-        push: idle(held("push")).await?,
-        unit: "KiB",
-        target: Target::AtMost(8.0),
-    });
+    rows.push(Row::new(
+        "10,000 held long polls: memory per connection",
+        None,
+        both(held, idle).await?,
+        "KiB",
+        Target::AtMost(8.0),
+    ));
     let pollers = |server: &str| {
         let mut o = with(base, server, Transport::LongPoll);
         (o.subscribers, o.events) = (1000, 200);
         o
     };
+    // One run per server gives two rows: CPU per delivery and p99.
     let baseline = fanout(pollers("baseline"), "baseline long-poll fanout").await?;
     let push = fanout(pollers("push"), "push long-poll fanout").await?;
-    rows.push(Row {
-        workload: "1,000 long-pollers, events as fast as possible: CPU per delivery".into(),
-        floor: None,
-        baseline: baseline.number("server_cpu_us_per_delivery"),
-        push: push.number("server_cpu_us_per_delivery"),
-        unit: "µs",
-        target: Target::AtMost(6.0),
-    });
-    rows.push(Row {
-        workload: "1,000 long-pollers, events as fast as possible: p99 latency".into(),
-        floor: None,
-        baseline: baseline.number("p99_ms"),
-        push: push.number("p99_ms"),
-        unit: "ms",
-        target: Target::AtMost(30.0),
-    });
+    let figures = |key: &str| (baseline.number(key), push.number(key));
+    rows.push(Row::new(
+        "1,000 long-pollers, events as fast as possible: CPU per delivery",
+        None,
+        figures("server_cpu_us_per_delivery"),
+        "µs",
+        Target::AtMost(6.0),
+    ));
+    rows.push(Row::new(
+        "1,000 long-pollers, events as fast as possible: p99 latency",
+        None,
+        figures("p99_ms"),
+        "ms",
+        Target::AtMost(30.0),
+    ));
     let paced = |server: &str| {
         let mut o = pollers(server);
         (o.events, o.rate) = (250, Some(50.0));
         o
     };
-    rows.push(Row {
-        workload: "1,000 long-pollers at 50 events/s: p99 latency".into(),
-        floor: None,
-        baseline: p99(paced("baseline")).await?,
-        push: p99(paced("push")).await?,
-        unit: "ms",
-        target: Target::AtMost(30.0),
-    });
+    rows.push(Row::new(
+        "1,000 long-pollers at 50 events/s: p99 latency",
+        None,
+        both(paced, p99).await?,
+        "ms",
+        Target::AtMost(30.0),
+    ));
     let empty = |server: &str| {
         let mut o = with(base, server, Transport::Poll);
         o.polls = 20_000;
         o
     };
-    let per_poll = |report: Report| report.number("server_cpu_us_per_poll");
-    eprintln!("loadgen table: baseline 304 polls");
-    let baseline = per_poll(run::poll304(&empty("baseline")).await?);
-    eprintln!("loadgen table: push 304 polls");
-    let push = per_poll(run::poll304(&empty("push")).await?);
-    rows.push(Row {
-        workload: "an empty short poll answered 304: CPU per poll".into(),
-        floor: None,
-        baseline,
-        push,
-        unit: "µs",
-        target: Target::AtMost(10.0),
-    });
+    rows.push(Row::new(
+        "an empty short poll answered 304: CPU per poll",
+        None,
+        both(empty, empty_poll).await?,
+        "µs",
+        Target::AtMost(10.0),
+    ));
 
     println!();
     println!("| workload | floor | baseline (axum, no framework) | push | target | met |");
