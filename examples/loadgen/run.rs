@@ -7,7 +7,7 @@ use crate::measure::{self, Report, now_micros, percentile};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
@@ -27,6 +27,19 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// A loopback address of its own for each server, 127.0.0.2 to 127.0.0.251
+/// in turn. Sockets an earlier run left in TIME_WAIT (its publishers', its
+/// floor's) name that run's server address, so a new server, whose port
+/// comes from the same ephemeral range as their client ports, never meets
+/// one of their 4-tuples (which ended a connection with a reset).
+fn fresh_address() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_add(std::process::id());
+    format!("127.0.0.{}:0", 2 + n % 250)
 }
 
 /// Starts `loadgen serve <args>` (pinned to `--server-core` with `taskset`
@@ -51,6 +64,7 @@ fn spawn(o: &Options, args: &[String]) -> Result<Server, String> {
         .arg(exe)
         .arg("serve")
         .args(args)
+        .args(["--addr", &fresh_address()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .env("RUST_LOG", "warn")
