@@ -198,25 +198,36 @@ async fn the_origin_policy_is_applied_to_every_transport_before_subscribing() {
         }
     }
 
-    // Preflights: allowed origins get the methods and headers, others 403.
-    let preflight = |origin: &'static str| {
-        reqwest::Client::new()
-            .request(reqwest::Method::OPTIONS, server.url("/t/o/poll"))
-            .header("origin", origin)
-            .header("access-control-request-method", "GET")
-            .header("access-control-request-headers", "if-none-match")
-            .send()
-    };
-    let ok = preflight("https://app.example").await.unwrap();
-    assert_eq!(ok.status(), 204);
-    let allowed = ok.headers()["access-control-allow-headers"]
-        .to_str()
-        .unwrap();
-    assert!(allowed.contains("if-none-match") && allowed.contains("last-event-id"));
-    assert_eq!(
-        preflight("https://evil.example").await.unwrap().status(),
-        403
-    );
+    // Preflights, on every route a script calls: allowed origins get the
+    // methods and headers, others 403.
+    for route in ["sse", "ws", "poll", "long-poll"] {
+        let preflight = |origin: &'static str| {
+            reqwest::Client::new()
+                .request(
+                    reqwest::Method::OPTIONS,
+                    server.url(&format!("/t/o/{route}")),
+                )
+                .header("origin", origin)
+                .header("access-control-request-method", "GET")
+                .header("access-control-request-headers", "if-none-match")
+                .send()
+        };
+        let ok = preflight("https://app.example").await.unwrap();
+        assert_eq!(ok.status(), 204, "{route}");
+        let allowed = ok.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap();
+        assert!(allowed.contains("if-none-match") && allowed.contains("last-event-id"));
+        assert_eq!(
+            ok.headers()["access-control-allow-origin"],
+            "https://app.example"
+        );
+        assert_eq!(
+            preflight("https://evil.example").await.unwrap().status(),
+            403,
+            "{route}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,6 +253,19 @@ async fn publishing_over_http_follows_the_same_origin_policy() {
             request = request.header("origin", origin);
         }
         assert_eq!(request.send().await.unwrap().status(), status, "{origin:?}");
+        // The preflight a page would send first gets the same verdict.
+        let mut preflight = reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, server.url("/t/p"))
+            .header("access-control-request-method", "POST");
+        if let Some(origin) = origin {
+            preflight = preflight.header("origin", origin);
+        }
+        let expected = if status == 200 { 204 } else { status };
+        assert_eq!(
+            preflight.send().await.unwrap().status(),
+            expected,
+            "{origin:?}"
+        );
     }
     let start = push_runtime::Start::After(push_runtime::Cursor::new(0, 0));
     let mut sub = hub.subscribe("p", start, None).await.unwrap();

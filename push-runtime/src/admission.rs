@@ -12,13 +12,14 @@ use crate::params::SubscribeRejection;
 use crate::router::ChannelState;
 use crate::topic::Topic;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::Request;
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::Stream;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
 /// Which kind of route a request is for.
@@ -63,12 +64,26 @@ fn forbidden(reason: &str, path: &str) -> Response {
     (StatusCode::FORBIDDEN, format!("forbidden: {reason}")).into_response()
 }
 
-/// The middleware in front of every route of a channel.
-pub(crate) async fn guard<C: Channel>(
-    State((state, route)): State<(Arc<ChannelState<C>>, RouteKind)>,
-    Path(topic): Path<String>,
+/// What a subscription route's handler gets once every check passed: the
+/// request (its body is not read), the validated topic and the admission.
+pub(crate) struct Admitted {
+    pub(crate) parts: Parts,
+    pub(crate) topic: Topic,
+    pub(crate) admission: Admission,
+}
+
+/// Runs `inner` behind the checks every route of a channel shares: the
+/// request-size limits, the origin policy (a preflight is answered here),
+/// CORS headers on the answer, and `Retry-After` on every `503`.
+///
+/// A plain function the handlers call, not a middleware layer: a layer
+/// would cost every request a boxed future, a second trip through a boxed
+/// route and a second extraction of the path.
+pub(crate) async fn guarded<C: Channel, Fut: Future<Output = Response>>(
+    state: &ChannelState<C>,
+    route: RouteKind,
     request: Request,
-    next: Next,
+    inner: impl FnOnce(Request) -> Fut,
 ) -> Response {
     if let Err(refusal) = limits::check_target(request.uri(), &state.limits) {
         return refusal.response(state.limits.retry_after);
@@ -85,10 +100,8 @@ pub(crate) async fn guard<C: Channel>(
         let mut response = StatusCode::NO_CONTENT.into_response();
         origin::preflight_headers(response.headers_mut());
         response
-    } else if route == RouteKind::Publish {
-        next.run(request).await
     } else {
-        admit(&state, &topic, request, next).await
+        inner(request).await
     };
     if let Some(origin) = cross {
         origin::cors_headers(response.headers_mut(), &origin);
@@ -103,32 +116,50 @@ pub(crate) async fn guard<C: Channel>(
     response
 }
 
+/// A subscription route: [`guarded`], then the topic, the shutdown state,
+/// the authorization hook and the connection limits, and only then `inner`.
+pub(crate) async fn subscription<C: Channel, Fut: Future<Output = Response>>(
+    state: &ChannelState<C>,
+    route: RouteKind,
+    topic: &str,
+    request: Request,
+    inner: impl FnOnce(Admitted) -> Fut,
+) -> Response {
+    guarded(state, route, request, |request| async move {
+        match admit(state, topic, request).await {
+            Ok(admitted) => inner(admitted).await,
+            Err(refusal) => refusal,
+        }
+    })
+    .await
+}
+
 async fn admit<C: Channel>(
     state: &ChannelState<C>,
     topic: &str,
     request: Request,
-    next: Next,
-) -> Response {
+) -> Result<Admitted, Response> {
     let topic: Topic = match state.hub.topic(topic) {
         Ok(topic) => topic,
-        Err(error) => return SubscribeRejection::from(error).into_response(),
+        Err(error) => return Err(SubscribeRejection::from(error).into_response()),
     };
     if state.hub.shutdown_signal().is_triggered() {
-        return unavailable("the server is shutting down", &state.limits);
+        return Err(unavailable("the server is shutting down", &state.limits));
     }
-    let (mut parts, body) = request.into_parts();
-    let principal = match &state.authorize {
-        None => Principal::anonymous(),
+    let (parts, _body) = request.into_parts();
+    let (parts, principal) = match &state.authorize {
+        None => (parts, Principal::anonymous()),
         Some(hook) => {
             let request = AuthRequest {
-                parts: parts.clone(),
+                parts,
                 topic: topic.clone(),
             };
+            let parts = request.parts.clone();
             match hook.authorize(request).await {
-                Ok(principal) => principal,
+                Ok(principal) => (parts, principal),
                 Err(refusal) => {
                     tracing::debug!(?refusal, %topic, "subscription refused by the authorization hook");
-                    return refusal.into_response();
+                    return Err(refusal.into_response());
                 }
             }
         }
@@ -138,17 +169,19 @@ async fn admit<C: Channel>(
         Ok(permit) => permit,
         Err(refusal) => {
             meter.count_refusal();
-            return refusal.response(state.limits.retry_after);
+            return Err(refusal.response(state.limits.retry_after));
         }
     };
     tracing::debug!(principal = principal.id(), %topic, "subscription admitted");
-    parts.extensions.insert(principal.clone());
-    parts.extensions.insert(Admission {
-        principal,
-        _permit: Arc::new(permit),
-        meter: Arc::clone(meter),
-    });
-    next.run(Request::from_parts(parts, body)).await
+    Ok(Admitted {
+        parts,
+        topic,
+        admission: Admission {
+            principal,
+            _permit: Arc::new(permit),
+            meter: Arc::clone(meter),
+        },
+    })
 }
 
 /// `503` with `Retry-After`.

@@ -5,7 +5,7 @@
 //! the embedding page with `postMessage`. The target origin comes from the
 //! server's configuration only, never from the request's headers.
 
-use crate::admission::Admission;
+use crate::admission::{self, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
@@ -14,8 +14,8 @@ use crate::params::{self, SubscribeRejection};
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
 use crate::{wire, ws};
-use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
@@ -368,25 +368,34 @@ fn stream_body(
 pub(crate) async fn handler<C: Channel>(
     State(state): State<Arc<ChannelState<C>>>,
     Path(topic): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    Extension(admission): Extension<Admission>,
+    request: Request,
 ) -> Response {
-    match open(&state, &topic, query.as_deref(), &headers, admission).await {
-        Ok(response) => response,
-        Err(rejection) => rejection.into_response(),
-    }
+    admission::subscription(
+        &state,
+        RouteKind::Frame,
+        &topic,
+        request,
+        |admitted| async {
+            open(&state, admitted)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        },
+    )
+    .await
 }
 
 async fn open<C: Channel>(
     state: &ChannelState<C>,
-    topic: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    admission: Admission,
+    admitted: Admitted,
 ) -> Result<Response, IframeRejection> {
+    let Admitted {
+        parts,
+        topic,
+        admission,
+    } = admitted;
+    let query = parts.uri.query();
     let config = &state.iframe;
-    let request = params::parse(&state.hub, topic, query, headers)?;
+    let request = params::parse::<C>(topic, query, &parts.headers)?;
     let target = target(&state.origins, params::single(query, "origin")?.as_deref())?;
     let mut subscription = state
         .hub

@@ -4,7 +4,7 @@
 use crate::channel::{Channel, EventKind};
 use crate::cursor::{Cursor, CursorParseError};
 use crate::history::{KindFilter, Start, StartError};
-use crate::hub::{Hub, SubscribeError};
+use crate::hub::SubscribeError;
 use crate::topic::{Topic, TopicError};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -154,12 +154,10 @@ pub(crate) fn single(
 /// `Last-Event-ID` wins over `?after=`: a browser reconnects to the original
 /// URL, whose `after` is stale by then.
 pub(crate) fn parse<C: Channel>(
-    hub: &Hub<C>,
-    topic: &str,
+    topic: Topic,
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<SubscribeRequest, SubscribeRejection> {
-    let topic = hub.topic(topic)?;
     let mut after = None;
     let mut events = None;
     for (key, value) in pairs(query) {

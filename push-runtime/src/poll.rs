@@ -5,14 +5,14 @@
 //! are the WebSocket message objects, shared with the WebSocket transport's
 //! cached frame of each event.
 
-use crate::admission::Admission;
+use crate::admission::{self, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, Start};
 use crate::params::{self, SubscribeRejection};
 use crate::router::ChannelState;
 use crate::ws;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -140,40 +140,38 @@ enum Mode {
 pub(crate) async fn short_handler<C: Channel>(
     State(state): State<Arc<ChannelState<C>>>,
     Path(topic): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    Extension(admission): Extension<Admission>,
+    request: Request,
 ) -> Response {
-    poll(
-        &state,
-        &topic,
-        query.as_deref(),
-        &headers,
-        Mode::Short,
-        admission,
-    )
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+    handle(&state, &topic, request, Mode::Short).await
 }
 
 /// `GET {base}/{topic}/long-poll`.
 pub(crate) async fn long_handler<C: Channel>(
     State(state): State<Arc<ChannelState<C>>>,
     Path(topic): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    Extension(admission): Extension<Admission>,
+    request: Request,
 ) -> Response {
-    poll(
-        &state,
-        &topic,
-        query.as_deref(),
-        &headers,
-        Mode::Long,
-        admission,
+    handle(&state, &topic, request, Mode::Long).await
+}
+
+async fn handle<C: Channel>(
+    state: &ChannelState<C>,
+    topic: &str,
+    request: Request,
+    mode: Mode,
+) -> Response {
+    admission::subscription(
+        state,
+        RouteKind::Subscribe,
+        topic,
+        request,
+        |admitted| async {
+            poll(state, admitted, mode)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        },
     )
     .await
-    .unwrap_or_else(IntoResponse::into_response)
 }
 
 fn item_cursor(delivery: &Delivery) -> Cursor {
@@ -185,14 +183,17 @@ fn item_cursor(delivery: &Delivery) -> Cursor {
 
 async fn poll<C: Channel>(
     state: &ChannelState<C>,
-    topic: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
+    admitted: Admitted,
     mode: Mode,
-    admission: Admission,
 ) -> Result<Response, PollRejection> {
+    let Admitted {
+        parts,
+        topic,
+        admission,
+    } = admitted;
+    let (query, headers) = (parts.uri.query(), &parts.headers);
     let config = &state.poll;
-    let mut request = params::parse(&state.hub, topic, query, headers)?;
+    let mut request = params::parse::<C>(topic, query, headers)?;
     let limit = number(query, "limit", "a whole number of items, at least 1", 1)?
         .map_or(config.batch_limit, |n| {
             usize::try_from(n).map_or(config.batch_limit, |n| n.min(config.batch_limit))

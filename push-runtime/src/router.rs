@@ -19,7 +19,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{get, post};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -284,32 +284,28 @@ impl<C: Channel> ChannelRouter<C> {
             authorize: self.authorize,
             publish: self.publish,
         });
-        let guarded = |route: MethodRouter<Arc<ChannelState<C>>>, kind| {
-            route.layer(axum::middleware::from_fn_with_state(
-                (Arc::clone(&state), kind),
-                admission::guard::<C>,
-            ))
-        };
+        // Each handler runs the channel's checks itself
+        // (`admission::guarded`), preflights (`OPTIONS`) included.
         let mut router = Router::new()
             .route(
                 &format!("{base}/{{topic}}/sse"),
-                guarded(get(sse::handler::<C>), RouteKind::Subscribe),
+                get(sse::handler::<C>).options(sse::handler::<C>),
             )
             .route(
                 &format!("{base}/{{topic}}/ws"),
-                guarded(get(ws::handler::<C>), RouteKind::Subscribe),
+                get(ws::handler::<C>).options(ws::handler::<C>),
             )
             .route(
                 &format!("{base}/{{topic}}/poll"),
-                guarded(get(poll::short_handler::<C>), RouteKind::Subscribe),
+                get(poll::short_handler::<C>).options(poll::short_handler::<C>),
             )
             .route(
                 &format!("{base}/{{topic}}/long-poll"),
-                guarded(get(poll::long_handler::<C>), RouteKind::Subscribe),
+                get(poll::long_handler::<C>).options(poll::long_handler::<C>),
             )
             .route(
                 &format!("{base}/{{topic}}/iframe"),
-                guarded(get(iframe::handler::<C>), RouteKind::Frame),
+                get(iframe::handler::<C>).options(iframe::handler::<C>),
             );
         let js = Asset::new(browser::client_js::<C>(), "text/javascript; charset=utf-8");
         let dts = Asset::new(
@@ -328,10 +324,9 @@ impl<C: Channel> ChannelRouter<C> {
         if publish_enabled {
             router = router.route(
                 &format!("{base}/{{topic}}"),
-                guarded(
-                    post(publish_handler::<C>).layer(DefaultBodyLimit::max(self.max_publish_body)),
-                    RouteKind::Publish,
-                ),
+                post(publish_handler::<C>)
+                    .options(publish_handler::<C>)
+                    .layer(DefaultBodyLimit::max(self.max_publish_body)),
             );
         }
         router.with_state(state)
@@ -348,10 +343,17 @@ async fn publish_handler<C: Channel>(
     Path(topic): Path<String>,
     request: Request,
 ) -> Response {
+    admission::guarded(&state, RouteKind::Publish, request, |request| {
+        publish(&state, &topic, request)
+    })
+    .await
+}
+
+async fn publish<C: Channel>(state: &ChannelState<C>, topic: &str, request: Request) -> Response {
     let Some(hook) = state.publish.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let topic = match state.hub.topic(&topic) {
+    let topic = match state.hub.topic(topic) {
         Ok(topic) => topic,
         Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
     };

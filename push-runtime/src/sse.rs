@@ -4,14 +4,15 @@
 //! and those bytes are shared by every subscriber; everything pending for a
 //! connection is written in one chunk.
 
-use crate::admission::Admission;
+use crate::admission::{self, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Gap, Subscription};
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
+use crate::topic::Topic;
 use crate::{params, wire};
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -187,11 +188,21 @@ fn stream_body(
 pub(crate) async fn handler<C: Channel>(
     State(state): State<Arc<ChannelState<C>>>,
     Path(topic): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    Extension(admission): Extension<Admission>,
+    request: Request,
 ) -> Response {
-    match subscribe(&state, &topic, query.as_deref(), &headers).await {
+    admission::subscription(&state, RouteKind::Subscribe, &topic, request, |admitted| {
+        open(&state, admitted)
+    })
+    .await
+}
+
+async fn open<C: Channel>(state: &ChannelState<C>, admitted: Admitted) -> Response {
+    let Admitted {
+        parts,
+        topic,
+        admission,
+    } = admitted;
+    match subscribe(state, topic, parts.uri.query(), &parts.headers).await {
         Ok(mut subscription) => {
             subscription.set_principal(admission.principal.clone());
             let shutdown = state.hub.shutdown_signal().clone();
@@ -216,11 +227,11 @@ pub(crate) async fn handler<C: Channel>(
 
 async fn subscribe<C: Channel>(
     state: &ChannelState<C>,
-    topic: &str,
+    topic: Topic,
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Subscription, params::SubscribeRejection> {
-    let request = params::parse(&state.hub, topic, query, headers)?;
+    let request = params::parse::<C>(topic, query, headers)?;
     Ok(state
         .hub
         .subscribe_topic(&request.topic, request.start, request.filter)

@@ -3,7 +3,7 @@
 //! Each event is one text message `{"cursor":…,"event":…,"data":…}`, framed
 //! once per publish and shared. Everything pending is fed before one flush.
 
-use crate::admission::Admission;
+use crate::admission::{self, Admission, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, Subscription};
@@ -13,8 +13,8 @@ use crate::shutdown::ShutdownWaiter;
 use crate::{params, wire};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -118,17 +118,26 @@ fn delivery_text(delivery: &Delivery) -> Utf8Bytes {
 pub(crate) async fn handler<C: Channel>(
     State(state): State<Arc<ChannelState<C>>>,
     Path(topic): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    Extension(admission): Extension<Admission>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Response {
+    admission::subscription(&state, RouteKind::Subscribe, &topic, request, |admitted| {
+        open(&state, admitted)
+    })
+    .await
+}
+
+async fn open<C: Channel>(state: &ChannelState<C>, admitted: Admitted) -> Response {
+    let Admitted {
+        mut parts,
+        topic,
+        admission,
+    } = admitted;
     // Parameters first: a bad request is a plain 400 whether or not it upgrades.
-    let request = match params::parse(&state.hub, &topic, query.as_deref(), &headers) {
+    let request = match params::parse::<C>(topic, parts.uri.query(), &parts.headers) {
         Ok(request) => request,
         Err(rejection) => return rejection.into_response(),
     };
-    let upgrade = match upgrade {
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return refuse_upgrade(rejection),
     };
