@@ -129,6 +129,27 @@ proptest! {
     }
 
     #[test]
+    fn query_parameters_are_found_as_form_urlencoded_would(
+        query in prop_oneof![query(), "((after|limit|events|origin|timeout|x)=[a-z0-9%+-]{0,6}&){0,6}"],
+    ) {
+        let parsed = params::Query::new(Some(&query));
+        for name in params::NAMES {
+            let values: Vec<String> = form_urlencoded::parse(query.as_bytes())
+                .filter(|(key, _)| key == name)
+                .map(|(_, value)| value.into_owned())
+                .collect();
+            match parsed.get(name) {
+                Ok(None) => prop_assert!(values.is_empty(), "{name}: {values:?}"),
+                Ok(Some(value)) => prop_assert_eq!(&values, &[value.to_owned()]),
+                Err(error) => {
+                    prop_assert!(values.len() > 1, "{name}: {values:?}");
+                    prop_assert!(error.to_string().contains(name));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn subscription_requests_parse_or_are_refused(
         topic in "\\PC{0,20}",
         query in query(),
@@ -137,14 +158,15 @@ proptest! {
         let hub = Hub::<Probe>::new();
         let headers = header(params::LAST_EVENT_ID, &last_event_id);
         if let Ok(topic) = hub.topic(&topic) {
-            let _ = params::parse::<Probe>(topic, Some(&query), &headers);
+            let _ = params::parse::<Probe>(topic, &params::Query::new(Some(&query)), &headers);
         }
     }
 
     #[test]
     fn poll_numbers_and_if_none_match_never_panic(query in query(), tag in header_bytes()) {
-        let _ = poll::number(Some(&query), "limit", "n", 1);
-        let _ = poll::number(Some(&query), "timeout", "n", 0);
+        let query = params::Query::new(Some(&query));
+        let _ = poll::number(&query, "limit", "n", 1);
+        let _ = poll::number(&query, "timeout", "n", 0);
         let _ = poll::if_none_match(&header("if-none-match", &tag));
     }
 

@@ -393,10 +393,10 @@ async fn open<C: Channel>(
         topic,
         admission,
     } = admitted;
-    let query = parts.uri.query();
+    let query = params::Query::new(parts.uri.query());
     let config = &state.iframe;
-    let request = params::parse::<C>(topic, query, &parts.headers)?;
-    let target = target(&state.origins, params::single(query, "origin")?.as_deref())?;
+    let request = params::parse::<C>(topic, &query, &parts.headers)?;
+    let target = target(&state.origins, query.get("origin")?)?;
     let mut subscription = state
         .hub
         .subscribe_topic(&request.topic, request.start, request.filter)

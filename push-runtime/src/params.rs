@@ -135,18 +135,52 @@ pub(crate) fn pairs(query: Option<&str>) -> impl Iterator<Item = (Cow<'_, str>, 
         .chain(decoded.into_iter().flatten())
 }
 
-/// The value of the query parameter `name`, if given; refused if given twice.
-pub(crate) fn single(
-    query: Option<&str>,
-    name: &'static str,
-) -> Result<Option<String>, SubscribeRejection> {
-    let mut found = None;
-    for (key, value) in pairs(query) {
-        if key == name && found.replace(value.into_owned()).is_some() {
-            return Err(SubscribeRejection::Repeated(name));
+/// Every query parameter a route of this crate reads.
+pub(crate) const NAMES: [&str; 5] = ["after", "events", "limit", "timeout", "origin"];
+
+/// The query parameters this crate reads, found in one pass over the query.
+///
+/// A parameter given twice is refused only by a route that reads it.
+#[derive(Debug, Default)]
+pub(crate) struct Query<'q> {
+    slots: [Slot<'q>; NAMES.len()],
+}
+
+#[derive(Debug, Default)]
+enum Slot<'q> {
+    #[default]
+    Absent,
+    One(Cow<'q, str>),
+    Repeated,
+}
+
+impl<'q> Query<'q> {
+    /// Splits `query` (the raw query string, if any).
+    pub(crate) fn new(query: Option<&'q str>) -> Self {
+        let mut this = Self::default();
+        for (key, value) in pairs(query) {
+            if let Some(index) = NAMES.iter().position(|name| *name == key) {
+                let slot = &mut this.slots[index];
+                *slot = match slot {
+                    Slot::Absent => Slot::One(value),
+                    _ => Slot::Repeated,
+                };
+            }
+        }
+        this
+    }
+
+    /// The value of the parameter `name` (one of those this crate reads), if
+    /// given; refused if given twice.
+    pub(crate) fn get(&self, name: &'static str) -> Result<Option<&str>, SubscribeRejection> {
+        let index = NAMES.iter().position(|known| *known == name);
+        debug_assert!(index.is_some(), "`{name}` is not in params::NAMES");
+        match index.map(|index| &self.slots[index]) {
+            Some(Slot::One(value)) => Ok(Some(value)),
+            Some(Slot::Repeated) => Err(SubscribeRejection::Repeated(name)),
+            Some(Slot::Absent) | None => Ok(None),
         }
     }
-    Ok(found)
 }
 
 /// Validates a subscription request for channel `C`.
@@ -155,35 +189,21 @@ pub(crate) fn single(
 /// URL, whose `after` is stale by then.
 pub(crate) fn parse<C: Channel>(
     topic: Topic,
-    query: Option<&str>,
+    query: &Query<'_>,
     headers: &HeaderMap,
 ) -> Result<SubscribeRequest, SubscribeRejection> {
-    let mut after = None;
-    let mut events = None;
-    for (key, value) in pairs(query) {
-        let slot = match &*key {
-            "after" => &mut after,
-            "events" => &mut events,
-            _ => continue,
-        };
-        if slot.replace(value).is_some() {
-            return Err(SubscribeRejection::Repeated(if &*key == "after" {
-                "after"
-            } else {
-                "events"
-            }));
-        }
-    }
+    let after = query.get("after")?;
+    let events = query.get("events")?;
     let last_event_id = headers
         .get(LAST_EVENT_ID)
         .map(|value| value.to_str().unwrap_or("\u{fffd}"))
         .filter(|value| !value.is_empty());
-    let start = match (last_event_id, after.as_deref()) {
+    let start = match (last_event_id, after) {
         (Some(id), _) => Start::After(parse_cursor("Last-Event-ID", id)?),
         (None, Some(after)) => Start::After(parse_cursor("after", after)?),
         (None, None) => Start::Now,
     };
-    let filter = events.as_deref().map(parse_filter::<C>).transpose()?;
+    let filter = events.map(parse_filter::<C>).transpose()?;
     Ok(SubscribeRequest {
         topic,
         start,

@@ -9,7 +9,7 @@ use crate::admission::{self, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, Start};
-use crate::params::{self, SubscribeRejection};
+use crate::params::{self, Query, SubscribeRejection};
 use crate::router::ChannelState;
 use crate::ws;
 use axum::extract::{Path, Request, State};
@@ -90,12 +90,12 @@ impl IntoResponse for PollRejection {
 const QUOTE_LIMIT: usize = 32;
 
 pub(crate) fn number(
-    query: Option<&str>,
+    query: &Query<'_>,
     name: &'static str,
     expected: &'static str,
     min: u64,
 ) -> Result<Option<u64>, PollRejection> {
-    let Some(text) = params::single(query, name)? else {
+    let Some(text) = query.get(name)? else {
         return Ok(None);
     };
     match text.parse::<u64>() {
@@ -191,7 +191,7 @@ async fn poll<C: Channel>(
         topic,
         admission,
     } = admitted;
-    let (query, headers) = (parts.uri.query(), &parts.headers);
+    let (query, headers) = (&Query::new(parts.uri.query()), &parts.headers);
     let config = &state.poll;
     let mut request = params::parse::<C>(topic, query, headers)?;
     let limit = number(query, "limit", "a whole number of items, at least 1", 1)?
@@ -343,7 +343,7 @@ mod tests {
 
     #[test]
     fn parses_numbers() {
-        let q = |s: &'static str| number(Some(s), "limit", "n", 1);
+        let q = |s: &'static str| number(&Query::new(Some(s)), "limit", "n", 1);
         assert_eq!(q("limit=7").unwrap(), Some(7));
         assert_eq!(q("other=7").unwrap(), None);
         assert_eq!(q("limit=99999999999999999999999").unwrap(), Some(u64::MAX));

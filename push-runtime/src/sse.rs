@@ -231,7 +231,7 @@ async fn subscribe<C: Channel>(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Subscription, params::SubscribeRejection> {
-    let request = params::parse::<C>(topic, query, headers)?;
+    let request = params::parse::<C>(topic, &params::Query::new(query), headers)?;
     Ok(state
         .hub
         .subscribe_topic(&request.topic, request.start, request.filter)

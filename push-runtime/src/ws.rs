@@ -133,7 +133,11 @@ async fn open<C: Channel>(state: &ChannelState<C>, admitted: Admitted) -> Respon
         admission,
     } = admitted;
     // Parameters first: a bad request is a plain 400 whether or not it upgrades.
-    let request = match params::parse::<C>(topic, parts.uri.query(), &parts.headers) {
+    let request = match params::parse::<C>(
+        topic,
+        &params::Query::new(parts.uri.query()),
+        &parts.headers,
+    ) {
         Ok(request) => request,
         Err(rejection) => return rejection.into_response(),
     };
