@@ -72,21 +72,25 @@ pub(crate) struct Admitted {
     pub(crate) admission: Admission,
 }
 
-/// Runs `inner` behind the checks every route of a channel shares: the
-/// request-size limits, the origin policy (a preflight is answered here),
-/// CORS headers on the answer, and `Retry-After` on every `503`.
+/// The checks every route of a channel shares, before anything else: the
+/// request-size limits and the origin policy. `Ok` carries the other
+/// origin to answer with CORS headers, if any ([`finish`]); `Err` is the
+/// final answer: a refusal, or a preflight's (`OPTIONS`) answer.
 ///
-/// A plain function the handlers call, not a middleware layer: a layer
-/// would cost every request a boxed future, a second trip through a boxed
+/// Plain functions the handlers call rather than a middleware layer: a
+/// layer cost every request a boxed future, a second trip through a boxed
 /// route and a second extraction of the path.
-pub(crate) async fn guarded<C: Channel, Fut: Future<Output = Response>>(
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the answer itself, returned once per refused request"
+)]
+pub(crate) fn check<C: Channel>(
     state: &ChannelState<C>,
     route: RouteKind,
-    request: Request,
-    inner: impl FnOnce(Request) -> Fut,
-) -> Response {
+    request: &Request,
+) -> Result<Option<String>, Response> {
     if let Err(refusal) = limits::check_target(request.uri(), &state.limits) {
-        return refusal.response(state.limits.retry_after);
+        return Err(refusal.response(state.limits.retry_after));
     }
     let cross = match state
         .origins
@@ -94,15 +98,23 @@ pub(crate) async fn guarded<C: Channel, Fut: Future<Output = Response>>(
     {
         Verdict::Own => None,
         Verdict::Cross(origin) => Some(origin),
-        Verdict::Refused(reason) => return forbidden(&reason, request.uri().path()),
+        Verdict::Refused(reason) => return Err(forbidden(&reason, request.uri().path())),
     };
-    let mut response = if request.method() == Method::OPTIONS {
+    if request.method() == Method::OPTIONS {
         let mut response = StatusCode::NO_CONTENT.into_response();
         origin::preflight_headers(response.headers_mut());
-        response
-    } else {
-        inner(request).await
-    };
+        return Err(finish(state, cross, response));
+    }
+    Ok(cross)
+}
+
+/// What every answer of a channel's routes gets once [`check`] passed: CORS
+/// headers for an allowed other origin, and `Retry-After` on every `503`.
+pub(crate) fn finish<C>(
+    state: &ChannelState<C>,
+    cross: Option<String>,
+    mut response: Response,
+) -> Response {
     if let Some(origin) = cross {
         origin::cors_headers(response.headers_mut(), &origin);
     }
@@ -116,22 +128,28 @@ pub(crate) async fn guarded<C: Channel, Fut: Future<Output = Response>>(
     response
 }
 
-/// A subscription route: [`guarded`], then the topic, the shutdown state,
-/// the authorization hook and the connection limits, and only then `inner`.
-pub(crate) async fn subscription<C: Channel, Fut: Future<Output = Response>>(
+/// A subscription route: [`check`], then the topic, the shutdown state,
+/// the authorization hook and the connection limits, then `inner`, then
+/// [`finish`].
+///
+/// One async layer: every layer of a held long poll's future keeps its own
+/// copy of the request's slot for as long as the poll is held.
+pub(crate) async fn subscription<C: Channel, Fut: Future<Output: IntoResponse>>(
     state: &ChannelState<C>,
     route: RouteKind,
     topic: &str,
     request: Request,
     inner: impl FnOnce(Admitted) -> Fut,
 ) -> Response {
-    guarded(state, route, request, |request| async move {
-        match admit(state, topic, request).await {
-            Ok(admitted) => inner(admitted).await,
-            Err(refusal) => refusal,
-        }
-    })
-    .await
+    let cross = match check(state, route, &request) {
+        Ok(cross) => cross,
+        Err(answer) => return answer,
+    };
+    let response = match admit(state, topic, request).await {
+        Ok(admitted) => inner(admitted).await.into_response(),
+        Err(refusal) => refusal,
+    };
+    finish(state, cross, response)
 }
 
 async fn admit<C: Channel>(

@@ -5,17 +5,18 @@
 //! are the WebSocket message objects, shared with the WebSocket transport's
 //! cached frame of each event.
 
-use crate::admission::{self, Admitted, RouteKind};
+use crate::admission::{self, Admission, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, Start};
-use crate::params::{self, Query, SubscribeRejection};
+use crate::params::{self, Query, SubscribeRejection, SubscribeRequest};
 use crate::router::ChannelState;
 use crate::ws;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,24 +155,19 @@ pub(crate) async fn long_handler<C: Channel>(
     handle(&state, &topic, request, Mode::Long).await
 }
 
-async fn handle<C: Channel>(
-    state: &ChannelState<C>,
-    topic: &str,
+fn handle<'a, C: Channel>(
+    state: &'a ChannelState<C>,
+    topic: &'a str,
     request: Request,
     mode: Mode,
-) -> Response {
+) -> impl Future<Output = Response> + 'a {
     admission::subscription(
         state,
         RouteKind::Subscribe,
         topic,
         request,
-        |admitted| async {
-            poll(state, admitted, mode)
-                .await
-                .unwrap_or_else(IntoResponse::into_response)
-        },
+        move |admitted| poll(state, admitted, mode),
     )
-    .await
 }
 
 fn item_cursor(delivery: &Delivery) -> Cursor {
@@ -181,11 +177,32 @@ fn item_cursor(delivery: &Delivery) -> Cursor {
     }
 }
 
-async fn poll<C: Channel>(
+/// A poll, validated: what [`answer`] needs, without the request (a held
+/// long poll keeps only this).
+struct Ask {
+    request: SubscribeRequest,
+    limit: usize,
+    wait: Duration,
+    tag: Option<Cursor>,
+    admission: Admission,
+}
+
+/// Validates the request (synchronously, so that its parts are dropped
+/// before a long poll is held), then answers it.
+fn poll<C: Channel>(
     state: &ChannelState<C>,
     admitted: Admitted,
     mode: Mode,
-) -> Result<Response, PollRejection> {
+) -> impl Future<Output = Result<Response, PollRejection>> + '_ {
+    let ask = ask(state, admitted, mode);
+    async move { answer(state, ask?).await }
+}
+
+fn ask<C: Channel>(
+    state: &ChannelState<C>,
+    admitted: Admitted,
+    mode: Mode,
+) -> Result<Ask, PollRejection> {
     let Admitted {
         parts,
         topic,
@@ -209,6 +226,23 @@ async fn poll<C: Channel>(
     if let (Start::Now, Some(tag)) = (request.start, tag) {
         request.start = Start::After(tag);
     }
+    Ok(Ask {
+        request,
+        limit,
+        wait,
+        tag,
+        admission,
+    })
+}
+
+async fn answer<C: Channel>(state: &ChannelState<C>, ask: Ask) -> Result<Response, PollRejection> {
+    let Ask {
+        request,
+        limit,
+        wait,
+        tag,
+        admission,
+    } = ask;
     let mut subscription = state
         .hub
         .subscribe_topic(&request.topic, request.start, request.filter)

@@ -285,7 +285,7 @@ impl<C: Channel> ChannelRouter<C> {
             publish: self.publish,
         });
         // Each handler runs the channel's checks itself
-        // (`admission::guarded`), preflights (`OPTIONS`) included.
+        // (`admission::check`), preflights (`OPTIONS`) included.
         let mut router = Router::new()
             .route(
                 &format!("{base}/{{topic}}/sse"),
@@ -343,10 +343,12 @@ async fn publish_handler<C: Channel>(
     Path(topic): Path<String>,
     request: Request,
 ) -> Response {
-    admission::guarded(&state, RouteKind::Publish, request, |request| {
-        publish(&state, &topic, request)
-    })
-    .await
+    let cross = match admission::check(&state, RouteKind::Publish, &request) {
+        Ok(cross) => cross,
+        Err(answer) => return answer,
+    };
+    let response = publish(&state, &topic, request).await;
+    admission::finish(&state, cross, response)
 }
 
 async fn publish<C: Channel>(state: &ChannelState<C>, topic: &str, request: Request) -> Response {
