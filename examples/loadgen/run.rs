@@ -173,15 +173,7 @@ pub async fn fanout(o: &Options) -> Result<Report, String> {
     // Pollers become "ready" on their first answer; let the next request arrive.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    // A command to run before the first publish (e.g. `callgrind_control -z
-    // <pid>`, so a profile leaves out connection setup).
-    if let Ok(command) = std::env::var("LOADGEN_BEFORE_PUBLISH") {
-        Command::new("sh")
-            .arg("-c")
-            .arg(&command)
-            .status()
-            .map_err(|e| format!("LOADGEN_BEFORE_PUBLISH: {e}"))?;
-    }
+    before_measuring()?;
     let total = o.subscribers * o.events;
     let syscalls = measure::SyscallCount::start(server.pid);
     let before = measure::sample(server.pid);
@@ -496,6 +488,20 @@ async fn settled(pid: u32) -> measure::ProcSample {
     last
 }
 
+/// Runs `LOADGEN_BEFORE_PUBLISH`, if set, once everything is connected and
+/// before anything is measured (e.g. `callgrind_control -z <pid>`, so a
+/// profile leaves out connection setup).
+fn before_measuring() -> Result<(), String> {
+    if let Ok(command) = std::env::var("LOADGEN_BEFORE_PUBLISH") {
+        Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .status()
+            .map_err(|e| format!("LOADGEN_BEFORE_PUBLISH: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Server CPU of an empty short poll answered `304 Not Modified`.
 pub async fn poll304(o: &Options) -> Result<Report, String> {
     let server = server(o)?;
@@ -508,9 +514,15 @@ pub async fn poll304(o: &Options) -> Result<Report, String> {
         .and_then(|v| v.to_str().ok())
         .ok_or("the poll answer has no ETag")?
         .to_owned();
+    let pollers = 4;
+    // Every poller's connection is open before anything is measured.
+    let warm = (0..pollers).map(|_| http.get(&url).header("if-none-match", &etag).send());
+    for answer in futures_util::future::join_all(warm).await {
+        answer.map_err(|e| e.to_string())?;
+    }
+    before_measuring()?;
     let before = measure::sample(server.pid);
     let started = Instant::now();
-    let pollers = 4;
     let mut tasks = Vec::new();
     for _ in 0..pollers {
         let (http, url, etag, polls) = (http.clone(), url.clone(), etag.clone(), o.polls / pollers);

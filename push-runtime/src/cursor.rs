@@ -36,9 +36,30 @@ impl Cursor {
     }
 }
 
+impl Cursor {
+    /// Appends the text form, `<epoch>-<seq>`, to `out`.
+    pub(crate) fn put(self, out: &mut impl bytes::BufMut) {
+        out.put_slice(itoa::Buffer::new().format(self.epoch).as_bytes());
+        out.put_u8(b'-');
+        out.put_slice(itoa::Buffer::new().format(self.seq).as_bytes());
+    }
+
+    /// The cursor as a poll answer's entity tag: `"<epoch>-<seq>"` (always
+    /// `Some`: digits, a dash and quotes make a valid header value).
+    pub(crate) fn etag(self) -> Option<axum::http::HeaderValue> {
+        let mut text = Vec::with_capacity(44);
+        text.push(b'"');
+        self.put(&mut text);
+        text.push(b'"');
+        axum::http::HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
+    }
+}
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.epoch, self.seq)
+        f.write_str(itoa::Buffer::new().format(self.epoch))?;
+        f.write_str("-")?;
+        f.write_str(itoa::Buffer::new().format(self.seq))
     }
 }
 
@@ -54,21 +75,29 @@ pub struct CursorParseError {
 /// The longest input quoted back in an error message.
 const QUOTE_LIMIT: usize = 64;
 
-fn parse_part(part: &str) -> Option<u64> {
-    // `u64::from_str` accepts a leading `+`; cursors are digits only.
-    if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+/// Decimal digits only (`u64::from_str` would take a leading `+`), and no
+/// overflow.
+fn parse_part(part: &[u8]) -> Option<u64> {
+    if part.is_empty() {
         return None;
     }
-    part.parse().ok()
+    part.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 impl FromStr for Cursor {
     type Err = CursorParseError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let parsed = input
-            .split_once('-')
-            .and_then(|(epoch, seq)| Some(Cursor::new(parse_part(epoch)?, parse_part(seq)?)));
+        let bytes = input.as_bytes();
+        let parsed = bytes.iter().position(|&b| b == b'-').and_then(|dash| {
+            Some(Cursor::new(
+                parse_part(&bytes[..dash])?,
+                parse_part(&bytes[dash + 1..])?,
+            ))
+        });
         parsed.ok_or_else(|| CursorParseError {
             input: input.chars().take(QUOTE_LIMIT).collect(),
         })
@@ -97,6 +126,27 @@ mod tests {
         let cursor = Cursor::new(987_654_321, 42);
         assert_eq!(cursor.to_string(), "987654321-42");
         assert_eq!("987654321-42".parse::<Cursor>(), Ok(cursor));
+        let max = Cursor::new(u64::MAX, u64::MAX);
+        assert_eq!(max.to_string().parse::<Cursor>(), Ok(max));
+        assert_eq!(
+            format!("{:>8}", Cursor::new(0, 0)),
+            "0-0",
+            "no padding, as before"
+        );
+    }
+
+    #[test]
+    fn writes_the_same_text_into_bytes_and_entity_tags() {
+        for cursor in [
+            Cursor::new(0, 0),
+            Cursor::new(7, 1),
+            Cursor::new(u64::MAX, 10),
+        ] {
+            let mut out = Vec::new();
+            cursor.put(&mut out);
+            assert_eq!(out, cursor.to_string().as_bytes());
+            assert_eq!(cursor.etag().unwrap(), format!("\"{cursor}\"").as_str());
+        }
     }
 
     #[test]

@@ -276,7 +276,7 @@ async fn answer<C: Channel>(state: &ChannelState<C>, ask: Ask) -> Result<Respons
         (true, Some(last)) => item_cursor(last),
         _ => subscription.position(),
     };
-    let etag = HeaderValue::from_str(&format!("\"{cursor}\"")).ok();
+    let etag = cursor.etag();
     if items.is_empty() && !waited && tag == Some(cursor) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         let headers = response.headers_mut();
@@ -309,7 +309,7 @@ pub(crate) fn answer_body(cursor: Cursor, more: bool, items: &[Delivery]) -> Byt
     let size = frames.iter().map(|f| f.len() + 1).sum::<usize>() + 80;
     let mut out = BytesMut::with_capacity(size);
     out.put_slice(b"{\"cursor\":\"");
-    out.put_slice(cursor.to_string().as_bytes());
+    cursor.put(&mut out);
     out.put_slice(if more {
         b"\",\"more\":true,\"events\":["
     } else {
