@@ -608,6 +608,68 @@ async fn stalled_and_silent_peers_are_cut() {
     wait_until("silent peer closed", || hub.stats().connections == 0).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_peer_sending_without_pause_neither_starves_nor_is_starved() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    const EVENTS: usize = 2_000;
+    let hub = Hub::<TestEvent>::with_config(config(EVENTS + 16, 100));
+    let server = Server::start(ChannelRouter::new(hub.clone()).into_router()).await;
+    let (ws, _) = tokio_tungstenite::connect_async(server.ws_url("/t/busy/ws"))
+        .await
+        .unwrap();
+    let (mut sink, mut stream) = ws.split();
+    // The server says it is ready first.
+    let ready = stream.next().await.unwrap().unwrap();
+    assert!(ready.to_text().unwrap().contains("push.ready"), "{ready:?}");
+    // Pings without pause, while every event is published.
+    let pinger = tokio::spawn(async move {
+        for _ in 0..EVENTS {
+            sink.send(Message::Ping(Vec::new().into())).await.unwrap();
+        }
+        sink
+    });
+    let publisher = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            for n in 0..EVENTS {
+                hub.publish("busy", note(n)).await.unwrap();
+            }
+        })
+    };
+    let (mut events, mut pongs) = (0, 0);
+    while events < EVENTS {
+        let message = tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .expect("the stream starved")
+            .unwrap()
+            .unwrap();
+        match message {
+            Message::Text(text) => {
+                assert!(text.contains(&format!("\"n{events}\"")), "{text}");
+                events += 1;
+            }
+            Message::Pong(_) => pongs += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    publisher.await.unwrap();
+    let mut sink = pinger.await.unwrap();
+    // Every ping is answered, in between.
+    while pongs < EVENTS {
+        let message = tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .expect("pongs starved")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(message, Message::Pong(_)), "{message:?}");
+        pongs += 1;
+    }
+    // And the peer's close ends the connection.
+    sink.send(Message::Close(None)).await.unwrap();
+    wait_until("closed", || hub.stats().connections == 0).await;
+}
+
 // ----------------------------------------------------------------- faults
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

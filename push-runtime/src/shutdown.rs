@@ -58,7 +58,8 @@ impl ShutdownWaiter {
         std::future::poll_fn(|cx| self.poll_wait(cx)).await;
     }
 
-    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// The poll form of [`ShutdownWaiter::wait`].
+    pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.shutdown.is_triggered() {
             return Poll::Ready(());
         }

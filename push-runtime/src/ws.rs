@@ -17,9 +17,12 @@ use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::task::AtomicWaker;
+use futures_util::{SinkExt, StreamExt};
 use std::future::Future as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -317,39 +320,142 @@ async fn pump(
     let mut ping =
         tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (reads, ticks) = (Woken::new(), Woken::new());
+    // The socket and the timer come first (free unless they woke the task),
+    // so a stream of events never starves pongs, closes or pings; right
+    // after a message from the peer, events do, so a peer sending without
+    // pause never starves the stream either.
+    let mut events_first = false;
     loop {
         batch.clear();
-        tokio::select! {
-            _ = subscription.next_batch(&mut batch, config.max_batch) => {
+        let next = std::future::poll_fn(|cx| {
+            if link.shutdown.poll_wait(cx).is_ready() {
+                return Poll::Ready(Next::Shutdown);
+            }
+            let mut events = |cx: &mut Context<'_>| {
+                subscription
+                    .poll_next_batch(cx, &mut batch, config.max_batch)
+                    .map(|_| Next::Batch)
+            };
+            if events_first && let Poll::Ready(next) = events(cx) {
+                return Poll::Ready(next);
+            }
+            if let Poll::Ready(incoming) = reads.poll(cx, |cx| socket.poll_next_unpin(cx)) {
+                return Poll::Ready(Next::Incoming(incoming));
+            }
+            if ticks.poll(cx, |cx| ping.poll_tick(cx)).is_ready() {
+                return Poll::Ready(Next::Ping);
+            }
+            if events_first {
+                Poll::Pending
+            } else {
+                events(cx)
+            }
+        })
+        .await;
+        events_first = matches!(next, Next::Incoming(_));
+        match next {
+            Next::Batch => {
                 if !write_batch(socket, &batch, &link.outbound).await {
                     return End::Gone;
                 }
             }
-            () = link.shutdown.wait() => {
-                return End::Close(close_code::AWAY, "server shutting down; reconnect and resume");
+            Next::Shutdown => {
+                return End::Close(
+                    close_code::AWAY,
+                    "server shutting down; reconnect and resume",
+                );
             }
-            incoming = socket.recv() => {
+            Next::Incoming(incoming) => {
                 last_heard = Instant::now();
                 match incoming {
                     None => return End::Gone,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) => return End::Gone,
                     Some(Ok(Message::Text(_) | Message::Binary(_))) => {
-                        return End::Close(close_code::POLICY, "clients may only send ping, pong and close");
+                        return End::Close(
+                            close_code::POLICY,
+                            "clients may only send ping, pong and close",
+                        );
                     }
                     Some(Err(error)) => return close_for(&error),
                 }
             }
-            _ = ping.tick() => {
+            Next::Ping => {
                 if last_heard.elapsed() >= config.ping_interval * 2 {
                     return End::Close(close_code::AWAY, "no pong from the peer");
                 }
                 let ping = socket.send(Message::Ping(Bytes::new()));
-                if !matches!(tokio::time::timeout(link.outbound.stall_timeout(), ping).await, Ok(Ok(()))) {
+                if !matches!(
+                    tokio::time::timeout(link.outbound.stall_timeout(), ping).await,
+                    Ok(Ok(()))
+                ) {
                     return End::Gone;
                 }
             }
         }
+    }
+}
+
+/// What woke a connection's pump.
+enum Next {
+    Batch,
+    Shutdown,
+    Incoming(Option<Result<Message, axum::Error>>),
+    Ping,
+}
+
+/// Polls a source of a pump (the socket's read side, the ping timer) only
+/// when that source woke the task, or at first: a pump woken for a batch
+/// of events, most wakeups, skips tungstenite's read path and the timer.
+struct Woken {
+    flag: Arc<WokenFlag>,
+    waker: std::task::Waker,
+}
+
+struct WokenFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl std::task::Wake for WokenFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Woken {
+    fn new() -> Self {
+        let flag = Arc::new(WokenFlag {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let waker = std::task::Waker::from(Arc::clone(&flag));
+        Self { flag, waker }
+    }
+
+    /// Polls `source` with a waker that flags this source before waking
+    /// the task of `cx`, if the flag is up; `Pending` otherwise.
+    fn poll<T>(
+        &self,
+        cx: &mut Context<'_>,
+        source: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        if !self.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        self.flag.task.register(cx.waker());
+        let polled = source(&mut Context::from_waker(&self.waker));
+        if polled.is_ready() {
+            // More may be ready at once: look again next time.
+            self.flag.woken.store(true, Ordering::Release);
+        }
+        polled
     }
 }
 
@@ -364,5 +470,65 @@ fn close_for(error: &axum::Error) -> End {
             End::Close(close_code::PROTOCOL, "protocol error")
         }
         _ => End::Gone,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::task::Waker;
+
+    /// A source that counts its polls and keeps the waker it was given.
+    #[derive(Default)]
+    struct Source {
+        polls: Cell<usize>,
+        waker: Cell<Option<Waker>>,
+        ready: Cell<bool>,
+    }
+
+    impl Source {
+        fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.set(self.polls.get() + 1);
+            self.waker.set(Some(cx.waker().clone()));
+            if self.ready.get() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    #[test]
+    fn a_source_is_polled_at_first_then_only_once_it_woke_the_task() {
+        let woken = Woken::new();
+        let source = Source::default();
+        let task = Arc::new(WokenFlag {
+            woken: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        let task_waker = Waker::from(Arc::clone(&task));
+        let mut cx = Context::from_waker(&task_waker);
+        let mut poll = || woken.poll(&mut cx, |cx| source.poll(cx));
+
+        assert!(poll().is_pending());
+        assert_eq!(source.polls.get(), 1, "polled at first");
+        assert!(poll().is_pending());
+        assert_eq!(source.polls.get(), 1, "not polled again before it wakes");
+
+        source.waker.take().unwrap().wake();
+        assert!(
+            task.woken.load(Ordering::Acquire),
+            "its wake reaches the task"
+        );
+        source.ready.set(true);
+        assert!(poll().is_ready());
+        assert_eq!(source.polls.get(), 2, "polled once it woke");
+        assert!(poll().is_ready());
+        assert_eq!(source.polls.get(), 3, "polled again after being ready");
+        source.ready.set(false);
+        assert!(poll().is_pending());
+        assert!(poll().is_pending());
+        assert_eq!(source.polls.get(), 4);
     }
 }
