@@ -14,6 +14,7 @@
 //! taskset -c 1 $L fanout --transport sse --subscribers 1000 --events 200     # framework, sequential publisher
 //! taskset -c 1 $L fanout --transport ws --server baseline --publishers 8     # baseline, bursts
 //! taskset -c 1 $L floor --connections 1000 --events 200 --batch 1            # one write per event
+//! taskset -c 1 $L floor --connections 1000 --events 200 --batch 1 --epoll    # the same, sockets in epoll
 //! taskset -c 1 $L idle --transport ws --connections 10000                    # memory per idle connection
 //! taskset -c 1 $L poll304 --polls 20000                                      # CPU of an empty short poll
 //! ```
@@ -50,6 +51,8 @@ pub struct Options {
     pub publishers: usize,
     pub rate: Option<f64>,
     pub lockstep: bool,
+    /// `floor --epoll`: the floor's sockets registered with tokio's epoll driver.
+    pub epoll: bool,
     pub size: usize,
     pub connections: usize,
     pub batch: usize,
@@ -77,6 +80,7 @@ fn options() -> Result<Options, String> {
         publishers: 1,
         rate: None,
         lockstep: false,
+        epoll: false,
         size: 100,
         connections: 1000,
         batch: 1,
@@ -90,6 +94,10 @@ fn options() -> Result<Options, String> {
     while let Some(flag) = args.next() {
         if flag == "--lockstep" {
             o.lockstep = true;
+            continue;
+        }
+        if flag == "--epoll" {
+            o.epoll = true;
             continue;
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -135,8 +143,10 @@ fn main() -> ExitCode {
                 "baseline" => runtime
                     .block_on(server::baseline(&o.addr))
                     .map_err(|e| e.to_string()),
-                "floor" => server::floor(&o.addr, o.connections, o.events, o.batch, o.size)
-                    .map_err(|e| e.to_string()),
+                "floor" => {
+                    server::floor(&o.addr, o.connections, o.events, o.batch, o.size, o.epoll)
+                        .map_err(|e| e.to_string())
+                }
                 other => Err(format!("unknown server {other}: push|baseline|floor")),
             },
             "fanout" => runtime.block_on(run::fanout(&o)).map(drop),

@@ -338,6 +338,10 @@ pub async fn floor(o: &Options) -> Result<Report, String> {
     ]
     .map(str::to_owned)
     .to_vec();
+    let mut args = args;
+    if o.epoll {
+        args.push("--epoll".to_owned());
+    }
     let mut server = spawn(o, &args)?;
     let addr = server.base.trim_start_matches("http://").to_owned();
     let rounds = (o.events / o.batch).max(1);
@@ -384,7 +388,7 @@ pub async fn floor(o: &Options) -> Result<Report, String> {
     let cpu_us = (after.cpu_s - before.cpu_s) * 1e6;
     let mut report = Report::default();
     report
-        .set("server", "floor")
+        .set("server", if o.epoll { "floor-epoll" } else { "floor" })
         .set("connections", o.connections)
         .set("events_per_write", o.batch)
         .set("deliveries", events)

@@ -244,6 +244,7 @@ pub fn floor(
     rounds: usize,
     batch: usize,
     size: usize,
+    epoll: bool,
 ) -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind(addr)?;
     println!("listening on {}", listener.local_addr()?);
@@ -258,9 +259,42 @@ pub fn floor(
     let stdin = std::io::stdin();
     stdin.lock().read_line(&mut line)?;
     let payload = vec![b'x'; size * batch];
-    for _ in 0..rounds {
-        for socket in &mut sockets {
-            socket.write_all(&payload)?;
+    if epoll {
+        // The same writes from sockets registered with tokio's I/O driver
+        // (epoll, edge-triggered, read and write interest: what every tokio
+        // server's sockets are), which drains the readiness events the
+        // writes' acknowledgements raise once per round.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
+        runtime.block_on(async {
+            let mut streams = Vec::with_capacity(sockets.len());
+            for socket in sockets {
+                socket.set_nonblocking(true)?;
+                streams.push(tokio::net::TcpStream::from_std(socket)?);
+            }
+            for _ in 0..rounds {
+                for stream in &streams {
+                    let mut written = 0;
+                    while written < payload.len() {
+                        match stream.try_write(&payload[written..]) {
+                            Ok(n) => written += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                stream.writable().await?;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, std::io::Error>(())
+        })?;
+    } else {
+        for _ in 0..rounds {
+            for socket in &mut sockets {
+                socket.write_all(&payload)?;
+            }
         }
     }
     println!("done");
