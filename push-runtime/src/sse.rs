@@ -11,14 +11,17 @@ use crate::history::{Delivery, EncodedEvent, FrameKind, Gap, Subscription};
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
 use crate::topic::Topic;
+use crate::wake::Woken;
 use crate::{params, wire};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
@@ -64,7 +67,7 @@ impl SseConfig {
 /// Appends one SSE block.
 fn put_block(out: &mut BytesMut, cursor: Cursor, name: &str, data: &[u8]) {
     out.put_slice(b"id: ");
-    out.put_slice(cursor.to_string().as_bytes());
+    cursor.put(out);
     out.put_slice(b"\nevent: ");
     out.put_slice(name.as_bytes());
     out.put_slice(b"\ndata: ");
@@ -119,7 +122,16 @@ struct Connection {
     /// Fires at the earliest time a heartbeat may be due; created once, so a
     /// busy connection registers no timer per chunk.
     heartbeat: Pin<Box<Sleep>>,
+    /// Polls the heartbeat only once it fired.
+    beat: Woken,
     last_write: Instant,
+}
+
+/// What ends a wait of [`Connection::next_chunk`].
+enum Next {
+    Batch,
+    Shutdown,
+    Heartbeat,
 }
 
 impl Connection {
@@ -129,14 +141,32 @@ impl Connection {
         }
         loop {
             self.batch.clear();
-            tokio::select! {
-                biased;
-                _ = self.subscription.next_batch(&mut self.batch, self.config.max_batch) => {
+            // Events first; the heartbeat is polled only once it fired.
+            let next = std::future::poll_fn(|cx| {
+                let max = self.config.max_batch;
+                if self
+                    .subscription
+                    .poll_next_batch(cx, &mut self.batch, max)
+                    .is_ready()
+                {
+                    return Poll::Ready(Next::Batch);
+                }
+                if self.shutdown.poll_wait(cx).is_ready() {
+                    return Poll::Ready(Next::Shutdown);
+                }
+                let heartbeat = &mut self.heartbeat;
+                self.beat
+                    .poll(cx, |cx| heartbeat.as_mut().poll(cx))
+                    .map(|()| Next::Heartbeat)
+            })
+            .await;
+            match next {
+                Next::Batch => {
                     // One clock read per chunk instead of a timer reset.
                     self.last_write = Instant::now();
                     return Some(encode_batch(&self.batch));
                 }
-                () = self.shutdown.wait() => {
+                Next::Shutdown => {
                     // Shutting down: tell the client where to resume, then end.
                     self.ended = true;
                     let resume = self.subscription.resume_point();
@@ -144,7 +174,7 @@ impl Connection {
                     put_block(&mut out, resume, wire::END, &wire::ready_payload(resume));
                     return Some(out.freeze());
                 }
-                _ = self.heartbeat.as_mut() => {
+                Next::Heartbeat => {
                     let due = self.last_write + self.config.heartbeat;
                     if due > Instant::now() {
                         // Something was written since the timer was set.
@@ -152,7 +182,9 @@ impl Connection {
                         continue;
                     }
                     self.last_write = Instant::now();
-                    self.heartbeat.as_mut().reset(self.last_write + self.config.heartbeat);
+                    self.heartbeat
+                        .as_mut()
+                        .reset(self.last_write + self.config.heartbeat);
                     return Some(Bytes::from_static(HEARTBEAT));
                 }
             }
@@ -171,6 +203,7 @@ fn stream_body(
         subscription,
         batch: Vec::new(),
         heartbeat: Box::pin(tokio::time::sleep_until(last_write + config.heartbeat)),
+        beat: Woken::new(),
         config,
         shutdown: shutdown.waiter(),
         ended: false,
