@@ -286,6 +286,28 @@ async fn heartbeats_flow_while_idle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_configured_to_never_fire_are_accepted() {
+    let hub = hub(16);
+    let app = ChannelRouter::new(hub.clone())
+        .sse(SseConfig::default().heartbeat(Duration::MAX))
+        .websocket(WsConfig::default().ping_interval(Duration::MAX))
+        .iframe(
+            IframeConfig::default()
+                .heartbeat(Duration::MAX)
+                .max_duration(Duration::MAX),
+        )
+        .into_router();
+    let server = Server::start(app).await;
+    for transport in TRANSPORTS {
+        let mut conn = open(&server, transport, &route(transport, "never", "timeout=5")).await;
+        conn.ready().await;
+        hub.publish("never", note(1)).await.unwrap();
+        let frame = conn.next_frame().await;
+        assert_eq!(decode(&frame), note(1), "{transport:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_response_headers() {
     let hub = hub(16);
     let server = serve(&hub).await;

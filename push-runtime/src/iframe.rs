@@ -9,19 +9,24 @@ use crate::admission::{self, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
+use crate::limits;
 use crate::origin::{InvalidOrigin, OriginPolicy, parse_origin};
 use crate::params::{self, SubscribeRejection};
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
+use crate::wake::Woken;
 use crate::{wire, ws};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// The control event that ends a forever frame.
 const END: &str = "push.end";
@@ -269,6 +274,19 @@ struct Frame {
     resume: Cursor,
     ended: bool,
     shutdown: ShutdownWaiter,
+    /// Fires at the earliest time a heartbeat or the end may be due;
+    /// created once, so a busy frame registers no timer per chunk.
+    timer: Pin<Box<Sleep>>,
+    /// Polls the timer only once it fired.
+    beat: Woken,
+    last_write: Instant,
+}
+
+/// What ends a wait of [`Frame::next_chunk`].
+enum Next {
+    Batch,
+    Shutdown,
+    Timer,
 }
 
 impl Frame {
@@ -285,24 +303,49 @@ impl Frame {
                 return Some(ending(self.resume));
             }
             self.batch.clear();
-            let idle = self.heartbeat.min(self.deadline - now);
-            let wait = self
-                .subscription
-                .next_batch(&mut self.batch, self.max_batch);
-            let shutdown = &mut self.shutdown;
-            let wait = async {
-                tokio::select! {
-                    appended = wait => Some(appended),
-                    () = shutdown.wait() => None,
+            // Events first; the timer is polled only once it fired.
+            let next = std::future::poll_fn(|cx| {
+                let max = self.max_batch;
+                if self
+                    .subscription
+                    .poll_next_batch(cx, &mut self.batch, max)
+                    .is_ready()
+                {
+                    return Poll::Ready(Next::Batch);
                 }
-            };
-            let chunk = match tokio::time::timeout(idle, wait).await {
+                if self.shutdown.poll_wait(cx).is_ready() {
+                    return Poll::Ready(Next::Shutdown);
+                }
+                let timer = &mut self.timer;
+                self.beat
+                    .poll(cx, |cx| timer.as_mut().poll(cx))
+                    .map(|()| Next::Timer)
+            })
+            .await;
+            let chunk = match next {
                 // Shutting down: the next turn ends the frame.
-                Ok(None) => continue,
-                Ok(Some(_)) => self.encode_batch(),
-                // Time is up: the next turn ends the frame.
-                Err(_) if Instant::now() >= self.deadline => continue,
-                Err(_) => Bytes::from_static(HEARTBEAT),
+                Next::Shutdown => continue,
+                Next::Batch => {
+                    self.last_write = Instant::now();
+                    self.encode_batch()
+                }
+                Next::Timer => {
+                    let now = Instant::now();
+                    let due = limits::after(self.last_write, self.heartbeat).min(self.deadline);
+                    if now >= self.deadline {
+                        // Time is up: the next turn ends the frame.
+                        continue;
+                    }
+                    if due > now {
+                        // Something was written since the timer was set.
+                        self.timer.as_mut().reset(due);
+                        continue;
+                    }
+                    self.last_write = now;
+                    let next = limits::after(now, self.heartbeat).min(self.deadline);
+                    self.timer.as_mut().reset(next);
+                    Bytes::from_static(HEARTBEAT)
+                }
             };
             self.written = self.written.saturating_add(chunk.len());
             return Some(chunk);
@@ -341,6 +384,9 @@ fn stream_body(
     shutdown: Shutdown,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let prelude = prelude(target, config.padding, subscription.resume_point());
+    let now = Instant::now();
+    // A duration too large for the clock means "no age limit".
+    let deadline = limits::after(now, config.max_duration);
     let frame = Frame {
         resume: subscription.resume_point(),
         subscription,
@@ -348,13 +394,15 @@ fn stream_body(
         heartbeat: config.heartbeat,
         max_bytes: config.max_bytes,
         max_batch: config.max_batch,
-        // A duration too large for the clock means "no age limit".
-        deadline: Instant::now()
-            .checked_add(config.max_duration)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)),
+        deadline,
         written: prelude.len(),
         ended: false,
         shutdown: shutdown.waiter(),
+        timer: Box::pin(tokio::time::sleep_until(
+            limits::after(now, config.heartbeat).min(deadline),
+        )),
+        beat: Woken::new(),
+        last_write: now,
     };
     let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(prelude)));
     let rest = futures_util::stream::unfold(frame, |mut frame| async move {

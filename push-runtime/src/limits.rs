@@ -171,6 +171,15 @@ impl LimitRefusal {
 }
 
 /// Checks the sizes of the request target.
+/// `start + wait`, where a wait too long for the clock (a configured
+/// `Duration::MAX`) means "about never": a century.
+pub(crate) fn after(start: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
+    const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    start
+        .checked_add(wait.min(NEVER))
+        .unwrap_or_else(|| start + NEVER)
+}
+
 pub(crate) fn check_target(uri: &axum::http::Uri, limits: &Limits) -> Result<(), LimitRefusal> {
     let query = uri.query().map_or(0, str::len);
     let len = uri.path().len() + query;

@@ -8,6 +8,7 @@ use crate::admission::{self, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameKind, Gap, Subscription};
+use crate::limits;
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
 use crate::topic::Topic;
@@ -175,7 +176,7 @@ impl Connection {
                     return Some(out.freeze());
                 }
                 Next::Heartbeat => {
-                    let due = self.last_write + self.config.heartbeat;
+                    let due = limits::after(self.last_write, self.config.heartbeat);
                     if due > Instant::now() {
                         // Something was written since the timer was set.
                         self.heartbeat.as_mut().reset(due);
@@ -184,7 +185,7 @@ impl Connection {
                     self.last_write = Instant::now();
                     self.heartbeat
                         .as_mut()
-                        .reset(self.last_write + self.config.heartbeat);
+                        .reset(limits::after(self.last_write, self.config.heartbeat));
                     return Some(Bytes::from_static(HEARTBEAT));
                 }
             }
@@ -202,7 +203,10 @@ fn stream_body(
     let connection = Connection {
         subscription,
         batch: Vec::new(),
-        heartbeat: Box::pin(tokio::time::sleep_until(last_write + config.heartbeat)),
+        heartbeat: Box::pin(tokio::time::sleep_until(limits::after(
+            last_write,
+            config.heartbeat,
+        ))),
         beat: Woken::new(),
         config,
         shutdown: shutdown.waiter(),

@@ -7,6 +7,7 @@ use crate::admission::{self, Admission, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, Subscription};
+use crate::limits;
 use crate::meter::Outbound;
 use crate::router::ChannelState;
 use crate::shutdown::ShutdownWaiter;
@@ -317,8 +318,10 @@ async fn pump(
 ) -> End {
     let mut batch = Vec::new();
     let mut last_heard = Instant::now();
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    let mut ping = tokio::time::interval_at(
+        limits::after(Instant::now(), config.ping_interval),
+        config.ping_interval,
+    );
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (reads, ticks) = (Woken::new(), Woken::new());
     // The socket and the timer come first (free unless they woke the task),
@@ -382,7 +385,7 @@ async fn pump(
                 }
             }
             Next::Ping => {
-                if last_heard.elapsed() >= config.ping_interval * 2 {
+                if last_heard.elapsed() >= config.ping_interval.saturating_mul(2) {
                     return End::Close(close_code::AWAY, "no pong from the peer");
                 }
                 let ping = socket.send(Message::Ping(Bytes::new()));
