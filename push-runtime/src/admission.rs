@@ -55,7 +55,7 @@ impl Admission {
         S: Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
     {
         let outbound = self.outbound(limits);
-        Body::from_stream(Metered::new(stream, outbound, Box::new(self)))
+        Body::from_stream(Metered::new(stream, outbound, self))
     }
 }
 

@@ -239,51 +239,57 @@ impl Drop for Tracked {
     }
 }
 
-/// A response stream that takes nothing more from `inner` while its
-/// connection holds its budget unwritten, and is cut after staying there
-/// for the stall timeout.
-pub(crate) struct Metered<S> {
-    inner: Pin<Box<S>>,
-    /// What is left of a chunk larger than a piece.
-    rest: Bytes,
-    outbound: Arc<Outbound>,
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
-    done: bool,
-    /// Released when the response ends.
-    _keep: Box<dyn Send + Sync>,
+pin_project_lite::pin_project! {
+    /// A response stream that takes nothing more from `inner` while its
+    /// connection holds its budget unwritten, and is cut after staying there
+    /// for the stall timeout. The stream is kept inline, next to its
+    /// accounting: one allocation and one pointer less per connection.
+    pub(crate) struct Metered<S, K> {
+        #[pin]
+        inner: S,
+        // What is left of a chunk larger than a piece.
+        rest: Bytes,
+        outbound: Arc<Outbound>,
+        stall: Option<Pin<Box<tokio::time::Sleep>>>,
+        done: bool,
+        // Released when the response ends.
+        keep: K,
+    }
 }
 
-impl<S> Metered<S> {
-    pub(crate) fn new(inner: S, outbound: Arc<Outbound>, keep: Box<dyn Send + Sync>) -> Self {
+impl<S, K> Metered<S, K> {
+    pub(crate) fn new(inner: S, outbound: Arc<Outbound>, keep: K) -> Self {
         Self {
-            inner: Box::pin(inner),
+            inner,
             rest: Bytes::new(),
             outbound,
             stall: None,
             done: false,
-            _keep: keep,
+            keep,
         }
     }
 }
 
-impl<S: Stream<Item = Result<Bytes, Infallible>>> Stream for Metered<S> {
+impl<S: Stream<Item = Result<Bytes, Infallible>>, K> Stream for Metered<S, K> {
     type Item = Result<Bytes, std::io::Error>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        let _ = this.keep;
+        if *this.done {
             return Poll::Ready(None);
         }
-        if self.outbound.full() {
-            self.outbound.drained.register(cx.waker());
-            if self.outbound.full() {
-                self.outbound.hold(true);
-                let timeout = self.outbound.stall_timeout;
-                let stall = self
+        if this.outbound.full() {
+            this.outbound.drained.register(cx.waker());
+            if this.outbound.full() {
+                this.outbound.hold(true);
+                let timeout = this.outbound.stall_timeout;
+                let stall = this
                     .stall
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if stall.as_mut().poll(cx).is_ready() {
-                    self.done = true;
-                    self.outbound.count_stall();
+                    *this.done = true;
+                    this.outbound.count_stall();
                     tracing::info!("cutting a connection that stopped reading");
                     return Poll::Ready(Some(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -293,24 +299,24 @@ impl<S: Stream<Item = Result<Bytes, Infallible>>> Stream for Metered<S> {
                 return Poll::Pending;
             }
         }
-        self.stall = None;
-        self.outbound.hold(false);
-        if self.rest.is_empty() {
-            match self.inner.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(bytes))) => self.rest = bytes,
+        *this.stall = None;
+        this.outbound.hold(false);
+        if this.rest.is_empty() {
+            match this.inner.poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => *this.rest = bytes,
                 Poll::Ready(None) => {
-                    self.done = true;
+                    *this.done = true;
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Err(never))) => match never {},
                 Poll::Pending => return Poll::Pending,
             }
         }
-        let piece = self.outbound.piece().min(self.rest.len());
-        let bytes = self.rest.split_to(piece);
-        self.outbound.chunks.fetch_add(1, Ordering::SeqCst);
-        self.outbound.add(bytes.len());
-        let outbound = Arc::clone(&self.outbound);
+        let piece = this.outbound.piece().min(this.rest.len());
+        let bytes = this.rest.split_to(piece);
+        this.outbound.chunks.fetch_add(1, Ordering::SeqCst);
+        this.outbound.add(bytes.len());
+        let outbound = Arc::clone(this.outbound);
         Poll::Ready(Some(Ok(Bytes::from_owner(Tracked { bytes, outbound }))))
     }
 }
@@ -355,7 +361,7 @@ mod tests {
         let chunks = futures_util::stream::iter(
             (0..3).map(|_| Ok::<_, Infallible>(Bytes::from_static(b"12345678"))),
         );
-        let mut body = Metered::new(chunks, Arc::clone(&outbound), Box::new(()));
+        let mut body = Metered::new(chunks, Arc::clone(&outbound), ());
         // Handed over in pieces of a quarter of the budget.
         let mut held = Vec::new();
         for _ in 0..4 {
@@ -379,7 +385,7 @@ mod tests {
         let outbound = Outbound::new(Arc::clone(&meter), &Limits::default());
         let heartbeats =
             futures_util::stream::repeat(Ok::<_, Infallible>(Bytes::from_static(b":\n\n")));
-        let mut body = Metered::new(heartbeats, outbound, Box::new(()));
+        let mut body = Metered::new(heartbeats, outbound, ());
         let mut held = Vec::new();
         for _ in 0..MAX_CHUNKS {
             held.push(body.next().await.unwrap().unwrap());
@@ -402,7 +408,7 @@ mod tests {
             .stall_timeout(Duration::from_secs(3));
         let outbound = Outbound::new(Arc::clone(&meter), &limits);
         let chunks = futures_util::stream::repeat(Ok::<_, Infallible>(Bytes::from_static(b"x")));
-        let mut body = Metered::new(chunks, outbound, Box::new(()));
+        let mut body = Metered::new(chunks, outbound, ());
         let _held = body.next().await;
         assert!(matches!(body.next().await, Some(Err(_))));
         assert!(body.next().await.is_none());
