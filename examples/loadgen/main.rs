@@ -15,6 +15,7 @@
 //! taskset -c 1 $L fanout --transport ws --server baseline --publishers 8     # baseline, bursts
 //! taskset -c 1 $L floor --connections 1000 --events 200 --batch 1            # one write per event
 //! taskset -c 1 $L floor --connections 1000 --events 200 --batch 1 --epoll    # the same, sockets in epoll
+//! taskset -c 0 $L serve push --hyper                                         # served by hyper-util, flat writes
 //! taskset -c 1 $L idle --transport ws --connections 10000                    # memory per idle connection
 //! taskset -c 1 $L poll304 --polls 20000                                      # CPU of an empty short poll
 //! ```
@@ -53,6 +54,8 @@ pub struct Options {
     pub lockstep: bool,
     /// `floor --epoll`: the floor's sockets registered with tokio's epoll driver.
     pub epoll: bool,
+    /// `serve push --hyper`: served by hyper-util with flat writes, not axum::serve.
+    pub hyper: bool,
     pub size: usize,
     pub connections: usize,
     pub batch: usize,
@@ -81,6 +84,7 @@ fn options() -> Result<Options, String> {
         rate: None,
         lockstep: false,
         epoll: false,
+        hyper: false,
         size: 100,
         connections: 1000,
         batch: 1,
@@ -98,6 +102,10 @@ fn options() -> Result<Options, String> {
         }
         if flag == "--epoll" {
             o.epoll = true;
+            continue;
+        }
+        if flag == "--hyper" {
+            o.hyper = true;
             continue;
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -138,7 +146,7 @@ fn main() -> ExitCode {
         match o.mode.as_str() {
             "serve" => match o.serve_kind.as_str() {
                 "push" => runtime
-                    .block_on(server::push(&o.addr, o.history))
+                    .block_on(server::push(&o.addr, o.history, o.hyper))
                     .map_err(|e| e.to_string()),
                 "baseline" => runtime
                     .block_on(server::baseline(&o.addr))

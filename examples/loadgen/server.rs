@@ -39,7 +39,7 @@ async fn allow(request: PublishRequest<ChatEvent>) -> Result<ChatEvent, Refusal>
 /// a few thousand events never overtake a subscriber, and connection limits
 /// above the benchmark's 10,000 subscribers of one topic (the defaults are
 /// 10,000 in all and 5,000 per topic).
-pub async fn push(addr: &str, history: usize) -> std::io::Result<()> {
+pub async fn push(addr: &str, history: usize, hyper: bool) -> std::io::Result<()> {
     let mut config = HubConfig::default();
     config.history_len = history;
     let hub = Hub::<ChatEvent>::with_config(config);
@@ -52,6 +52,36 @@ pub async fn push(addr: &str, history: usize) -> std::io::Result<()> {
         .into_router();
     let listener = tokio::net::TcpListener::bind(addr).await?;
     announce(&listener)?;
+    if hyper {
+        // `serve push --hyper`: the router served by hyper-util directly,
+        // with each response's pieces copied into one buffer per write
+        // (`writev(false)`) instead of axum::serve's defaults.
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder.http1().writev(false);
+        // Its routes prepared once, as `into_make_service` does.
+        let app: Router = app.with_state(());
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset while
+                    // queued: the listener itself is fine.
+                    eprintln!("accept: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let _ = builder
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
     axum::serve(listener.tap_io(nodelay), app.into_make_service()).await
 }
 
