@@ -14,19 +14,16 @@ use crate::origin::{InvalidOrigin, OriginPolicy, parse_origin};
 use crate::params::{self, SubscribeRejection};
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
-use crate::wake::Woken;
+use crate::wake::{self, Next, Timer};
 use crate::{wire, ws};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// The control event that ends a forever frame.
 const END: &str = "push.end";
@@ -274,19 +271,9 @@ struct Frame {
     resume: Cursor,
     ended: bool,
     shutdown: ShutdownWaiter,
-    /// Fires at the earliest time a heartbeat or the end may be due;
-    /// created once, so a busy frame registers no timer per chunk.
-    timer: Pin<Box<Sleep>>,
-    /// Polls the timer only once it fired.
-    beat: Woken,
+    /// Fires at the earliest time a heartbeat or the end may be due.
+    timer: Timer,
     last_write: Instant,
-}
-
-/// What ends a wait of [`Frame::next_chunk`].
-enum Next {
-    Batch,
-    Shutdown,
-    Timer,
 }
 
 impl Frame {
@@ -303,24 +290,13 @@ impl Frame {
                 return Some(ending(self.resume));
             }
             self.batch.clear();
-            // Events first; the timer is polled only once it fired.
-            let next = std::future::poll_fn(|cx| {
-                let max = self.max_batch;
-                if self
-                    .subscription
-                    .poll_next_batch(cx, &mut self.batch, max)
-                    .is_ready()
-                {
-                    return Poll::Ready(Next::Batch);
-                }
-                if self.shutdown.poll_wait(cx).is_ready() {
-                    return Poll::Ready(Next::Shutdown);
-                }
-                let timer = &mut self.timer;
-                self.beat
-                    .poll(cx, |cx| timer.as_mut().poll(cx))
-                    .map(|()| Next::Timer)
-            })
+            let next = wake::next(
+                &mut self.subscription,
+                &mut self.batch,
+                self.max_batch,
+                &mut self.shutdown,
+                &mut self.timer,
+            )
             .await;
             let chunk = match next {
                 // Shutting down: the next turn ends the frame.
@@ -338,12 +314,12 @@ impl Frame {
                     }
                     if due > now {
                         // Something was written since the timer was set.
-                        self.timer.as_mut().reset(due);
+                        self.timer.reset(due);
                         continue;
                     }
                     self.last_write = now;
                     let next = limits::after(now, self.heartbeat).min(self.deadline);
-                    self.timer.as_mut().reset(next);
+                    self.timer.reset(next);
                     Bytes::from_static(HEARTBEAT)
                 }
             };
@@ -398,10 +374,7 @@ fn stream_body(
         written: prelude.len(),
         ended: false,
         shutdown: shutdown.waiter(),
-        timer: Box::pin(tokio::time::sleep_until(
-            limits::after(now, config.heartbeat).min(deadline),
-        )),
-        beat: Woken::new(),
+        timer: Timer::at(limits::after(now, config.heartbeat).min(deadline)),
         last_write: now,
     };
     let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(prelude)));

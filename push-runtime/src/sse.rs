@@ -12,19 +12,16 @@ use crate::limits;
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
 use crate::topic::Topic;
-use crate::wake::Woken;
+use crate::wake::{self, Next, Timer};
 use crate::{params, wire};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// Settings of the SSE transport.
 #[derive(Clone, Debug)]
@@ -120,19 +117,9 @@ struct Connection {
     config: SseConfig,
     shutdown: ShutdownWaiter,
     ended: bool,
-    /// Fires at the earliest time a heartbeat may be due; created once, so a
-    /// busy connection registers no timer per chunk.
-    heartbeat: Pin<Box<Sleep>>,
-    /// Polls the heartbeat only once it fired.
-    beat: Woken,
+    /// Fires at the earliest time a heartbeat may be due.
+    heartbeat: Timer,
     last_write: Instant,
-}
-
-/// What ends a wait of [`Connection::next_chunk`].
-enum Next {
-    Batch,
-    Shutdown,
-    Heartbeat,
 }
 
 impl Connection {
@@ -142,24 +129,13 @@ impl Connection {
         }
         loop {
             self.batch.clear();
-            // Events first; the heartbeat is polled only once it fired.
-            let next = std::future::poll_fn(|cx| {
-                let max = self.config.max_batch;
-                if self
-                    .subscription
-                    .poll_next_batch(cx, &mut self.batch, max)
-                    .is_ready()
-                {
-                    return Poll::Ready(Next::Batch);
-                }
-                if self.shutdown.poll_wait(cx).is_ready() {
-                    return Poll::Ready(Next::Shutdown);
-                }
-                let heartbeat = &mut self.heartbeat;
-                self.beat
-                    .poll(cx, |cx| heartbeat.as_mut().poll(cx))
-                    .map(|()| Next::Heartbeat)
-            })
+            let next = wake::next(
+                &mut self.subscription,
+                &mut self.batch,
+                self.config.max_batch,
+                &mut self.shutdown,
+                &mut self.heartbeat,
+            )
             .await;
             match next {
                 Next::Batch => {
@@ -175,16 +151,15 @@ impl Connection {
                     put_block(&mut out, resume, wire::END, &wire::ready_payload(resume));
                     return Some(out.freeze());
                 }
-                Next::Heartbeat => {
+                Next::Timer => {
                     let due = limits::after(self.last_write, self.config.heartbeat);
                     if due > Instant::now() {
                         // Something was written since the timer was set.
-                        self.heartbeat.as_mut().reset(due);
+                        self.heartbeat.reset(due);
                         continue;
                     }
                     self.last_write = Instant::now();
                     self.heartbeat
-                        .as_mut()
                         .reset(limits::after(self.last_write, self.config.heartbeat));
                     return Some(Bytes::from_static(HEARTBEAT));
                 }
@@ -203,11 +178,7 @@ fn stream_body(
     let connection = Connection {
         subscription,
         batch: Vec::new(),
-        heartbeat: Box::pin(tokio::time::sleep_until(limits::after(
-            last_write,
-            config.heartbeat,
-        ))),
-        beat: Woken::new(),
+        heartbeat: Timer::at(limits::after(last_write, config.heartbeat)),
         config,
         shutdown: shutdown.waiter(),
         ended: false,

@@ -152,6 +152,66 @@ impl Woken {
     }
 }
 
+/// A connection's one reusable timer (heartbeats, an age limit), polled
+/// only once it fired: a busy connection registers no timer per chunk, and
+/// a wakeup for events does not touch it.
+pub(crate) struct Timer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    fired: Woken,
+}
+
+impl Timer {
+    /// A timer that fires at `deadline`.
+    pub(crate) fn at(deadline: tokio::time::Instant) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            fired: Woken::new(),
+        }
+    }
+
+    /// Fires at `deadline` instead.
+    pub(crate) fn reset(&mut self, deadline: tokio::time::Instant) {
+        self.sleep.as_mut().reset(deadline);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = &mut self.sleep;
+        self.fired
+            .poll(cx, |cx| std::future::Future::poll(sleep.as_mut(), cx))
+    }
+}
+
+/// What ended a streaming connection's wait ([`next`]).
+pub(crate) enum Next {
+    /// Events (or a gap) were appended to the batch.
+    Batch,
+    /// The server is shutting down.
+    Shutdown,
+    /// The connection's timer fired.
+    Timer,
+}
+
+/// Waits for events (appended to `batch`, at most `max`), then the
+/// shutdown signal, then `timer`, in that order of precedence.
+pub(crate) async fn next(
+    subscription: &mut crate::history::Subscription,
+    batch: &mut Vec<crate::history::Delivery>,
+    max: usize,
+    shutdown: &mut crate::shutdown::ShutdownWaiter,
+    timer: &mut Timer,
+) -> Next {
+    std::future::poll_fn(|cx| {
+        if subscription.poll_next_batch(cx, batch, max).is_ready() {
+            return Poll::Ready(Next::Batch);
+        }
+        if shutdown.poll_wait(cx).is_ready() {
+            return Poll::Ready(Next::Shutdown);
+        }
+        timer.poll(cx).map(|()| Next::Timer)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
