@@ -70,7 +70,7 @@ impl IntoResponse for SubscribeRejection {
         if status.is_server_error() {
             tracing::warn!(error = %self, "subscription failed");
             // Transient (a full broker, a store that is down): the route's
-            // guard adds the configured `Retry-After`.
+            // checks (`admission::finish`) add the configured `Retry-After`.
         }
         (status, self.to_string()).into_response()
     }
