@@ -21,7 +21,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -259,7 +261,13 @@ fn ending(resume: Cursor) -> Bytes {
 
 const HEARTBEAT: &[u8] = b"<!---->\n";
 
+/// One forever-frame response body: the prelude, then script chunks and
+/// heartbeats, then the ending. A stream of its own, polled in place.
 struct Frame {
+    prelude: Option<Bytes>,
+    /// The checks that end the frame (size, age, shutdown) passed, and it
+    /// waits for its next chunk.
+    waiting: bool,
     subscription: Subscription,
     batch: Vec<Delivery>,
     heartbeat: Duration,
@@ -276,28 +284,43 @@ struct Frame {
     last_write: Instant,
 }
 
+impl futures_util::Stream for Frame {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(prelude) = this.prelude.take() {
+            return Poll::Ready(Some(Ok(prelude)));
+        }
+        this.poll_chunk(cx).map(|chunk| chunk.map(Ok))
+    }
+}
+
 impl Frame {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         loop {
             if self.ended {
-                return None;
+                return Poll::Ready(None);
             }
-            let now = Instant::now();
-            let closing = self.shutdown.is_triggered();
-            if self.written >= self.max_bytes || now >= self.deadline || closing {
-                self.ended = true;
-                tracing::trace!(written = self.written, "ending a forever frame");
-                return Some(ending(self.resume));
+            if !self.waiting {
+                let closing = self.shutdown.is_triggered();
+                if self.written >= self.max_bytes || Instant::now() >= self.deadline || closing {
+                    self.ended = true;
+                    tracing::trace!(written = self.written, "ending a forever frame");
+                    return Poll::Ready(Some(ending(self.resume)));
+                }
+                self.batch.clear();
+                self.waiting = true;
             }
-            self.batch.clear();
-            let next = wake::next(
+            let next = std::task::ready!(wake::poll_next(
+                cx,
                 &mut self.subscription,
                 &mut self.batch,
                 self.max_batch,
                 &mut self.shutdown,
                 &mut self.timer,
-            )
-            .await;
+            ));
+            self.waiting = false;
             let chunk = match next {
                 // Shutting down: the next turn ends the frame.
                 Next::Shutdown => continue,
@@ -324,7 +347,7 @@ impl Frame {
                 }
             };
             self.written = self.written.saturating_add(chunk.len());
-            return Some(chunk);
+            return Poll::Ready(Some(chunk));
         }
     }
 
@@ -363,7 +386,10 @@ fn stream_body(
     let now = Instant::now();
     // A duration too large for the clock means "no age limit".
     let deadline = limits::after(now, config.max_duration);
-    let frame = Frame {
+    Frame {
+        written: prelude.len(),
+        prelude: Some(prelude),
+        waiting: false,
         resume: subscription.resume_point(),
         subscription,
         batch: Vec::new(),
@@ -371,18 +397,11 @@ fn stream_body(
         max_bytes: config.max_bytes,
         max_batch: config.max_batch,
         deadline,
-        written: prelude.len(),
         ended: false,
         shutdown: shutdown.waiter(),
         timer: Timer::at(limits::after(now, config.heartbeat).min(deadline)),
         last_write: now,
-    };
-    let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(prelude)));
-    let rest = futures_util::stream::unfold(frame, |mut frame| async move {
-        let chunk = frame.next_chunk().await?;
-        Some((Ok::<_, Infallible>(chunk), frame))
-    });
-    futures_util::StreamExt::chain(first, rest)
+    }
 }
 
 /// `GET {base}/{topic}/iframe`.
@@ -391,17 +410,9 @@ pub(crate) async fn handler<C: Channel>(
     Path(topic): Path<String>,
     request: Request,
 ) -> Response {
-    admission::subscription(
-        &state,
-        RouteKind::Frame,
-        &topic,
-        request,
-        |admitted| async {
-            open(&state, admitted)
-                .await
-                .unwrap_or_else(IntoResponse::into_response)
-        },
-    )
+    admission::subscription(&state, RouteKind::Frame, &topic, request, |admitted| {
+        open(&state, admitted)
+    })
     .await
 }
 

@@ -19,7 +19,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -111,7 +113,12 @@ pub(crate) fn encode_batch(batch: &[Delivery]) -> Bytes {
 
 const HEARTBEAT: &[u8] = b":\n\n";
 
+/// One SSE response body: the prelude, then chunks of events and
+/// heartbeats, then `push.end` on shutdown. A stream of its own (not
+/// combinators around an async fn), so each connection's state is one
+/// struct, polled in place.
 struct Connection {
+    prelude: Option<Bytes>,
     subscription: Subscription,
     batch: Vec<Delivery>,
     config: SseConfig,
@@ -122,26 +129,38 @@ struct Connection {
     last_write: Instant,
 }
 
+impl futures_util::Stream for Connection {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(prelude) = this.prelude.take() {
+            return Poll::Ready(Some(Ok(prelude)));
+        }
+        this.poll_chunk(cx).map(|chunk| chunk.map(Ok))
+    }
+}
+
 impl Connection {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if self.ended {
-            return None;
+            return Poll::Ready(None);
         }
         loop {
             self.batch.clear();
-            let next = wake::next(
+            let next = std::task::ready!(wake::poll_next(
+                cx,
                 &mut self.subscription,
                 &mut self.batch,
                 self.config.max_batch,
                 &mut self.shutdown,
                 &mut self.heartbeat,
-            )
-            .await;
-            match next {
+            ));
+            return Poll::Ready(Some(match next {
                 Next::Batch => {
                     // One clock read per chunk instead of a timer reset.
                     self.last_write = Instant::now();
-                    return Some(encode_batch(&self.batch));
+                    encode_batch(&self.batch)
                 }
                 Next::Shutdown => {
                     // Shutting down: tell the client where to resume, then end.
@@ -149,7 +168,7 @@ impl Connection {
                     let resume = self.subscription.resume_point();
                     let mut out = BytesMut::new();
                     put_block(&mut out, resume, wire::END, &wire::ready_payload(resume));
-                    return Some(out.freeze());
+                    out.freeze()
                 }
                 Next::Timer => {
                     let due = limits::after(self.last_write, self.config.heartbeat);
@@ -161,9 +180,9 @@ impl Connection {
                     self.last_write = Instant::now();
                     self.heartbeat
                         .reset(limits::after(self.last_write, self.config.heartbeat));
-                    return Some(Bytes::from_static(HEARTBEAT));
+                    Bytes::from_static(HEARTBEAT)
                 }
-            }
+            }));
         }
     }
 }
@@ -175,7 +194,8 @@ fn stream_body(
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let prelude = prelude(config.retry, subscription.resume_point());
     let last_write = Instant::now();
-    let connection = Connection {
+    Connection {
+        prelude: Some(prelude),
         subscription,
         batch: Vec::new(),
         heartbeat: Timer::at(limits::after(last_write, config.heartbeat)),
@@ -183,13 +203,7 @@ fn stream_body(
         shutdown: shutdown.waiter(),
         ended: false,
         last_write,
-    };
-    let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(prelude)));
-    let rest = futures_util::stream::unfold(connection, |mut connection| async move {
-        let chunk = connection.next_chunk().await?;
-        Some((Ok::<_, Infallible>(chunk), connection))
-    });
-    futures_util::StreamExt::chain(first, rest)
+    }
 }
 
 /// `GET {base}/{topic}/sse`.

@@ -181,7 +181,7 @@ impl Timer {
     }
 }
 
-/// What ended a streaming connection's wait ([`next`]).
+/// What ended a streaming connection's wait ([`poll_next`]).
 pub(crate) enum Next {
     /// Events (or a gap) were appended to the batch.
     Batch,
@@ -191,25 +191,24 @@ pub(crate) enum Next {
     Timer,
 }
 
-/// Waits for events (appended to `batch`, at most `max`), then the
-/// shutdown signal, then `timer`, in that order of precedence.
-pub(crate) async fn next(
+/// Polls for events (appended to `batch`, at most `max`), then the
+/// shutdown signal, then `timer`, in that order of precedence; `cx` is
+/// woken by whichever comes first.
+pub(crate) fn poll_next(
+    cx: &mut Context<'_>,
     subscription: &mut crate::history::Subscription,
     batch: &mut Vec<crate::history::Delivery>,
     max: usize,
     shutdown: &mut crate::shutdown::ShutdownWaiter,
     timer: &mut Timer,
-) -> Next {
-    std::future::poll_fn(|cx| {
-        if subscription.poll_next_batch(cx, batch, max).is_ready() {
-            return Poll::Ready(Next::Batch);
-        }
-        if shutdown.poll_wait(cx).is_ready() {
-            return Poll::Ready(Next::Shutdown);
-        }
-        timer.poll(cx).map(|()| Next::Timer)
-    })
-    .await
+) -> Poll<Next> {
+    if subscription.poll_next_batch(cx, batch, max).is_ready() {
+        return Poll::Ready(Next::Batch);
+    }
+    if shutdown.poll_wait(cx).is_ready() {
+        return Poll::Ready(Next::Shutdown);
+    }
+    timer.poll(cx).map(|()| Next::Timer)
 }
 
 #[cfg(test)]
