@@ -8,7 +8,7 @@
 use crate::admission::{self, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
-use crate::history::{Delivery, EncodedEvent, FrameKind, Subscription};
+use crate::history::{self, Delivery, EncodedEvent, FrameKind, Subscription};
 use crate::limits;
 use crate::origin::{InvalidOrigin, OriginPolicy, parse_origin};
 use crate::params::{self, SubscribeRejection};
@@ -309,7 +309,7 @@ impl Frame {
                     tracing::trace!(written = self.written, "ending a forever frame");
                     return Poll::Ready(Some(ending(self.resume)));
                 }
-                self.batch.clear();
+                history::clear_batch(&mut self.batch);
                 self.waiting = true;
             }
             let next = std::task::ready!(wake::poll_next(

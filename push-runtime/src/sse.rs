@@ -7,7 +7,7 @@
 use crate::admission::{self, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
-use crate::history::{Delivery, EncodedEvent, FrameKind, Gap, Subscription};
+use crate::history::{self, Delivery, EncodedEvent, FrameKind, Gap, Subscription};
 use crate::limits;
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
@@ -147,7 +147,7 @@ impl Connection {
             return Poll::Ready(None);
         }
         loop {
-            self.batch.clear();
+            history::clear_batch(&mut self.batch);
             let next = std::task::ready!(wake::poll_next(
                 cx,
                 &mut self.subscription,
@@ -187,11 +187,7 @@ impl Connection {
     }
 }
 
-fn stream_body(
-    subscription: Subscription,
-    config: SseConfig,
-    shutdown: Shutdown,
-) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+fn stream_body(subscription: Subscription, config: SseConfig, shutdown: Shutdown) -> Connection {
     let prelude = prelude(config.retry, subscription.resume_point());
     let last_write = Instant::now();
     Connection {
@@ -311,6 +307,32 @@ mod tests {
             x.as_ptr(),
             y.as_ptr(),
             "both subscribers must share one buffer"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_gives_back_the_room_of_a_burst() {
+        use futures_util::StreamExt;
+        let log = Arc::new(TopicLog::new(1, 1024));
+        let sub = log.subscribe(Start::After(Cursor::new(1, 0))).unwrap();
+        for _ in 0..300 {
+            log.append(Outgoing {
+                name: "e",
+                kind_index: 0,
+                data: Bytes::from_static(b"1"),
+            });
+        }
+        let mut body = stream_body(sub, SseConfig::default(), Shutdown::default());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut chunks = 0;
+        while let Poll::Ready(Some(Ok(_))) = body.poll_next_unpin(&mut cx) {
+            chunks += 1;
+        }
+        assert_eq!(chunks, 3, "the prelude, then 256 events, then 44");
+        assert!(
+            body.batch.capacity() <= history::BATCH_KEEP,
+            "{}",
+            body.batch.capacity()
         );
     }
 }

@@ -6,7 +6,7 @@
 use crate::admission::{self, Admission, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
-use crate::history::{Delivery, EncodedEvent, Subscription};
+use crate::history::{self, Delivery, EncodedEvent, Subscription};
 use crate::limits;
 use crate::meter::Outbound;
 use crate::router::ChannelState;
@@ -330,7 +330,7 @@ async fn pump(
     // pause never starves the stream either.
     let mut events_first = false;
     loop {
-        batch.clear();
+        history::clear_batch(&mut batch);
         let next = std::future::poll_fn(|cx| {
             if link.shutdown.poll_wait(cx).is_ready() {
                 return Poll::Ready(Next::Shutdown);
