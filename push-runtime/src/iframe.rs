@@ -14,14 +14,13 @@ use crate::origin::{InvalidOrigin, OriginPolicy, parse_origin};
 use crate::params::{self, SubscribeRejection};
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
-use crate::wake::{self, Next, Timer};
+use crate::wake::{self, Body, Chunks, Next, Timer};
 use crate::{wire, ws};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -264,7 +263,6 @@ const HEARTBEAT: &[u8] = b"<!---->\n";
 /// One forever-frame response body: the prelude, then script chunks and
 /// heartbeats, then the ending. A stream of its own, polled in place.
 struct Frame {
-    prelude: Option<Bytes>,
     /// The checks that end the frame (size, age, shutdown) passed, and it
     /// waits for its next chunk.
     waiting: bool,
@@ -284,19 +282,7 @@ struct Frame {
     last_write: Instant,
 }
 
-impl futures_util::Stream for Frame {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if let Some(prelude) = this.prelude.take() {
-            return Poll::Ready(Some(Ok(prelude)));
-        }
-        this.poll_chunk(cx).map(|chunk| chunk.map(Ok))
-    }
-}
-
-impl Frame {
+impl Chunks for Frame {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         loop {
             if self.ended {
@@ -350,7 +336,9 @@ impl Frame {
             return Poll::Ready(Some(chunk));
         }
     }
+}
 
+impl Frame {
     /// The batch as one chunk, cut after the item that reaches the byte
     /// limit; the items cut are sent again by the next response, which
     /// resumes from the last one written.
@@ -386,9 +374,8 @@ fn stream_body(
     let now = Instant::now();
     // A duration too large for the clock means "no age limit".
     let deadline = limits::after(now, config.max_duration);
-    Frame {
+    let frame = Frame {
         written: prelude.len(),
-        prelude: Some(prelude),
         waiting: false,
         resume: subscription.resume_point(),
         subscription,
@@ -401,7 +388,8 @@ fn stream_body(
         shutdown: shutdown.waiter(),
         timer: Timer::at(limits::after(now, config.heartbeat).min(deadline)),
         last_write: now,
-    }
+    };
+    Body::new(prelude, frame)
 }
 
 /// `GET {base}/{topic}/iframe`.

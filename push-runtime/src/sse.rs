@@ -12,14 +12,12 @@ use crate::limits;
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
 use crate::topic::Topic;
-use crate::wake::{self, Next, Timer};
+use crate::wake::{self, Body, Chunks, Next, Timer};
 use crate::{params, wire};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -118,7 +116,6 @@ const HEARTBEAT: &[u8] = b":\n\n";
 /// combinators around an async fn), so each connection's state is one
 /// struct, polled in place.
 struct Connection {
-    prelude: Option<Bytes>,
     subscription: Subscription,
     batch: Vec<Delivery>,
     config: SseConfig,
@@ -129,19 +126,7 @@ struct Connection {
     last_write: Instant,
 }
 
-impl futures_util::Stream for Connection {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if let Some(prelude) = this.prelude.take() {
-            return Poll::Ready(Some(Ok(prelude)));
-        }
-        this.poll_chunk(cx).map(|chunk| chunk.map(Ok))
-    }
-}
-
-impl Connection {
+impl Chunks for Connection {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if self.ended {
             return Poll::Ready(None);
@@ -187,11 +172,14 @@ impl Connection {
     }
 }
 
-fn stream_body(subscription: Subscription, config: SseConfig, shutdown: Shutdown) -> Connection {
+fn stream_body(
+    subscription: Subscription,
+    config: SseConfig,
+    shutdown: Shutdown,
+) -> Body<Connection> {
     let prelude = prelude(config.retry, subscription.resume_point());
     let last_write = Instant::now();
-    Connection {
-        prelude: Some(prelude),
+    let connection = Connection {
         subscription,
         batch: Vec::new(),
         heartbeat: Timer::at(limits::after(last_write, config.heartbeat)),
@@ -199,7 +187,8 @@ fn stream_body(subscription: Subscription, config: SseConfig, shutdown: Shutdown
         shutdown: shutdown.waiter(),
         ended: false,
         last_write,
-    }
+    };
+    Body::new(prelude, connection)
 }
 
 /// `GET {base}/{topic}/sse`.
@@ -330,9 +319,9 @@ mod tests {
         }
         assert_eq!(chunks, 3, "the prelude, then 256 events, then 44");
         assert!(
-            body.batch.capacity() <= history::BATCH_KEEP,
+            body.chunks.batch.capacity() <= history::BATCH_KEEP,
             "{}",
-            body.batch.capacity()
+            body.chunks.batch.capacity()
         );
     }
 }

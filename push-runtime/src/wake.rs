@@ -211,6 +211,41 @@ pub(crate) fn poll_next(
     timer.poll(cx).map(|()| Next::Timer)
 }
 
+/// A streaming response's source of chunks after its prelude.
+pub(crate) trait Chunks {
+    /// The next chunk, `None` once the response ends.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<bytes::Bytes>>;
+}
+
+/// A streaming response body (SSE, forever frame): a prelude, then the
+/// chunks of `T`. A stream of its own, polled in place, so a connection's
+/// state is one struct rather than combinators around an async fn.
+pub(crate) struct Body<T> {
+    prelude: Option<bytes::Bytes>,
+    pub(crate) chunks: T,
+}
+
+impl<T> Body<T> {
+    pub(crate) fn new(prelude: bytes::Bytes, chunks: T) -> Self {
+        Self {
+            prelude: Some(prelude),
+            chunks,
+        }
+    }
+}
+
+impl<T: Chunks + Unpin> futures_util::Stream for Body<T> {
+    type Item = Result<bytes::Bytes, std::convert::Infallible>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(prelude) = this.prelude.take() {
+            return Poll::Ready(Some(Ok(prelude)));
+        }
+        this.chunks.poll_chunk(cx).map(|chunk| chunk.map(Ok))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
