@@ -325,7 +325,7 @@ pub async fn fanout(o: &Options) -> Result<Report, String> {
 /// doing one `write()` of `--batch` events of `--size` bytes per socket per
 /// round, `--events` rounds; its CPU per event.
 pub async fn floor(o: &Options) -> Result<Report, String> {
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "floor",
         "--connections",
         &o.connections.to_string(),
@@ -338,7 +338,6 @@ pub async fn floor(o: &Options) -> Result<Report, String> {
     ]
     .map(str::to_owned)
     .to_vec();
-    let mut args = args;
     if o.epoll {
         args.push("--epoll".to_owned());
     }

@@ -34,9 +34,7 @@ impl Cursor {
     pub const fn seq(self) -> u64 {
         self.seq
     }
-}
 
-impl Cursor {
     /// Appends the text form, `<epoch>-<seq>`, to `out`.
     pub(crate) fn put(self, out: &mut impl bytes::BufMut) {
         out.put_slice(itoa::Buffer::new().format(self.epoch).as_bytes());

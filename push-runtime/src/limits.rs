@@ -170,7 +170,6 @@ impl LimitRefusal {
     }
 }
 
-/// Checks the sizes of the request target.
 /// `start + wait`, where a wait too long for the clock (a configured
 /// `Duration::MAX`) means "about never": a century.
 pub(crate) fn after(start: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
@@ -180,6 +179,7 @@ pub(crate) fn after(start: tokio::time::Instant, wait: Duration) -> tokio::time:
         .unwrap_or_else(|| start + NEVER)
 }
 
+/// Checks the sizes of the request target.
 pub(crate) fn check_target(uri: &axum::http::Uri, limits: &Limits) -> Result<(), LimitRefusal> {
     let query = uri.query().map_or(0, str::len);
     let len = uri.path().len() + query;
