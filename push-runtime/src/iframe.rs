@@ -14,7 +14,7 @@ use crate::origin::{InvalidOrigin, OriginPolicy, parse_origin};
 use crate::params::{self, SubscribeRejection};
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
-use crate::wake::{self, Body, Chunks, Next, Timer};
+use crate::stream::{self, Body, Chunks, Next, Timer};
 use crate::{wire, ws};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -298,7 +298,7 @@ impl Chunks for Frame {
                 history::clear_batch(&mut self.batch);
                 self.waiting = true;
             }
-            let next = std::task::ready!(wake::poll_next(
+            let next = std::task::ready!(stream::poll_next(
                 cx,
                 &mut self.subscription,
                 &mut self.batch,

@@ -45,6 +45,7 @@ pub mod poll;
 mod router;
 mod shutdown;
 pub mod sse;
+mod stream;
 mod topic;
 pub mod typescript;
 mod wake;

@@ -11,8 +11,8 @@ use crate::history::{self, Delivery, EncodedEvent, FrameKind, Gap, Subscription}
 use crate::limits;
 use crate::router::ChannelState;
 use crate::shutdown::{Shutdown, ShutdownWaiter};
+use crate::stream::{self, Body, Chunks, Next, Timer};
 use crate::topic::Topic;
-use crate::wake::{self, Body, Chunks, Next, Timer};
 use crate::{params, wire};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -133,7 +133,7 @@ impl Chunks for Connection {
         }
         loop {
             history::clear_batch(&mut self.batch);
-            let next = std::task::ready!(wake::poll_next(
+            let next = std::task::ready!(stream::poll_next(
                 cx,
                 &mut self.subscription,
                 &mut self.batch,

@@ -7,6 +7,9 @@
 //! lock. Compared with `tokio::sync::Notify`, where every wait is a new
 //! future linked into the list and unlinked again, this halves the
 //! instructions a subscriber spends per woken event (see `.ci/callgrind-delivery`).
+//!
+//! [`Woken`] lets a task with several sources (events, a socket, a timer)
+//! poll each only when that source woke it.
 
 use futures_util::task::AtomicWaker;
 use slab::Slab;
@@ -103,7 +106,7 @@ impl WaitList {
 /// task woken for a batch of events, most wakeups, skips the others.
 pub(crate) struct Woken {
     flag: Arc<WokenFlag>,
-    waker: std::task::Waker,
+    waker: Waker,
 }
 
 struct WokenFlag {
@@ -149,100 +152,6 @@ impl Woken {
             self.flag.woken.store(true, Ordering::Release);
         }
         polled
-    }
-}
-
-/// A connection's one reusable timer (heartbeats, an age limit), polled
-/// only once it fired: a busy connection registers no timer per chunk, and
-/// a wakeup for events does not touch it.
-pub(crate) struct Timer {
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-    fired: Woken,
-}
-
-impl Timer {
-    /// A timer that fires at `deadline`.
-    pub(crate) fn at(deadline: tokio::time::Instant) -> Self {
-        Self {
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            fired: Woken::new(),
-        }
-    }
-
-    /// Fires at `deadline` instead.
-    pub(crate) fn reset(&mut self, deadline: tokio::time::Instant) {
-        self.sleep.as_mut().reset(deadline);
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let sleep = &mut self.sleep;
-        self.fired
-            .poll(cx, |cx| std::future::Future::poll(sleep.as_mut(), cx))
-    }
-}
-
-/// What ended a streaming connection's wait ([`poll_next`]).
-pub(crate) enum Next {
-    /// Events (or a gap) were appended to the batch.
-    Batch,
-    /// The server is shutting down.
-    Shutdown,
-    /// The connection's timer fired.
-    Timer,
-}
-
-/// Polls for events (appended to `batch`, at most `max`), then the
-/// shutdown signal, then `timer`, in that order of precedence; `cx` is
-/// woken by whichever comes first.
-pub(crate) fn poll_next(
-    cx: &mut Context<'_>,
-    subscription: &mut crate::history::Subscription,
-    batch: &mut Vec<crate::history::Delivery>,
-    max: usize,
-    shutdown: &mut crate::shutdown::ShutdownWaiter,
-    timer: &mut Timer,
-) -> Poll<Next> {
-    if subscription.poll_next_batch(cx, batch, max).is_ready() {
-        return Poll::Ready(Next::Batch);
-    }
-    if shutdown.poll_wait(cx).is_ready() {
-        return Poll::Ready(Next::Shutdown);
-    }
-    timer.poll(cx).map(|()| Next::Timer)
-}
-
-/// A streaming response's source of chunks after its prelude.
-pub(crate) trait Chunks {
-    /// The next chunk, `None` once the response ends.
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<bytes::Bytes>>;
-}
-
-/// A streaming response body (SSE, forever frame): a prelude, then the
-/// chunks of `T`. A stream of its own, polled in place, so a connection's
-/// state is one struct rather than combinators around an async fn.
-pub(crate) struct Body<T> {
-    prelude: Option<bytes::Bytes>,
-    pub(crate) chunks: T,
-}
-
-impl<T> Body<T> {
-    pub(crate) fn new(prelude: bytes::Bytes, chunks: T) -> Self {
-        Self {
-            prelude: Some(prelude),
-            chunks,
-        }
-    }
-}
-
-impl<T: Chunks + Unpin> futures_util::Stream for Body<T> {
-    type Item = Result<bytes::Bytes, std::convert::Infallible>;
-
-    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if let Some(prelude) = this.prelude.take() {
-            return Poll::Ready(Some(Ok(prelude)));
-        }
-        this.chunks.poll_chunk(cx).map(|chunk| chunk.map(Ok))
     }
 }
 

@@ -11,6 +11,7 @@ use crate::limits;
 use crate::meter::Outbound;
 use crate::router::ChannelState;
 use crate::shutdown::ShutdownWaiter;
+use crate::stream::Timer;
 use crate::wake::Woken;
 use crate::{params, wire};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -22,7 +23,6 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future as _;
 use std::sync::Arc;
-
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -318,12 +318,8 @@ async fn pump(
 ) -> End {
     let mut batch = Vec::new();
     let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval_at(
-        limits::after(Instant::now(), config.ping_interval),
-        config.ping_interval,
-    );
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (reads, ticks) = (Woken::new(), Woken::new());
+    let mut ping = Timer::at(limits::after(Instant::now(), config.ping_interval));
+    let reads = Woken::new();
     // The socket and the timer come first (free unless they woke the task),
     // so a stream of events never starves pongs, closes or pings; right
     // after a message from the peer, events do, so a peer sending without
@@ -346,7 +342,7 @@ async fn pump(
             if let Poll::Ready(incoming) = reads.poll(cx, |cx| socket.poll_next_unpin(cx)) {
                 return Poll::Ready(Next::Incoming(incoming));
             }
-            if ticks.poll(cx, |cx| ping.poll_tick(cx)).is_ready() {
+            if ping.poll(cx).is_ready() {
                 return Poll::Ready(Next::Ping);
             }
             if events_first {
@@ -385,6 +381,7 @@ async fn pump(
                 }
             }
             Next::Ping => {
+                ping.reset(limits::after(Instant::now(), config.ping_interval));
                 if last_heard.elapsed() >= config.ping_interval.saturating_mul(2) {
                     return End::Close(close_code::AWAY, "no pong from the peer");
                 }

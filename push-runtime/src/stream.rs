@@ -1,0 +1,109 @@
+//! What the streaming transports share: a connection's reusable timer, the
+//! wait for events, shutdown or that timer, and a response body made of a
+//! prelude and a source of chunks (SSE, the forever frame), polled in place
+//! so that a connection's state is one struct rather than combinators
+//! around an async fn.
+
+use crate::history::{Delivery, Subscription};
+use crate::shutdown::ShutdownWaiter;
+use crate::wake::Woken;
+use bytes::Bytes;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::time::{Instant, Sleep};
+
+/// A connection's one reusable timer (heartbeats, an age limit), polled
+/// only once it fired: a busy connection registers no timer per chunk, and
+/// a wakeup for events does not touch it.
+pub(crate) struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    fired: Woken,
+}
+
+impl Timer {
+    /// A timer that fires at `deadline`.
+    pub(crate) fn at(deadline: Instant) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            fired: Woken::new(),
+        }
+    }
+
+    /// Fires at `deadline` instead.
+    pub(crate) fn reset(&mut self, deadline: Instant) {
+        self.sleep.as_mut().reset(deadline);
+    }
+
+    /// Ready once the timer fired; polls the sleep only after it woke the task.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = &mut self.sleep;
+        self.fired
+            .poll(cx, |cx| std::future::Future::poll(sleep.as_mut(), cx))
+    }
+}
+
+/// What ended a streaming connection's wait ([`poll_next`]).
+pub(crate) enum Next {
+    /// Events (or a gap) were appended to the batch.
+    Batch,
+    /// The server is shutting down.
+    Shutdown,
+    /// The connection's timer fired.
+    Timer,
+}
+
+/// Polls for events (appended to `batch`, at most `max`), then the
+/// shutdown signal, then `timer`, in that order of precedence; `cx` is
+/// woken by whichever comes first.
+pub(crate) fn poll_next(
+    cx: &mut Context<'_>,
+    subscription: &mut Subscription,
+    batch: &mut Vec<Delivery>,
+    max: usize,
+    shutdown: &mut ShutdownWaiter,
+    timer: &mut Timer,
+) -> Poll<Next> {
+    if subscription.poll_next_batch(cx, batch, max).is_ready() {
+        return Poll::Ready(Next::Batch);
+    }
+    if shutdown.poll_wait(cx).is_ready() {
+        return Poll::Ready(Next::Shutdown);
+    }
+    timer.poll(cx).map(|()| Next::Timer)
+}
+
+/// A streaming response's source of chunks after its prelude.
+pub(crate) trait Chunks {
+    /// The next chunk, `None` once the response ends.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>>;
+}
+
+/// A streaming response body (SSE, forever frame): a prelude, then the
+/// chunks of `T`. A stream of its own, polled in place, so a connection's
+/// state is one struct rather than combinators around an async fn.
+pub(crate) struct Body<T> {
+    prelude: Option<Bytes>,
+    pub(crate) chunks: T,
+}
+
+impl<T> Body<T> {
+    pub(crate) fn new(prelude: Bytes, chunks: T) -> Self {
+        Self {
+            prelude: Some(prelude),
+            chunks,
+        }
+    }
+}
+
+impl<T: Chunks + Unpin> futures_util::Stream for Body<T> {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(prelude) = this.prelude.take() {
+            return Poll::Ready(Some(Ok(prelude)));
+        }
+        this.chunks.poll_chunk(cx).map(|chunk| chunk.map(Ok))
+    }
+}
