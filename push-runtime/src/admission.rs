@@ -1,43 +1,44 @@
-//! What every route of a channel goes through before its handler: request
-//! size limits, the origin policy (with CORS), then, for subscriptions, the
-//! topic, the authorization hook and the connection limits. Nothing is
-//! subscribed before all of them pass.
+//! What every route of a channel goes through: request size limits and the
+//! origin policy (with CORS) first ([`check`]); then, for subscriptions, the
+//! topic, the shutdown state, the authorization hook and the connection
+//! limits ([`admit`]); and last, CORS and `Retry-After` on the answer
+//! ([`finish`]). Nothing is subscribed before all of them pass.
 
-use crate::auth::{AuthRequest, Principal};
+use crate::auth::AuthRequest;
 use crate::channel::Channel;
 use crate::limits::{self, Limits};
 use crate::meter::{ConnectionPermit, Meter, Metered, Outbound};
 use crate::origin::{self, Verdict};
 use crate::params::SubscribeRejection;
-use crate::router::ChannelState;
+use crate::state::ChannelState;
 use crate::topic::Topic;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::Stream;
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 
 /// Which kind of route a request is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RouteKind {
-    /// A subscription route other than the forever frame.
-    Subscribe,
+    /// A streaming subscription: SSE or WebSocket.
+    Stream,
+    /// A short or long poll (which may also start from `If-None-Match`).
+    Poll,
     /// The forever frame, loaded by a frame navigation.
     Frame,
     /// `POST {base}/{topic}` (its own hook authorizes it).
     Publish,
 }
 
-/// A subscription that passed every check: who it is, and its place in
-/// the connection count (freed when the last clone is dropped).
+/// A subscription that passed every check: its place in the connection
+/// count (freed when the last clone is dropped).
 #[derive(Clone, Debug)]
 pub(crate) struct Admission {
-    pub(crate) principal: Principal,
     _permit: Arc<ConnectionPermit>,
     meter: Arc<Meter>,
 }
@@ -90,7 +91,7 @@ pub(crate) fn check<C: Channel>(
     request: &Request,
 ) -> Result<Option<String>, Response> {
     if let Err(refusal) = limits::check_target(request.uri(), &state.limits) {
-        return Err(refusal.response(state.limits.retry_after));
+        return Err(refusal.into_response());
     }
     let cross = match state
         .origins
@@ -119,40 +120,19 @@ pub(crate) fn finish<C>(
         origin::cors_headers(response.headers_mut(), &origin);
     }
     if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-        // Every 503 (a full broker too) says when to come back, as configured.
+        // Every 503 (`limits::unavailable`) says when to come back, as configured.
         response.headers_mut().insert(
             header::RETRY_AFTER,
-            HeaderValue::from(state.limits.retry_after.as_secs().max(1)),
+            limits::retry_after_header(&state.limits),
         );
     }
     response
 }
 
-/// A subscription route: [`check`], then the topic, the shutdown state,
-/// the authorization hook and the connection limits, then `inner`, then
-/// [`finish`].
-///
-/// One async layer: every layer of a held long poll's future keeps its own
-/// copy of the request's slot for as long as the poll is held.
-pub(crate) async fn subscription<C: Channel, Fut: Future<Output: IntoResponse>>(
-    state: &ChannelState<C>,
-    route: RouteKind,
-    topic: &str,
-    request: Request,
-    inner: impl FnOnce(Admitted) -> Fut,
-) -> Response {
-    let cross = match check(state, route, &request) {
-        Ok(cross) => cross,
-        Err(answer) => return answer,
-    };
-    let response = match admit(state, topic, request).await {
-        Ok(admitted) => inner(admitted).await.into_response(),
-        Err(refusal) => refusal,
-    };
-    finish(state, cross, response)
-}
-
-async fn admit<C: Channel>(
+/// The checks of a subscription after [`check`]: the topic, the shutdown
+/// state, the authorization hook, then the connection limits. `Err` is the
+/// refusal to answer.
+pub(crate) async fn admit<C: Channel>(
     state: &ChannelState<C>,
     topic: &str,
     request: Request,
@@ -162,11 +142,11 @@ async fn admit<C: Channel>(
         Err(error) => return Err(SubscribeRejection::from(error).into_response()),
     };
     if state.hub.shutdown_signal().is_triggered() {
-        return Err(unavailable("the server is shutting down", &state.limits));
+        return Err(limits::unavailable("the server is shutting down"));
     }
     let (parts, _body) = request.into_parts();
     let (parts, principal) = match &state.authorize {
-        None => (parts, Principal::anonymous()),
+        None => (parts, None),
         Some(hook) => {
             let request = AuthRequest {
                 parts,
@@ -174,7 +154,7 @@ async fn admit<C: Channel>(
             };
             let parts = request.parts.clone();
             match hook.authorize(request).await {
-                Ok(principal) => (parts, principal),
+                Ok(principal) => (parts, Some(principal)),
                 Err(refusal) => {
                     tracing::debug!(?refusal, %topic, "subscription refused by the authorization hook");
                     return Err(refusal.into_response());
@@ -187,27 +167,17 @@ async fn admit<C: Channel>(
         Ok(permit) => permit,
         Err(refusal) => {
             meter.count_refusal();
-            return Err(refusal.response(state.limits.retry_after));
+            return Err(refusal.into_response());
         }
     };
-    tracing::debug!(principal = principal.id(), %topic, "subscription admitted");
+    let principal = principal.as_ref().and_then(|p| p.id());
+    tracing::debug!(principal, %topic, "subscription admitted");
     Ok(Admitted {
         parts,
         topic,
         admission: Admission {
-            principal,
             _permit: Arc::new(permit),
             meter: Arc::clone(meter),
         },
     })
-}
-
-/// `503` with `Retry-After`.
-pub(crate) fn unavailable(message: &str, limits: &Limits) -> Response {
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, message.to_owned()).into_response();
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(limits.retry_after.as_secs().max(1)),
-    );
-    response
 }

@@ -1,20 +1,19 @@
-//! Authorization of subscriptions: a hook the application provides, asked
-//! once per subscription on every transport, before anything is subscribed.
+//! Authorization: the hook the application provides, asked once per
+//! subscription on every transport before anything is subscribed, and the
+//! [`Refusal`] that it (or the publish hook) answers with.
 
-use crate::router::Refusal;
 use crate::topic::Topic;
+use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-/// Who a subscription belongs to, as the authorization hook decided.
-///
-/// Attached to the subscription ([`Subscription::principal`](crate::history::Subscription::principal))
-/// and to the request's extensions (so layers and handlers inside can read
-/// it with `Extension<Principal>`).
+/// Who a subscription belongs to, as the authorization hook decided: the
+/// server's logs name a subscription by its [`id`](Principal::id).
 #[derive(Clone)]
 pub struct Principal {
     id: Option<Arc<str>>,
@@ -74,6 +73,40 @@ pub struct AuthRequest {
     pub topic: Topic,
 }
 
+/// A hook's refusal (authorization or publish): an HTTP status and a
+/// message for the caller.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    /// A refusal with any status (use a 4xx) and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// `401 Unauthorized`: the caller did not say who they are.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    /// `403 Forbidden`: the caller may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, self.message).into_response()
+    }
+}
+
 type AuthFuture = Pin<Box<dyn Future<Output = Result<Principal, Refusal>> + Send>>;
 
 /// Decides whether a subscription may start, and who it belongs to.
@@ -107,5 +140,19 @@ impl Authorize for DenyAll {
         Box::pin(std::future::ready(Err(Refusal::unauthorized(
             "subscriptions require authorization",
         ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_principal_carries_its_id_and_value() {
+        let principal = Principal::new("ann").with(7_u8);
+        assert_eq!(principal.id(), Some("ann"));
+        assert_eq!(principal.get::<u8>(), Some(&7));
+        assert_eq!(principal.get::<u16>(), None);
+        assert_eq!(Principal::anonymous().id(), None);
     }
 }

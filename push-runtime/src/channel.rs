@@ -29,7 +29,7 @@ pub trait Channel: Serialize + DeserializeOwned + Clone + Send + Sync + 'static 
     /// How serde writes the events, for the browser client's TypeScript
     /// declarations (`{base}/client.d.ts`). `#[push_channel]` fills it in; a
     /// hand-written impl may leave it `None`, and payloads are then `unknown`.
-    const TYPESCRIPT: Option<&'static crate::typescript::EnumShape> = None;
+    const TYPESCRIPT: Option<&'static crate::browser::typescript::EnumShape> = None;
 
     /// The kind of this event.
     fn kind(&self) -> Self::Kind;

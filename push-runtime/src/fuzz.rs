@@ -13,19 +13,19 @@ use crate::hub::Hub;
 use crate::limits::{self, Limits};
 use crate::origin::{OriginPolicy, parse_origin};
 use crate::params;
-use crate::poll;
 use crate::topic::Topic;
+use crate::transport::poll;
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-enum Probe {
+pub(crate) enum Probe {
     A,
     B,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum ProbeKind {
+pub(crate) enum ProbeKind {
     A,
     B,
 }
@@ -158,7 +158,8 @@ proptest! {
         let hub = Hub::<Probe>::new();
         let headers = header(params::LAST_EVENT_ID, &last_event_id);
         if let Ok(topic) = hub.topic(&topic) {
-            let _ = params::parse::<Probe>(topic, &params::Query::new(Some(&query)), &headers);
+            let _ = topic;
+            let _ = params::parse::<Probe>(&params::Query::new(Some(&query)), &headers, true);
         }
     }
 
@@ -167,7 +168,7 @@ proptest! {
         let query = params::Query::new(Some(&query));
         let _ = poll::number(&query, "limit", "n", 1);
         let _ = poll::number(&query, "timeout", "n", 0);
-        let _ = poll::if_none_match(&header("if-none-match", &tag));
+        let _ = params::if_none_match(&header("if-none-match", &tag));
     }
 
     #[test]

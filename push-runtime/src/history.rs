@@ -5,11 +5,10 @@
 //! reading costs no memory at all, and one that falls behind the ring's start
 //! receives an explicit [`Gap`] instead of a silent hole.
 
-use crate::auth::Principal;
 use crate::cursor::Cursor;
 use crate::wake::{Registration, WaitList};
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
+use std::any::Any;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,42 +17,57 @@ use std::task::{Context, Poll};
 
 /// One published event, encoded once and shared by every subscriber.
 ///
-/// The JSON payload is produced once per publish; each transport frames it at
-/// most once (lazily, on first delivery) and shares those bytes too.
-#[derive(Debug)]
+/// The JSON payload is produced once per publish; each way of framing it on
+/// the wire (a [`Framing`]) runs at most once per event, lazily, on first
+/// delivery, and its frame is shared too.
 pub struct EncodedEvent {
     cursor: Cursor,
     name: &'static str,
     kind_index: usize,
     data: Bytes,
-    frames: [OnceLock<Bytes>; FrameKind::COUNT],
-    /// The WebSocket message as already-checked UTF-8, so that sending it to
-    /// each subscriber does not validate it again. Poll answers and the
-    /// forever frame embed the same bytes.
-    ws_text: OnceLock<Utf8Bytes>,
+    frames: [OnceLock<Box<dyn Any + Send + Sync>>; FRAME_SLOTS],
 }
 
-/// The ways a transport frames an event as bytes; each has its own cached
-/// bytes. (The WebSocket message, which poll answers reuse, is cached as
-/// checked UTF-8 text beside them.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FrameKind {
-    /// A `text/event-stream` block.
-    Sse,
-    /// A forever-frame `<script>` chunk.
-    Iframe,
-}
-
-impl FrameKind {
-    const COUNT: usize = 2;
-
-    fn slot(self) -> usize {
-        match self {
-            FrameKind::Sse => 0,
-            FrameKind::Iframe => 1,
-        }
+impl std::fmt::Debug for EncodedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedEvent")
+            .field("cursor", &self.cursor)
+            .field("name", &self.name)
+            .field("kind_index", &self.kind_index)
+            .field("data", &self.data)
+            .finish_non_exhaustive()
     }
+}
+
+/// How many framings an event caches at most (see [`FrameSlot`]).
+const FRAME_SLOTS: usize = 4;
+
+/// Where an event caches one [`Framing`]'s frame. The history knows no
+/// transport: each framing claims a slot of its own
+/// (`transport::tests::frame_slots_are_distinct` checks that no two share one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FrameSlot(usize);
+
+impl FrameSlot {
+    /// The slot `index`; fails to compile in a `const` past the last slot.
+    pub(crate) const fn new(index: usize) -> Self {
+        assert!(
+            index < FRAME_SLOTS,
+            "an event has only FRAME_SLOTS frame slots"
+        );
+        Self(index)
+    }
+}
+
+/// One way of writing an event on the wire (an SSE block, a JSON message,
+/// a `<script>` item…), built once per event and then shared.
+pub(crate) trait Framing {
+    /// The framed event: cheap to clone (shared bytes).
+    type Frame: Clone + Send + Sync + 'static;
+    /// Where events cache this framing.
+    const SLOT: FrameSlot;
+    /// Frames `event`.
+    fn frame(event: &EncodedEvent) -> Self::Frame;
 }
 
 impl EncodedEvent {
@@ -77,14 +91,18 @@ impl EncodedEvent {
         &self.data
     }
 
-    /// The event framed for `kind`, built by `build` on first use and then shared.
-    pub fn frame(&self, kind: FrameKind, build: impl FnOnce(&Self) -> Bytes) -> Bytes {
-        self.frames[kind.slot()].get_or_init(|| build(self)).clone()
-    }
-
-    /// The event as a WebSocket text message, built by `build` on first use and then shared.
-    pub(crate) fn ws_text(&self, build: impl FnOnce(&Self) -> Utf8Bytes) -> Utf8Bytes {
-        self.ws_text.get_or_init(|| build(self)).clone()
+    /// The event framed by `F`: built on first use, then shared.
+    pub(crate) fn frame<F: Framing>(&self) -> F::Frame {
+        let cached = self.frames[F::SLOT.0].get_or_init(|| Box::new(F::frame(self)));
+        match cached.downcast_ref::<F::Frame>() {
+            Some(frame) => frame.clone(),
+            None => {
+                // Two framings share a slot: a bug, caught by a test; still
+                // frame correctly, uncached.
+                debug_assert!(false, "two framings share frame slot {}", F::SLOT.0);
+                F::frame(self)
+            }
+        }
     }
 }
 
@@ -122,18 +140,14 @@ pub enum Delivery {
     Gap(Gap),
 }
 
-/// The most items a connection's batch keeps room for while it waits.
-pub(crate) const BATCH_KEEP: usize = 16;
-
-/// Empties a connection's batch before the next wait, and gives its memory
-/// back if a burst made it larger than [`BATCH_KEEP`] items: an idle
-/// connection does not keep room for the largest batch it ever wrote
-/// (up to `max_batch` items of about 56 bytes).
-pub(crate) fn clear_batch(batch: &mut Vec<Delivery>) {
-    if batch.capacity() > BATCH_KEEP {
-        *batch = Vec::new();
-    } else {
-        batch.clear();
+impl Delivery {
+    /// Where a client stands once it has this item: the event's cursor, or
+    /// the position after the gap.
+    pub fn cursor(&self) -> Cursor {
+        match self {
+            Delivery::Event(event) => event.cursor(),
+            Delivery::Gap(gap) => gap.to,
+        }
     }
 }
 
@@ -347,7 +361,6 @@ impl TopicLog {
             kind_index: event.kind_index,
             data: event.data,
             frames: Default::default(),
-            ws_text: OnceLock::new(),
         }));
         cursor
     }
@@ -393,7 +406,6 @@ impl TopicLog {
             next_seq,
             pending_gap: gap,
             filter: None,
-            principal: None,
             waiting: Registration::default(),
         })
     }
@@ -439,7 +451,6 @@ pub struct Subscription {
     next_seq: u64,
     pending_gap: Option<Gap>,
     filter: Option<KindFilter>,
-    principal: Option<Principal>,
     /// In `log`'s list of waiters, kept across polls.
     waiting: Registration,
 }
@@ -451,17 +462,6 @@ impl Drop for Subscription {
 }
 
 impl Subscription {
-    /// Attaches who the subscription belongs to (see [`Principal`]).
-    pub fn set_principal(&mut self, principal: Principal) {
-        self.principal = Some(principal);
-    }
-
-    /// Who the subscription belongs to, as the authorization hook decided
-    /// (`None` for one started through [`Hub::subscribe`](crate::Hub::subscribe)).
-    pub fn principal(&self) -> Option<&Principal> {
-        self.principal.as_ref()
-    }
-
     /// Delivers only events whose kind is in `filter` (gaps are always delivered).
     pub fn set_filter(&mut self, filter: Option<KindFilter>) {
         self.filter = filter;
@@ -742,18 +742,6 @@ mod tests {
         out.clear();
         sub.fill(&mut out, 10);
         assert_eq!(seqs(&out), ["2"]);
-    }
-
-    #[test]
-    fn a_principal_rides_with_its_subscription() {
-        let log = Arc::new(TopicLog::new(1, 8));
-        let mut sub = log.subscribe(Start::Now).unwrap();
-        assert!(sub.principal().is_none());
-        sub.set_principal(Principal::new("ann").with(7_u8));
-        let principal = sub.principal().unwrap();
-        assert_eq!(principal.id(), Some("ann"));
-        assert_eq!(principal.get::<u8>(), Some(&7));
-        assert_eq!(principal.get::<u16>(), None);
     }
 
     #[test]

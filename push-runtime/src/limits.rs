@@ -5,7 +5,7 @@
 //! are in [`HubConfig`](crate::HubConfig); the per-transport ones (WebSocket
 //! message size, poll batch, long-poll timeout) in each transport's config.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
@@ -127,10 +127,6 @@ pub enum LimitRefusal {
     /// [`Limits::max_connections_per_topic`] subscriptions are open on the topic.
     #[error("too many connections to this topic: it holds its limit of {0}; retry later")]
     TopicConnections(usize),
-    /// [`HubConfig::max_topics`](crate::HubConfig::max_topics) topics are
-    /// alive and none is idle.
-    #[error("too many topics alive; retry later")]
-    Topics,
     /// The path and query are longer than [`Limits::max_request_target`].
     #[error("the request target is {len} bytes long, the limit is {max}")]
     RequestTarget {
@@ -149,34 +145,33 @@ pub enum LimitRefusal {
     },
 }
 
-impl LimitRefusal {
-    /// The answer, with `Retry-After` for a capacity refusal.
-    pub(crate) fn response(&self, retry_after: Duration) -> Response {
+impl IntoResponse for LimitRefusal {
+    /// `414` for a request target too long; `503` for a capacity limit (the
+    /// route adds `Retry-After`).
+    fn into_response(self) -> Response {
         match self {
             Self::RequestTarget { .. } | Self::Query { .. } => {
                 (StatusCode::URI_TOO_LONG, self.to_string()).into_response()
             }
-            _ => {
+            Self::Connections(_) | Self::TopicConnections(_) => {
                 tracing::warn!(refusal = %self, "refused a subscription at a limit");
-                let seconds = retry_after.as_secs().max(1);
-                let mut response =
-                    (StatusCode::SERVICE_UNAVAILABLE, self.to_string()).into_response();
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-                response
+                unavailable(self.to_string())
             }
         }
     }
 }
 
-/// `start + wait`, where a wait too long for the clock (a configured
-/// `Duration::MAX`) means "about never": a century.
-pub(crate) fn after(start: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
-    const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    start
-        .checked_add(wait.min(NEVER))
-        .unwrap_or_else(|| start + NEVER)
+/// `503 Service Unavailable`: the one answer to a request that a later
+/// attempt may pass (a limit reached, a full or unreachable broker, a
+/// server shutting down). The routes' last step
+/// (`admission::finish`) gives every `503` the configured `Retry-After`.
+pub(crate) fn unavailable(message: impl Into<String>) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, message.into()).into_response()
+}
+
+/// The `Retry-After` value of [`Limits::retry_after`], in whole seconds (at least 1).
+pub(crate) fn retry_after_header(limits: &Limits) -> HeaderValue {
+    HeaderValue::from(limits.retry_after.as_secs().max(1))
 }
 
 /// Checks the sizes of the request target.

@@ -1,12 +1,14 @@
-//! What every subscription route accepts: the topic, a starting cursor and an
-//! event filter, validated into a [`SubscribeRequest`] or a 400.
+//! What every subscription route accepts: a starting cursor and an event
+//! filter, validated into a [`SubscribeRequest`] or a 400; and the query
+//! string, split once into the parameters the routes read ([`Query`]).
 
 use crate::channel::{Channel, EventKind};
 use crate::cursor::{Cursor, CursorParseError};
 use crate::history::{KindFilter, Start, StartError};
 use crate::hub::SubscribeError;
-use crate::topic::{Topic, TopicError};
-use axum::http::{HeaderMap, StatusCode};
+use crate::limits;
+use crate::topic::TopicError;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::borrow::Cow;
 
@@ -16,9 +18,10 @@ pub(crate) const LAST_EVENT_ID: &str = "last-event-id";
 /// A validated subscription request.
 #[derive(Debug)]
 pub(crate) struct SubscribeRequest {
-    pub(crate) topic: Topic,
     pub(crate) start: Start,
     pub(crate) filter: Option<KindFilter>,
+    /// The cursor of `If-None-Match`, on the routes that read it (polls).
+    pub(crate) tag: Option<Cursor>,
 }
 
 /// Why a subscription request was refused.
@@ -66,13 +69,14 @@ impl SubscribeRejection {
 
 impl IntoResponse for SubscribeRejection {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::warn!(error = %self, "subscription failed");
-            // Transient (a full broker, a store that is down): the route's
-            // checks (`admission::finish`) add the configured `Retry-After`.
+        match self.status() {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::warn!(error = %self, "subscription failed");
+                // Transient (a full broker, a store that is down).
+                limits::unavailable(self.to_string())
+            }
+            status => (status, self.to_string()).into_response(),
         }
-        (status, self.to_string()).into_response()
     }
 }
 
@@ -183,14 +187,33 @@ impl<'q> Query<'q> {
     }
 }
 
-/// Validates a subscription request for channel `C`.
+/// `If-None-Match: "<cursor>"` (a weak tag is accepted too; `*` is ignored).
+pub(crate) fn if_none_match(headers: &HeaderMap) -> Result<Option<Cursor>, SubscribeRejection> {
+    let Some(value) = headers.get(header::IF_NONE_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("\u{fffd}").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let tag = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag);
+    parse_cursor("If-None-Match", tag).map(Some)
+}
+
+/// Validates a subscription request for channel `C`: where it starts and
+/// which events it wants.
 ///
-/// `Last-Event-ID` wins over `?after=`: a browser reconnects to the original
-/// URL, whose `after` is stale by then.
+/// The start is the first of `Last-Event-ID` (a browser reconnects to the
+/// original URL, whose `after` is stale by then), `?after=`, and, where
+/// `conditional` (polls), `If-None-Match`; without any, the next event.
 pub(crate) fn parse<C: Channel>(
-    topic: Topic,
     query: &Query<'_>,
     headers: &HeaderMap,
+    conditional: bool,
 ) -> Result<SubscribeRequest, SubscribeRejection> {
     let after = query.get("after")?;
     let events = query.get("events")?;
@@ -198,15 +221,40 @@ pub(crate) fn parse<C: Channel>(
         .get(LAST_EVENT_ID)
         .map(|value| value.to_str().unwrap_or("\u{fffd}"))
         .filter(|value| !value.is_empty());
-    let start = match (last_event_id, after) {
-        (Some(id), _) => Start::After(parse_cursor("Last-Event-ID", id)?),
-        (None, Some(after)) => Start::After(parse_cursor("after", after)?),
-        (None, None) => Start::Now,
+    let tag = if conditional {
+        if_none_match(headers)?
+    } else {
+        None
+    };
+    let start = match (last_event_id, after, tag) {
+        (Some(id), _, _) => Start::After(parse_cursor("Last-Event-ID", id)?),
+        (None, Some(after), _) => Start::After(parse_cursor("after", after)?),
+        (None, None, Some(tag)) => Start::After(tag),
+        (None, None, None) => Start::Now,
     };
     let filter = events.map(parse_filter::<C>).transpose()?;
-    Ok(SubscribeRequest {
-        topic,
-        start,
-        filter,
-    })
+    Ok(SubscribeRequest { start, filter, tag })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn parses_if_none_match() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(if_none_match(&headers).unwrap(), None);
+        for (value, expected) in [
+            ("\"5-7\"", Some(Cursor::new(5, 7))),
+            ("W/\"5-7\"", Some(Cursor::new(5, 7))),
+            ("*", None),
+        ] {
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static(value));
+            assert_eq!(if_none_match(&headers).unwrap(), expected, "{value}");
+        }
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
+        let error = if_none_match(&headers).unwrap_err().to_string();
+        assert!(error.contains("in `If-None-Match`"), "{error}");
+    }
 }

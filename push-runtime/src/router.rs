@@ -1,111 +1,25 @@
-//! The channel's axum routes, and the opt-in publish endpoint.
+//! [`ChannelRouter`]: assembles a channel's routes, one per transport, the
+//! publish endpoint and the browser client's files, each with its slice of
+//! the state.
 
-use crate::admission::{self, RouteKind};
 use crate::auth::Authorize;
 use crate::browser::{self, Asset};
 use crate::channel::Channel;
-use crate::cursor::Cursor;
-use crate::hub::{Hub, PublishError};
-use crate::iframe::{self, IframeConfig};
+use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::origin::OriginPolicy;
-use crate::poll::{self, PollConfig};
-use crate::sse::{self, SseConfig};
-use crate::topic::Topic;
-use crate::ws::{self, WsConfig};
-use axum::Json;
+use crate::publish::{self, DEFAULT_MAX_PUBLISH_BODY, PublishConfig, PublishHook};
+use crate::state::{ChannelState, RouteState};
+use crate::transport::iframe::{self, IframeConfig};
+use crate::transport::poll::{self, PollConfig};
+use crate::transport::sse::{self, SseConfig};
+use crate::transport::ws::{self, WsConfig};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-
-/// The largest publish request body accepted by default, in bytes.
-pub const DEFAULT_MAX_PUBLISH_BODY: usize = 64 * 1024;
-
-/// An event someone asks to publish over HTTP, handed to the publish hook.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct PublishRequest<C> {
-    /// The request's method, URI, headers and extensions (e.g. for auth).
-    pub parts: Parts,
-    /// The topic to publish to.
-    pub topic: Topic,
-    /// The event, deserialized from the body.
-    pub event: C,
-}
-
-/// A publish hook's refusal: an HTTP status and a message for the caller.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    status: StatusCode,
-    message: String,
-}
-
-impl Refusal {
-    /// A refusal with any status (use a 4xx) and message.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    /// `401 Unauthorized`: the caller did not say who they are.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, message)
-    }
-
-    /// `403 Forbidden`: the caller may not publish this.
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, message)
-    }
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.status, self.message).into_response()
-    }
-}
-
-type HookFuture<C> = Pin<Box<dyn Future<Output = Result<C, Refusal>> + Send>>;
-
-/// Decides whether an HTTP publish goes through, and may rewrite the event
-/// (e.g. stamp the sender from the caller's credentials).
-///
-/// Implemented for every `Fn(PublishRequest<C>) -> impl Future<Output = Result<C, Refusal>>`.
-pub trait PublishHook<C>: Send + Sync + 'static {
-    /// Returns the event to publish, or why not.
-    fn check(&self, request: PublishRequest<C>) -> HookFuture<C>;
-}
-
-impl<C, F, Fut> PublishHook<C> for F
-where
-    F: Fn(PublishRequest<C>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<C, Refusal>> + Send + 'static,
-{
-    fn check(&self, request: PublishRequest<C>) -> HookFuture<C> {
-        Box::pin(self(request))
-    }
-}
-
-/// Everything the handlers of one channel share.
-pub(crate) struct ChannelState<C> {
-    pub(crate) hub: Hub<C>,
-    pub(crate) sse: SseConfig,
-    pub(crate) ws: WsConfig,
-    pub(crate) poll: PollConfig,
-    pub(crate) iframe: IframeConfig,
-    pub(crate) origins: OriginPolicy,
-    pub(crate) limits: Limits,
-    pub(crate) authorize: Option<Arc<dyn Authorize>>,
-    publish: Option<Arc<dyn PublishHook<C>>>,
-}
 
 /// Builds the routes of one channel, with per-transport settings.
 ///
@@ -270,42 +184,48 @@ impl<C: Channel> ChannelRouter<C> {
     /// The routes, ready to `merge` or `nest` into an app with any state `S`.
     pub fn into_router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
         let base = C::PATH;
-        let publish_enabled = self.publish.is_some();
         // The forever frame's list is part of the one policy.
         let origins = self.origins.extend(self.iframe.allowed_origins_list());
-        let state = Arc::new(ChannelState {
+        let channel = Arc::new(ChannelState {
             hub: self.hub,
-            sse: self.sse,
-            ws: self.ws,
-            poll: self.poll,
-            iframe: self.iframe,
             origins,
             limits: self.limits,
             authorize: self.authorize,
-            publish: self.publish,
         });
-        // Each handler runs the channel's checks itself
-        // (`admission::check`), preflights (`OPTIONS`) included.
+        // Each route's state: the channel's, and its transport's settings.
+        let poll = RouteState::new(&channel, self.poll);
+        // Each handler runs the channel's checks itself, preflights
+        // (`OPTIONS`) included.
         let mut router = Router::new()
             .route(
                 &format!("{base}/{{topic}}/sse"),
-                get(sse::handler::<C>).options(sse::handler::<C>),
+                get(sse::handler::<C>)
+                    .options(sse::handler::<C>)
+                    .with_state(RouteState::new(&channel, self.sse)),
             )
             .route(
                 &format!("{base}/{{topic}}/ws"),
-                get(ws::handler::<C>).options(ws::handler::<C>),
+                get(ws::handler::<C>)
+                    .options(ws::handler::<C>)
+                    .with_state(RouteState::new(&channel, self.ws)),
             )
             .route(
                 &format!("{base}/{{topic}}/poll"),
-                get(poll::short_handler::<C>).options(poll::short_handler::<C>),
+                get(poll::short_handler::<C>)
+                    .options(poll::short_handler::<C>)
+                    .with_state(Arc::clone(&poll)),
             )
             .route(
                 &format!("{base}/{{topic}}/long-poll"),
-                get(poll::long_handler::<C>).options(poll::long_handler::<C>),
+                get(poll::long_handler::<C>)
+                    .options(poll::long_handler::<C>)
+                    .with_state(poll),
             )
             .route(
                 &format!("{base}/{{topic}}/iframe"),
-                get(iframe::handler::<C>).options(iframe::handler::<C>),
+                get(iframe::handler::<C>)
+                    .options(iframe::handler::<C>)
+                    .with_state(RouteState::new(&channel, self.iframe)),
             );
         let js = Asset::new(browser::client_js::<C>(), "text/javascript; charset=utf-8");
         let dts = Asset::new(
@@ -321,78 +241,19 @@ impl<C: Channel> ChannelRouter<C> {
                 &format!("{base}/client.d.ts"),
                 get(move |headers: HeaderMap| async move { dts.respond(&headers) }),
             );
-        if publish_enabled {
+        if let Some(hook) = self.publish {
+            let config = PublishConfig {
+                hook,
+                max_body: self.max_publish_body,
+            };
             router = router.route(
                 &format!("{base}/{{topic}}"),
-                post(publish_handler::<C>)
-                    .options(publish_handler::<C>)
-                    .layer(DefaultBodyLimit::max(self.max_publish_body)),
+                post(publish::handler::<C>)
+                    .options(publish::handler::<C>)
+                    .layer(DefaultBodyLimit::max(config.max_body))
+                    .with_state(RouteState::new(&channel, config)),
             );
         }
-        router.with_state(state)
-    }
-}
-
-#[derive(serde::Serialize)]
-struct Published {
-    cursor: Cursor,
-}
-
-async fn publish_handler<C: Channel>(
-    State(state): State<Arc<ChannelState<C>>>,
-    Path(topic): Path<String>,
-    request: Request,
-) -> Response {
-    let cross = match admission::check(&state, RouteKind::Publish, &request) {
-        Ok(cross) => cross,
-        Err(answer) => return answer,
-    };
-    let response = publish(&state, &topic, request).await;
-    admission::finish(&state, cross, response)
-}
-
-async fn publish<C: Channel>(state: &ChannelState<C>, topic: &str, request: Request) -> Response {
-    let Some(hook) = state.publish.clone() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let topic = match state.hub.topic(topic) {
-        Ok(topic) => topic,
-        Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
-    };
-    let (parts, body) = request.into_parts();
-    let Json(event) =
-        match Json::<C>::from_request(Request::from_parts(parts.clone(), body), &()).await {
-            Ok(json) => json,
-            Err(rejection) => return rejection.into_response(),
-        };
-    let event = match hook
-        .check(PublishRequest {
-            parts,
-            topic: topic.clone(),
-            event,
-        })
-        .await
-    {
-        Ok(event) => event,
-        Err(refusal) => return refusal.into_response(),
-    };
-    match state.hub.publish(topic.as_str(), &event).await {
-        Ok(cursor) => Json(Published { cursor }).into_response(),
-        Err(PublishError::Encode(error)) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("could not serialize the event: {error}"),
-        )
-            .into_response(),
-        Err(PublishError::Broker(error)) if error.0.is::<crate::broker::TooManyTopics>() => {
-            admission::unavailable(&error.to_string(), &state.limits)
-        }
-        Err(error) => {
-            tracing::error!(%error, "publishing over HTTP failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the event could not be published",
-            )
-                .into_response()
-        }
+        router
     }
 }

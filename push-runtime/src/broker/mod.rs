@@ -30,10 +30,57 @@ pub struct TopicKey {
     pub topic: Topic,
 }
 
-/// A failure inside a broker (e.g. its backing store is unreachable).
+/// A failure inside a broker, with its [kind](BrokerErrorKind): what the
+/// routes answer depends on the kind, never on the broker's own error type.
 #[derive(Debug, thiserror::Error)]
-#[error("broker error: {0}")]
-pub struct BrokerError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+#[error("broker error: {source}")]
+pub struct BrokerError {
+    kind: BrokerErrorKind,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// What kind of failure a [`BrokerError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokerErrorKind {
+    /// The broker is full (e.g. every topic it may keep alive is being
+    /// read): a later attempt may pass. Routes answer `503` with `Retry-After`.
+    Capacity,
+    /// The broker's backing store cannot be reached now: a later attempt
+    /// may pass. Routes answer `503` with `Retry-After`.
+    Unavailable,
+    /// Anything else (e.g. the store answered something unexpected).
+    /// Routes answer `500`.
+    Other,
+}
+
+impl BrokerError {
+    /// A failure of this kind, caused by `source`.
+    pub fn new(
+        kind: BrokerErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            kind,
+            source: source.into(),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> BrokerErrorKind {
+        self.kind
+    }
+
+    /// Whether a later attempt may pass ([`Capacity`](BrokerErrorKind::Capacity)
+    /// or [`Unavailable`](BrokerErrorKind::Unavailable)).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            BrokerErrorKind::Capacity | BrokerErrorKind::Unavailable
+        )
+    }
+}
 
 /// Why a broker could not start a subscription.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +211,7 @@ impl MemoryBroker {
 }
 
 fn too_many(error: TooManyTopics) -> BrokerError {
-    BrokerError(Box::new(error))
+    BrokerError::new(BrokerErrorKind::Capacity, error)
 }
 
 impl Broker for MemoryBroker {
@@ -225,7 +272,9 @@ mod tests {
         // Now `b` (read) and `a` are alive; `c` was evicted. Read `a` too:
         let _reader_a = broker.subscribe(&key("a"), Start::Now).await.unwrap();
         let refused = broker.publish(&key("d"), event()).await;
-        assert!(refused.is_err(), "every topic is read: no room");
+        let refused = refused.expect_err("every topic is read: no room");
+        assert_eq!(refused.kind(), BrokerErrorKind::Capacity);
+        assert!(refused.is_transient());
         drop(reader);
         assert!(broker.publish(&key("d"), event()).await.is_ok());
     }

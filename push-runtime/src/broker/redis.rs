@@ -13,7 +13,7 @@
 //! The epoch lives in Redis next to the data: a Redis that lost its data
 //! hands out a new epoch, and clients get a gap instead of reused cursors.
 
-use super::{Broker, BrokerError, BrokerFuture, BrokerSubscribeError, TopicKey};
+use super::{Broker, BrokerError, BrokerErrorKind, BrokerFuture, BrokerSubscribeError, TopicKey};
 use crate::cursor::Cursor;
 use crate::history::{AppendAt, Outgoing, Start, Subscription, TopicLog, fresh_epoch};
 use bytes::Bytes;
@@ -157,7 +157,18 @@ impl From<redis::RedisError> for RedisBrokerError {
 
 impl From<RedisBrokerError> for BrokerError {
     fn from(error: RedisBrokerError) -> Self {
-        BrokerError(Box::new(error))
+        let kind = match &error {
+            RedisBrokerError::Command(e)
+                if e.is_io_error()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped()
+                    || e.is_timeout() =>
+            {
+                BrokerErrorKind::Unavailable
+            }
+            _ => BrokerErrorKind::Other,
+        };
+        BrokerError::new(kind, error)
     }
 }
 

@@ -2,8 +2,9 @@
 //! transport) and `{base}/client.d.ts` (its TypeScript declarations, typed
 //! with the channel's events).
 
+pub mod typescript;
+
 use crate::channel::{Channel, EventKind};
-use crate::typescript;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;

@@ -4,6 +4,9 @@ use super::error::{ClientError, quote};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::Gap;
+use crate::wire;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// One item off the wire, before interpretation: an SSE block, or a
 /// WebSocket message object (as sent over WebSocket, in a poll answer, or in
@@ -59,15 +62,15 @@ const QUOTE_LIMIT: usize = 128;
 /// Interprets a frame for channel `C`.
 pub(crate) fn interpret<C: Channel>(frame: &Frame) -> Meaning<C> {
     match frame.event.as_str() {
-        "push.ready" => match serde_json::from_str::<ReadyPayload>(&frame.data) {
+        wire::READY => match serde_json::from_str::<ReadyPayload>(&frame.data) {
             Ok(ready) => Meaning::Ready(ready.cursor),
             Err(error) => malformed(format!("push.ready payload: {error}")),
         },
-        "push.end" => match serde_json::from_str::<ReadyPayload>(&frame.data) {
+        wire::END => match serde_json::from_str::<ReadyPayload>(&frame.data) {
             Ok(end) => Meaning::End(end.cursor),
             Err(error) => malformed(format!("push.end payload: {error}")),
         },
-        "push.gap" => match serde_json::from_str::<Gap>(&frame.data) {
+        wire::GAP => match serde_json::from_str::<Gap>(&frame.data) {
             Ok(gap) => Meaning::Gap(gap),
             Err(error) => malformed(format!("push.gap payload: {error}")),
         },
@@ -97,4 +100,30 @@ pub(crate) fn interpret<C: Channel>(frame: &Frame) -> Meaning<C> {
 
 fn malformed<C>(reason: String) -> Meaning<C> {
     Meaning::Invalid(ClientError::Malformed { reason })
+}
+
+/// `{"cursor":"…","event":"…","data":…}`, borrowed from the message.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    cursor: Cow<'a, str>,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// Parses one JSON message (a WebSocket message, a poll answer's item, a
+/// forever frame's item) into a frame.
+pub(crate) fn parse_envelope(text: &str) -> Result<Frame, ClientError> {
+    match serde_json::from_str::<Envelope<'_>>(text) {
+        Ok(envelope) => Ok(Frame {
+            cursor: Some(envelope.cursor.into_owned()),
+            event: envelope.event.into_owned(),
+            data: envelope.data.get().to_owned(),
+        }),
+        Err(error) => Err(ClientError::Malformed {
+            reason: format!("message `{}`: {error}", quote(text, 64)),
+        }),
+    }
 }

@@ -9,9 +9,8 @@
 
 use super::config::ClientConfig;
 use super::error::{ClientError, quote};
-use super::frame::Read;
+use super::frame::{Read, parse_envelope};
 use super::http;
-use super::ws::parse_envelope;
 use bytes::Bytes;
 use url::Url;
 

@@ -4,9 +4,8 @@
 
 use super::config::ClientConfig;
 use super::error::{ClientError, quote};
-use super::frame::Read;
+use super::frame::{Read, parse_envelope};
 use super::http;
-use super::ws::parse_envelope;
 use crate::cursor::Cursor;
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderValue};

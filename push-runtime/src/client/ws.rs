@@ -1,42 +1,15 @@
-//! The WebSocket transport: the JSON envelope and the connection.
+//! The WebSocket transport: the connection and its messages.
 
 use super::config::ClientConfig;
 use super::error::{ClientError, body_message, describe, from_status, quote};
-use super::frame::{Frame, Read};
+use super::frame::{Read, parse_envelope};
 use futures_util::StreamExt;
-use serde_json::value::RawValue;
-use std::borrow::Cow;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
-
-/// `{"cursor":"…","event":"…","data":…}`, borrowed from the message.
-#[derive(serde::Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    cursor: Cow<'a, str>,
-    #[serde(borrow)]
-    event: Cow<'a, str>,
-    #[serde(borrow)]
-    data: &'a RawValue,
-}
-
-/// Parses one text message into a frame.
-pub(crate) fn parse_envelope(text: &str) -> Result<Frame, ClientError> {
-    match serde_json::from_str::<Envelope<'_>>(text) {
-        Ok(envelope) => Ok(Frame {
-            cursor: Some(envelope.cursor.into_owned()),
-            event: envelope.event.into_owned(),
-            data: envelope.data.get().to_owned(),
-        }),
-        Err(error) => Err(ClientError::Malformed {
-            reason: format!("websocket message `{}`: {error}", quote(text, 64)),
-        }),
-    }
-}
 
 /// An open WebSocket being read.
 #[derive(Debug)]
@@ -143,6 +116,7 @@ impl WsConnection {
 
 #[cfg(test)]
 mod tests {
+    use super::super::frame::Frame;
     use super::*;
 
     #[test]

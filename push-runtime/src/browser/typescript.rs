@@ -246,7 +246,7 @@ pub struct EnumShape {
 }
 
 /// The client API (`client.js`) declarations, independent of the channel.
-const CLIENT_API: &str = include_str!("browser/client.d.ts");
+const CLIENT_API: &str = include_str!("client.d.ts");
 
 /// The text of `client.d.ts` for channel `shape` mounted at `path`: the
 /// payload types, the map from wire name to payload, and the typed client API.

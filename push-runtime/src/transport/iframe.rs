@@ -5,18 +5,21 @@
 //! the embedding page with `postMessage`. The target origin comes from the
 //! server's configuration only, never from the request's headers.
 
-use crate::admission::{self, Admitted, RouteKind};
+use crate::admission::RouteKind;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
-use crate::history::{self, Delivery, EncodedEvent, FrameKind, Subscription};
-use crate::limits;
+use crate::history::{Delivery, EncodedEvent, FrameSlot, Framing, Subscription};
 use crate::origin::{InvalidOrigin, OriginPolicy, parse_origin};
-use crate::params::{self, SubscribeRejection};
-use crate::router::ChannelState;
+use crate::params::{Query, SubscribeRejection};
 use crate::shutdown::{Shutdown, ShutdownWaiter};
+use crate::state::{ChannelState, RouteState};
+use crate::stream::batch::clear_batch;
+use crate::stream::timer::after;
 use crate::stream::{self, Body, Chunks, Next, Timer};
-use crate::{wire, ws};
+use crate::subscribe::{self, Subscribed};
+use crate::wire;
 use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -25,9 +28,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// The control event that ends a forever frame.
-const END: &str = "push.end";
 
 /// Settings of the forever-frame transport.
 #[derive(Clone, Debug)]
@@ -212,19 +212,27 @@ fn script(item: &[u8]) -> Bytes {
     out.freeze()
 }
 
-fn event_script(event: &EncodedEvent) -> Bytes {
-    event.frame(FrameKind::Iframe, |event| script(&ws::event_message(event)))
+/// An event's `<script>` item, framed once per event and shared.
+pub(crate) struct Script;
+
+impl Framing for Script {
+    type Frame = Bytes;
+    const SLOT: FrameSlot = FrameSlot::new(2);
+
+    fn frame(event: &EncodedEvent) -> Bytes {
+        script(&event.frame::<wire::Message>())
+    }
 }
 
 pub(crate) fn delivery_script(delivery: &Delivery) -> Bytes {
     match delivery {
-        Delivery::Event(event) => event_script(event),
-        Delivery::Gap(gap) => script(&ws::message(gap.to, wire::GAP, &wire::gap_payload(gap))),
+        Delivery::Event(event) => event.frame::<Script>(),
+        Delivery::Gap(_) => script(&wire::delivery_message(delivery)),
     }
 }
 
 fn control_script(cursor: Cursor, name: &str) -> Bytes {
-    script(&ws::message(cursor, name, &wire::ready_payload(cursor)))
+    script(&wire::control_message(cursor, name))
 }
 
 /// The document head, the padding, the `m()` helper and `push.ready`.
@@ -251,7 +259,7 @@ fn prelude(target: &Target, padding: usize, ready: Cursor) -> Bytes {
 
 /// The last chunk: `push.end` with the resume cursor, and the document's end.
 fn ending(resume: Cursor) -> Bytes {
-    let mut out = BytesMut::from(&control_script(resume, END)[..]);
+    let mut out = BytesMut::from(&control_script(resume, wire::END)[..]);
     // The item's newline goes: the spec writes the end on the same line.
     out.truncate(out.len().saturating_sub(1));
     out.put_slice(b"</body></html>");
@@ -295,7 +303,7 @@ impl Chunks for Frame {
                     tracing::trace!(written = self.written, "ending a forever frame");
                     return Poll::Ready(Some(ending(self.resume)));
                 }
-                history::clear_batch(&mut self.batch);
+                clear_batch(&mut self.batch);
                 self.waiting = true;
             }
             let next = std::task::ready!(stream::poll_next(
@@ -316,7 +324,7 @@ impl Chunks for Frame {
                 }
                 Next::Timer => {
                     let now = Instant::now();
-                    let due = limits::after(self.last_write, self.heartbeat).min(self.deadline);
+                    let due = after(self.last_write, self.heartbeat).min(self.deadline);
                     if now >= self.deadline {
                         // Time is up: the next turn ends the frame.
                         continue;
@@ -327,7 +335,7 @@ impl Chunks for Frame {
                         continue;
                     }
                     self.last_write = now;
-                    let next = limits::after(now, self.heartbeat).min(self.deadline);
+                    let next = after(now, self.heartbeat).min(self.deadline);
                     self.timer.reset(next);
                     Bytes::from_static(HEARTBEAT)
                 }
@@ -345,15 +353,12 @@ impl Frame {
     fn encode_batch(&mut self) -> Bytes {
         if let [Delivery::Event(event)] = self.batch.as_slice() {
             self.resume = self.subscription.position();
-            return event_script(event);
+            return event.frame::<Script>();
         }
         let mut out = BytesMut::new();
         for delivery in &self.batch {
             out.put_slice(&delivery_script(delivery));
-            self.resume = match delivery {
-                Delivery::Event(event) => event.cursor(),
-                Delivery::Gap(gap) => gap.to,
-            };
+            self.resume = delivery.cursor();
             if self.written.saturating_add(out.len()) >= self.max_bytes {
                 return out.freeze();
             }
@@ -373,7 +378,7 @@ fn stream_body(
     let prelude = prelude(target, config.padding, subscription.resume_point());
     let now = Instant::now();
     // A duration too large for the clock means "no age limit".
-    let deadline = limits::after(now, config.max_duration);
+    let deadline = after(now, config.max_duration);
     let frame = Frame {
         written: prelude.len(),
         waiting: false,
@@ -386,7 +391,7 @@ fn stream_body(
         deadline,
         ended: false,
         shutdown: shutdown.waiter(),
-        timer: Timer::at(limits::after(now, config.heartbeat).min(deadline)),
+        timer: Timer::at(after(now, config.heartbeat).min(deadline)),
         last_write: now,
     };
     Body::new(prelude, frame)
@@ -394,36 +399,27 @@ fn stream_body(
 
 /// `GET {base}/{topic}/iframe`.
 pub(crate) async fn handler<C: Channel>(
-    State(state): State<Arc<ChannelState<C>>>,
+    State(route): State<Arc<RouteState<C, IframeConfig>>>,
     Path(topic): Path<String>,
     request: Request,
 ) -> Response {
-    admission::subscription(&state, RouteKind::Frame, &topic, request, |admitted| {
-        open(&state, admitted)
-    })
-    .await
+    let channel = &route.channel;
+    let own = |_: &mut Parts, query: &Query<'_>| own_target(&channel.origins, query);
+    let open = |subscribed| async { open(channel, &route.config, subscribed) };
+    subscribe::subscribe(channel, RouteKind::Frame, &topic, request, own, open).await
 }
 
-async fn open<C: Channel>(
-    state: &ChannelState<C>,
-    admitted: Admitted,
-) -> Result<Response, IframeRejection> {
-    let Admitted {
-        parts,
-        topic,
-        admission,
-    } = admitted;
-    let query = params::Query::new(parts.uri.query());
-    let config = &state.iframe;
-    let request = params::parse::<C>(topic, &query, &parts.headers)?;
-    let target = target(&state.origins, query.get("origin")?)?;
-    let mut subscription = state
-        .hub
-        .subscribe_topic(&request.topic, request.start, request.filter)
-        .await
-        .map_err(SubscribeRejection::from)?;
-    subscription.set_principal(admission.principal.clone());
-    let csp = HeaderValue::from_str(&state.origins.frame_ancestors())
+/// The frame's own parameter: `origin`, the page that will read it.
+fn own_target(policy: &OriginPolicy, query: &Query<'_>) -> Result<Target, IframeRejection> {
+    target(policy, query.get("origin")?)
+}
+
+fn open<C: Channel>(
+    channel: &ChannelState<C>,
+    config: &IframeConfig,
+    subscribed: Subscribed<Target>,
+) -> Response {
+    let csp = HeaderValue::from_str(&channel.origins.frame_ancestors())
         .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'self'"));
     let headers = [
         (
@@ -441,9 +437,15 @@ async fn open<C: Channel>(
         ),
         (header::CONTENT_SECURITY_POLICY, csp),
     ];
-    let shutdown = state.hub.shutdown_signal().clone();
+    let shutdown = channel.hub.shutdown_signal().clone();
+    let Subscribed {
+        subscription,
+        admission,
+        params: target,
+        ..
+    } = subscribed;
     let stream = stream_body(subscription, &target, config, shutdown);
-    Ok((headers, admission.body(stream, &state.limits)).into_response())
+    (headers, admission.body(stream, &channel.limits)).into_response()
 }
 
 #[cfg(test)]

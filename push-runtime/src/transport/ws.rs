@@ -3,24 +3,27 @@
 //! Each event is one text message `{"cursor":…,"event":…,"data":…}`, framed
 //! once per publish and shared. Everything pending is fed before one flush.
 
-use crate::admission::{self, Admission, Admitted, RouteKind};
+use crate::admission::{Admission, RouteKind};
 use crate::channel::Channel;
-use crate::cursor::Cursor;
-use crate::history::{self, Delivery, EncodedEvent, Subscription};
-use crate::limits;
+use crate::history::{Delivery, EncodedEvent, FrameSlot, Framing, Subscription};
 use crate::meter::Outbound;
-use crate::router::ChannelState;
+use crate::params::Query;
 use crate::shutdown::ShutdownWaiter;
+use crate::state::{ChannelState, RouteState};
 use crate::stream::Timer;
-use crate::wake::Woken;
-use crate::{params, wire};
+use crate::stream::batch::clear_batch;
+use crate::stream::timer::after;
+use crate::stream::woken::Woken;
+use crate::subscribe::{self, Subscribed};
+use crate::wire;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::future::Future as _;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -72,95 +75,88 @@ impl WsConfig {
 /// connection keeps it: 512 bytes made one 4.13 KiB in all, 256 make it 3.85.
 const READ_BUFFER: usize = 256;
 
-fn put_message(out: &mut String, cursor: Cursor, name: &str, data: &str) {
-    out.push_str("{\"cursor\":\"");
-    out.push_str(&cursor.to_string());
-    out.push_str("\",\"event\":\"");
-    // Wire names are validated by the macro to need no JSON escaping.
-    out.push_str(name);
-    out.push_str("\",\"data\":");
-    out.push_str(data);
-    out.push('}');
+/// An event's WebSocket message: the JSON message of [`wire::Message`] as
+/// checked UTF-8 text, checked once per event so that sending it to each
+/// subscriber does not check it again.
+pub(crate) struct Text;
+
+impl Framing for Text {
+    type Frame = Utf8Bytes;
+    const SLOT: FrameSlot = FrameSlot::new(3);
+
+    fn frame(event: &EncodedEvent) -> Utf8Bytes {
+        text(event.frame::<wire::Message>())
+    }
 }
 
-/// `{"cursor":…,"event":…,"data":…}` as UTF-8 text.
-fn message_text(cursor: Cursor, name: &str, data: &[u8]) -> Utf8Bytes {
-    // The payload is serde_json's output (or ours), so UTF-8: checked here,
-    // once per event, never per subscriber.
-    let data = std::str::from_utf8(data).unwrap_or("null");
-    let mut out = String::with_capacity(data.len() + name.len() + 48);
-    put_message(&mut out, cursor, name, data);
-    Utf8Bytes::from(out)
-}
-
-pub(crate) fn message(cursor: Cursor, name: &str, data: &[u8]) -> Bytes {
-    message_text(cursor, name, data).into()
-}
-
-/// The shared WebSocket message of an event.
-fn event_text(event: &EncodedEvent) -> Utf8Bytes {
-    event.ws_text(|event| message_text(event.cursor(), event.name(), event.data()))
-}
-
-/// The same bytes, for the transports that embed the message (polls, iframe).
-pub(crate) fn event_message(event: &EncodedEvent) -> Bytes {
-    event_text(event).into()
-}
-
-pub(crate) fn delivery_message(delivery: &Delivery) -> Bytes {
-    delivery_text(delivery).into()
+/// Wire messages are UTF-8 by construction (`wire::message`).
+fn text(message: Bytes) -> Utf8Bytes {
+    Utf8Bytes::try_from(message.clone())
+        .unwrap_or_else(|_| Utf8Bytes::from(String::from_utf8_lossy(&message).into_owned()))
 }
 
 fn delivery_text(delivery: &Delivery) -> Utf8Bytes {
     match delivery {
-        Delivery::Event(event) => event_text(event),
-        Delivery::Gap(gap) => message_text(gap.to, wire::GAP, &wire::gap_payload(gap)),
+        Delivery::Event(event) => event.frame::<Text>(),
+        Delivery::Gap(_) => text(wire::delivery_message(delivery)),
     }
 }
 
 /// `GET {base}/{topic}/ws`.
 pub(crate) async fn handler<C: Channel>(
-    State(state): State<Arc<ChannelState<C>>>,
+    State(route): State<Arc<RouteState<C, WsConfig>>>,
     Path(topic): Path<String>,
     request: Request,
 ) -> Response {
-    admission::subscription(&state, RouteKind::Subscribe, &topic, request, |admitted| {
-        open(&state, admitted)
-    })
-    .await
+    let channel = &route.channel;
+    let open = |subscribed| async { open(channel, &route.config, subscribed) };
+    subscribe::subscribe(channel, RouteKind::Stream, &topic, request, handshake, open).await
 }
 
-async fn open<C: Channel>(state: &ChannelState<C>, admitted: Admitted) -> Response {
-    let Admitted {
-        mut parts,
-        topic,
+/// The WebSocket's own parameters: the handshake. Read after the common
+/// ones, so a bad request is a plain 400 whether or not it upgrades.
+fn handshake(parts: &mut Parts, _: &Query<'_>) -> Result<WebSocketUpgrade, Handshake> {
+    // axum's extraction only inspects the parts: it is ready at once.
+    match WebSocketUpgrade::from_request_parts(parts, &()).now_or_never() {
+        Some(Ok(upgrade)) => Ok(upgrade),
+        Some(Err(rejection)) => Err(Handshake::Refused(rejection)),
+        None => Err(Handshake::Pending),
+    }
+}
+
+/// Why a request is not a usable WebSocket handshake.
+enum Handshake {
+    Refused(WebSocketUpgradeRejection),
+    /// axum's extraction waited, which it never does today.
+    Pending,
+}
+
+impl IntoResponse for Handshake {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Refused(rejection) => refuse_upgrade(rejection),
+            Self::Pending => {
+                tracing::error!("the WebSocket handshake could not be read at once");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }
+    }
+}
+
+fn open<C: Channel>(
+    channel: &ChannelState<C>,
+    config: &WsConfig,
+    subscribed: Subscribed<WebSocketUpgrade>,
+) -> Response {
+    let Subscribed {
+        subscription,
         admission,
-    } = admitted;
-    // Parameters first: a bad request is a plain 400 whether or not it upgrades.
-    let request = match params::parse::<C>(
-        topic,
-        &params::Query::new(parts.uri.query()),
-        &parts.headers,
-    ) {
-        Ok(request) => request,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return refuse_upgrade(rejection),
-    };
-    let mut subscription = match state
-        .hub
-        .subscribe_topic(&request.topic, request.start, request.filter)
-        .await
-    {
-        Ok(subscription) => subscription,
-        Err(error) => return params::SubscribeRejection::from(error).into_response(),
-    };
-    subscription.set_principal(admission.principal.clone());
-    let config = state.ws.clone();
-    let outbound = admission.outbound(&state.limits);
-    let shutdown = state.hub.shutdown_signal().waiter();
+        params: upgrade,
+        ..
+    } = subscribed;
+    let config = config.clone();
+    let outbound = admission.outbound(&channel.limits);
+    let shutdown = channel.hub.shutdown_signal().waiter();
     // tungstenite writes out once this much is buffered, and fails (so the
     // connection is dropped) rather than buffer past the hard cap.
     let budget = outbound.budget();
@@ -241,15 +237,8 @@ async fn serve(
     config: WsConfig,
     mut link: Link,
 ) {
-    let ready = subscription.resume_point();
-    let end = match socket
-        .send(Message::Text(message_text(
-            ready,
-            wire::READY,
-            &wire::ready_payload(ready),
-        )))
-        .await
-    {
+    let ready = wire::control_message(subscription.resume_point(), wire::READY);
+    let end = match socket.send(Message::Text(text(ready))).await {
         Ok(()) => pump(&mut socket, &mut subscription, &config, &mut link).await,
         Err(_) => End::Gone,
     };
@@ -318,7 +307,7 @@ async fn pump(
 ) -> End {
     let mut batch = Vec::new();
     let mut last_heard = Instant::now();
-    let mut ping = Timer::at(limits::after(Instant::now(), config.ping_interval));
+    let mut ping = Timer::at(after(Instant::now(), config.ping_interval));
     let reads = Woken::new();
     // The socket and the timer come first (free unless they woke the task),
     // so a stream of events never starves pongs, closes or pings; right
@@ -326,7 +315,7 @@ async fn pump(
     // pause never starves the stream either.
     let mut events_first = false;
     loop {
-        history::clear_batch(&mut batch);
+        clear_batch(&mut batch);
         let next = std::future::poll_fn(|cx| {
             if link.shutdown.poll_wait(cx).is_ready() {
                 return Poll::Ready(Next::Shutdown);
@@ -381,7 +370,7 @@ async fn pump(
                 }
             }
             Next::Ping => {
-                ping.reset(limits::after(Instant::now(), config.ping_interval));
+                ping.reset(after(Instant::now(), config.ping_interval));
                 if last_heard.elapsed() >= config.ping_interval.saturating_mul(2) {
                     return End::Close(close_code::AWAY, "no pong from the peer");
                 }

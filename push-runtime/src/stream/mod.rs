@@ -1,47 +1,29 @@
-//! What the streaming transports share: a connection's reusable timer, the
-//! wait for events, shutdown or that timer, and a response body made of a
-//! prelude and a source of chunks (SSE, the forever frame), polled in place
-//! so that a connection's state is one struct rather than combinators
-//! around an async fn.
+//! The machinery of a long-lived connection, shared by the streaming
+//! transports (SSE, WebSocket, the forever frame):
+//!
+//! - [`poll_next`]: the wait for events, then shutdown, then the
+//!   connection's timer, in that order of precedence;
+//! - [`Body`] and [`Chunks`]: a response body made of a prelude and a
+//!   source of chunks, polled in place so that a connection's state is one
+//!   struct rather than combinators around an async fn;
+//! - [`timer`]: the connection's one reusable timer, and deadlines that
+//!   saturate instead of overflowing;
+//! - [`woken`]: a source (a socket's read side, a timer) polled only once
+//!   it woke the task;
+//! - [`batch`]: the memory policy of the batch a connection writes from.
+
+pub(crate) mod batch;
+pub(crate) mod timer;
+pub(crate) mod woken;
+
+pub(crate) use self::timer::Timer;
 
 use crate::history::{Delivery, Subscription};
 use crate::shutdown::ShutdownWaiter;
-use crate::wake::Woken;
 use bytes::Bytes;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::time::{Instant, Sleep};
-
-/// A connection's one reusable timer (heartbeats, an age limit), polled
-/// only once it fired: a busy connection registers no timer per chunk, and
-/// a wakeup for events does not touch it.
-pub(crate) struct Timer {
-    sleep: Pin<Box<Sleep>>,
-    fired: Woken,
-}
-
-impl Timer {
-    /// A timer that fires at `deadline`.
-    pub(crate) fn at(deadline: Instant) -> Self {
-        Self {
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            fired: Woken::new(),
-        }
-    }
-
-    /// Fires at `deadline` instead.
-    pub(crate) fn reset(&mut self, deadline: Instant) {
-        self.sleep.as_mut().reset(deadline);
-    }
-
-    /// Ready once the timer fired; polls the sleep only after it woke the task.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let sleep = &mut self.sleep;
-        self.fired
-            .poll(cx, |cx| std::future::Future::poll(sleep.as_mut(), cx))
-    }
-}
 
 /// What ended a streaming connection's wait ([`poll_next`]).
 pub(crate) enum Next {

@@ -4,18 +4,19 @@
 //! and those bytes are shared by every subscriber; everything pending for a
 //! connection is written in one chunk.
 
-use crate::admission::{self, Admitted, RouteKind};
+use crate::admission::RouteKind;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
-use crate::history::{self, Delivery, EncodedEvent, FrameKind, Gap, Subscription};
-use crate::limits;
-use crate::router::ChannelState;
+use crate::history::{Delivery, EncodedEvent, FrameSlot, Framing, Gap, Subscription};
 use crate::shutdown::{Shutdown, ShutdownWaiter};
+use crate::state::{ChannelState, RouteState};
+use crate::stream::batch::clear_batch;
+use crate::stream::timer::after;
 use crate::stream::{self, Body, Chunks, Next, Timer};
-use crate::topic::Topic;
-use crate::{params, wire};
+use crate::subscribe::{self, Subscribed, no_params};
+use crate::wire;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
@@ -73,13 +74,18 @@ fn put_block(out: &mut BytesMut, cursor: Cursor, name: &str, data: &[u8]) {
     out.put_slice(b"\n\n");
 }
 
-/// The shared SSE frame of an event.
-fn event_frame(event: &EncodedEvent) -> Bytes {
-    event.frame(FrameKind::Sse, |event| {
+/// An event's SSE block, framed once per event and shared.
+pub(crate) struct Block;
+
+impl Framing for Block {
+    type Frame = Bytes;
+    const SLOT: FrameSlot = FrameSlot::new(1);
+
+    fn frame(event: &EncodedEvent) -> Bytes {
         let mut out = BytesMut::with_capacity(event.data().len() + event.name().len() + 48);
         put_block(&mut out, event.cursor(), event.name(), event.data());
         out.freeze()
-    })
+    }
 }
 
 fn put_gap(out: &mut BytesMut, gap: &Gap) {
@@ -89,7 +95,9 @@ fn put_gap(out: &mut BytesMut, gap: &Gap) {
 /// The first chunk: the reconnection delay and `push.ready`.
 fn prelude(retry: Duration, ready: Cursor) -> Bytes {
     let mut out = BytesMut::with_capacity(128);
-    out.put_slice(format!("retry: {}\n\n", retry.as_millis()).as_bytes());
+    out.put_slice(b"retry: ");
+    out.put_slice(itoa::Buffer::new().format(retry.as_millis()).as_bytes());
+    out.put_slice(b"\n\n");
     put_block(&mut out, ready, wire::READY, &wire::ready_payload(ready));
     out.freeze()
 }
@@ -97,12 +105,12 @@ fn prelude(retry: Duration, ready: Cursor) -> Bytes {
 /// Everything in `batch` as one chunk; a lone event is its shared frame as is.
 pub(crate) fn encode_batch(batch: &[Delivery]) -> Bytes {
     if let [Delivery::Event(event)] = batch {
-        return event_frame(event);
+        return event.frame::<Block>();
     }
     let mut out = BytesMut::new();
     for delivery in batch {
         match delivery {
-            Delivery::Event(event) => out.put_slice(&event_frame(event)),
+            Delivery::Event(event) => out.put_slice(&event.frame::<Block>()),
             Delivery::Gap(gap) => put_gap(&mut out, gap),
         }
     }
@@ -132,7 +140,7 @@ impl Chunks for Connection {
             return Poll::Ready(None);
         }
         loop {
-            history::clear_batch(&mut self.batch);
+            clear_batch(&mut self.batch);
             let next = std::task::ready!(stream::poll_next(
                 cx,
                 &mut self.subscription,
@@ -156,7 +164,7 @@ impl Chunks for Connection {
                     out.freeze()
                 }
                 Next::Timer => {
-                    let due = limits::after(self.last_write, self.config.heartbeat);
+                    let due = after(self.last_write, self.config.heartbeat);
                     if due > Instant::now() {
                         // Something was written since the timer was set.
                         self.heartbeat.reset(due);
@@ -164,7 +172,7 @@ impl Chunks for Connection {
                     }
                     self.last_write = Instant::now();
                     self.heartbeat
-                        .reset(limits::after(self.last_write, self.config.heartbeat));
+                        .reset(after(self.last_write, self.config.heartbeat));
                     Bytes::from_static(HEARTBEAT)
                 }
             }));
@@ -182,7 +190,7 @@ fn stream_body(
     let connection = Connection {
         subscription,
         batch: Vec::new(),
-        heartbeat: Timer::at(limits::after(last_write, config.heartbeat)),
+        heartbeat: Timer::at(after(last_write, config.heartbeat)),
         config,
         shutdown: shutdown.waiter(),
         ended: false,
@@ -193,56 +201,35 @@ fn stream_body(
 
 /// `GET {base}/{topic}/sse`.
 pub(crate) async fn handler<C: Channel>(
-    State(state): State<Arc<ChannelState<C>>>,
+    State(route): State<Arc<RouteState<C, SseConfig>>>,
     Path(topic): Path<String>,
     request: Request,
 ) -> Response {
-    admission::subscription(&state, RouteKind::Subscribe, &topic, request, |admitted| {
-        open(&state, admitted)
-    })
-    .await
+    let channel = &route.channel;
+    let open = |subscribed| async { open(channel, &route.config, subscribed) };
+    subscribe::subscribe(channel, RouteKind::Stream, &topic, request, no_params, open).await
 }
 
-async fn open<C: Channel>(state: &ChannelState<C>, admitted: Admitted) -> Response {
-    let Admitted {
-        parts,
-        topic,
-        admission,
-    } = admitted;
-    match subscribe(state, topic, parts.uri.query(), &parts.headers).await {
-        Ok(mut subscription) => {
-            subscription.set_principal(admission.principal.clone());
-            let shutdown = state.hub.shutdown_signal().clone();
-            let stream = stream_body(subscription, state.sse.clone(), shutdown);
-            let body = admission.body(stream, &state.limits);
-            let headers = [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/event-stream"),
-                ),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                (
-                    header::HeaderName::from_static("x-accel-buffering"),
-                    HeaderValue::from_static("no"),
-                ),
-            ];
-            (headers, body).into_response()
-        }
-        Err(rejection) => rejection.into_response(),
-    }
-}
-
-async fn subscribe<C: Channel>(
-    state: &ChannelState<C>,
-    topic: Topic,
-    query: Option<&str>,
-    headers: &HeaderMap,
-) -> Result<Subscription, params::SubscribeRejection> {
-    let request = params::parse::<C>(topic, &params::Query::new(query), headers)?;
-    Ok(state
-        .hub
-        .subscribe_topic(&request.topic, request.start, request.filter)
-        .await?)
+fn open<C: Channel>(
+    channel: &ChannelState<C>,
+    config: &SseConfig,
+    subscribed: Subscribed<()>,
+) -> Response {
+    let shutdown = channel.hub.shutdown_signal().clone();
+    let stream = stream_body(subscribed.subscription, config.clone(), shutdown);
+    let body = subscribed.admission.body(stream, &channel.limits);
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (
+            header::HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ),
+    ];
+    (headers, body).into_response()
 }
 
 #[cfg(test)]
@@ -319,7 +306,7 @@ mod tests {
         }
         assert_eq!(chunks, 3, "the prelude, then 256 events, then 44");
         assert!(
-            body.chunks.batch.capacity() <= history::BATCH_KEEP,
+            body.chunks.batch.capacity() <= crate::stream::batch::BATCH_KEEP,
             "{}",
             body.chunks.batch.capacity()
         );

@@ -1,0 +1,142 @@
+//! The subscribe step every subscription route takes, written once: the
+//! route's checks ([`admission`](crate::admission)), the start and filter
+//! (`after`, `Last-Event-ID`, `If-None-Match`, `events`), the transport's
+//! own parameters, the subscription to the hub, then the transport's answer,
+//! then CORS and `Retry-After` on it.
+//!
+//! A transport adds only what is its own: parameters (a poll's `limit` and
+//! `timeout`, the frame's `origin`, the WebSocket handshake) and what it
+//! does with the subscription.
+
+use crate::admission::{self, Admission, Admitted, RouteKind};
+use crate::channel::Channel;
+use crate::cursor::Cursor;
+use crate::history::{Start, Subscription};
+use crate::params::{self, Query, SubscribeRejection, SubscribeRequest};
+use crate::state::ChannelState;
+use crate::topic::Topic;
+use axum::extract::Request;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use std::convert::Infallible;
+use std::future::Future;
+
+/// A subscription that every check passed, handed to its transport.
+pub(crate) struct Subscribed<P> {
+    /// Positioned at the request's start, filtered as it asked.
+    pub(crate) subscription: Subscription,
+    /// Its place in the connection count, to keep until the connection ends.
+    pub(crate) admission: Admission,
+    /// Where it asked to start.
+    pub(crate) start: Start,
+    /// The cursor of `If-None-Match`, on the routes of kind [`RouteKind::Poll`].
+    pub(crate) tag: Option<Cursor>,
+    /// The transport's own parameters.
+    pub(crate) params: P,
+}
+
+/// Runs the subscribe step for the request to `topic`, then `open`.
+///
+/// `own` reads the transport's own parameters from the request (its body is
+/// never read) once the common ones are valid; its `Err` is the answer.
+/// The request is dropped before the subscription is awaited, so a held
+/// long poll keeps none of it.
+pub(crate) async fn subscribe<C, P, E, Fut>(
+    channel: &ChannelState<C>,
+    route: RouteKind,
+    topic: &str,
+    request: Request,
+    own: impl FnOnce(&mut Parts, &Query<'_>) -> Result<P, E>,
+    open: impl FnOnce(Subscribed<P>) -> Fut,
+) -> Response
+where
+    C: Channel,
+    E: IntoResponse,
+    Fut: Future<Output: IntoResponse>,
+{
+    let cross = match admission::check(channel, route, &request) {
+        Ok(cross) => cross,
+        Err(answer) => return answer,
+    };
+    // One async layer (no nested async fn taking the request): each layer
+    // would keep a slot of its own for the request in a held long poll.
+    let response = match admission::admit(channel, topic, request).await {
+        Err(refusal) => refusal,
+        Ok(admitted) => match read::<C, P, E>(route, admitted, own) {
+            Err(refusal) => refusal.into_response(),
+            Ok(Read {
+                topic,
+                request: SubscribeRequest { start, filter, tag },
+                admission,
+                params,
+            }) => match channel.hub.subscribe_topic(&topic, start, filter).await {
+                Err(error) => SubscribeRejection::from(error).into_response(),
+                Ok(subscription) => open(Subscribed {
+                    subscription,
+                    admission,
+                    start,
+                    tag,
+                    params,
+                })
+                .await
+                .into_response(),
+            },
+        },
+    };
+    admission::finish(channel, cross, response)
+}
+
+/// The own parameters of a transport that has none.
+pub(crate) fn no_params(_: &mut Parts, _: &Query<'_>) -> Result<(), Infallible> {
+    Ok(())
+}
+
+/// A request whose parameters are valid, without the request.
+struct Read<P> {
+    topic: Topic,
+    request: SubscribeRequest,
+    admission: Admission,
+    params: P,
+}
+
+/// Why the parameters are refused: the common ones, or the transport's own.
+enum Refused<E> {
+    Common(SubscribeRejection),
+    Own(E),
+}
+
+impl<E: IntoResponse> IntoResponse for Refused<E> {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Common(rejection) => rejection.into_response(),
+            Self::Own(rejection) => rejection.into_response(),
+        }
+    }
+}
+
+/// Reads the parameters, the common ones then the transport's own, and
+/// drops the request's parts.
+fn read<C: Channel, P, E>(
+    route: RouteKind,
+    admitted: Admitted,
+    own: impl FnOnce(&mut Parts, &Query<'_>) -> Result<P, E>,
+) -> Result<Read<P>, Refused<E>> {
+    let Admitted {
+        mut parts,
+        topic,
+        admission,
+    } = admitted;
+    // The query borrows the target while `own` may take from the parts
+    // (the WebSocket handshake does): a clone shares the target's bytes.
+    let uri = parts.uri.clone();
+    let query = Query::new(uri.query());
+    let request = params::parse::<C>(&query, &parts.headers, route == RouteKind::Poll)
+        .map_err(Refused::Common)?;
+    let params = own(&mut parts, &query).map_err(Refused::Own)?;
+    Ok(Read {
+        topic,
+        request,
+        admission,
+        params,
+    })
+}
