@@ -2,7 +2,13 @@
 
 mod support;
 
-use push_runtime::{ChannelRouter, Hub, PublishRequest, Refusal};
+use push_runtime::broker::{
+    Broker, BrokerError, BrokerErrorKind, BrokerFuture, BrokerSubscribeError, TopicKey,
+};
+use push_runtime::history::{Outgoing, Subscription};
+use push_runtime::{ChannelRouter, Hub, HubConfig, Limits, PublishRequest, Refusal};
+use std::sync::Arc;
+use std::time::Duration;
 use support::channel::{TestEvent, note};
 use support::{Server, Transport, open};
 
@@ -120,4 +126,61 @@ async fn the_hook_decides_and_bad_bodies_are_refused_with_the_reason() {
         "{batch:?}"
     );
     assert_eq!(hub.publish("room", note(1)).await.unwrap().seq(), 1);
+}
+
+/// A broker whose every call fails with one kind of error: what the routes
+/// answer depends on the kind any broker sets, not on its error type.
+struct FailingBroker(BrokerErrorKind);
+
+impl Broker for FailingBroker {
+    fn publish<'a>(
+        &'a self,
+        _: &'a TopicKey,
+        _: Outgoing,
+    ) -> BrokerFuture<'a, Result<push_runtime::Cursor, BrokerError>> {
+        let error = BrokerError::new(self.0, format!("failing on purpose ({:?})", self.0));
+        Box::pin(std::future::ready(Err(error)))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        _: &'a TopicKey,
+        _: push_runtime::Start,
+    ) -> BrokerFuture<'a, Result<Subscription, BrokerSubscribeError>> {
+        let error = BrokerError::new(self.0, "failing on purpose");
+        Box::pin(std::future::ready(Err(error.into())))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_failure_is_answered_by_its_kind() {
+    for (kind, status) in [
+        (BrokerErrorKind::Capacity, 503),
+        (BrokerErrorKind::Unavailable, 503),
+        (BrokerErrorKind::Other, 500),
+    ] {
+        let broker = Arc::new(FailingBroker(kind));
+        let hub = Hub::<TestEvent>::with_broker(broker, HubConfig::default());
+        let app = ChannelRouter::new(hub)
+            .publish(only_with_token)
+            .limits(Limits::default().retry_after(Duration::from_secs(7)))
+            .into_router();
+        let server = Server::start(app).await;
+        let response = post(&server, "/t/room")
+            .header("content-type", "application/json")
+            .body(r#""ping""#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{kind:?}");
+        let retry_after = response.headers().get("retry-after").cloned();
+        let body = response.text().await.unwrap();
+        if status == 503 {
+            assert_eq!(retry_after.unwrap(), "7", "{kind:?}");
+            assert!(body.contains("failing on purpose"), "{kind:?}: {body}");
+        } else {
+            assert!(retry_after.is_none(), "{kind:?}");
+            assert_eq!(body, "the event could not be published");
+        }
+    }
 }
