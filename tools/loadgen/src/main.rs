@@ -9,8 +9,8 @@
 //! reproduce the issue's table.
 //!
 //! ```text
-//! cargo build --release --example loadgen
-//! L=target/release/examples/loadgen
+//! cargo build --release -p loadgen
+//! L=target/release/loadgen
 //! taskset -c 1 $L fanout --transport sse --subscribers 1000 --events 200     # framework, sequential publisher
 //! taskset -c 1 $L fanout --transport ws --server baseline --publishers 8     # baseline, bursts
 //! taskset -c 1 $L floor --connections 1000 --events 200 --batch 1            # one write per event
@@ -20,27 +20,25 @@
 //! taskset -c 1 $L poll304 --polls 20000                                      # CPU of an empty short poll
 //! ```
 //!
-//! Options (defaults in brackets): `--server push|baseline|external` [push],
-//! `--url` and `--pid` (external server), `--server-core N|none` [0],
-//! `--transport sse|ws|poll|long-poll|iframe` [sse], `--subscribers` [100],
-//! `--events` [100], `--publishers K` [1], `--rate` (events/s, one publisher),
-//! `--lockstep` (publish the next event once every subscriber has the last),
-//! `--size` (event JSON bytes) [100], `--connections` [1000], `--batch` [1],
-//! `--polls` [10000], `--timeout` (seconds to wait for deliveries) [60].
+//! The modes and flags, with their defaults, are in `loadgen --help` and
+//! `loadgen <mode> --help` (parsed by clap, see `cli.rs`).
 
+mod cli;
 mod clients;
 mod measure;
 mod run;
 mod server;
 mod table;
 
+use clap::Parser;
+use cli::{Cli, Mode, ServeKind};
 use std::process::ExitCode;
 
-/// The command line, parsed.
+/// What a run reads: the command line's flags, typed, with `--url`'s
+/// trailing `/` dropped, `--server-core none` as `None` and `--publishers`
+/// and `--batch` at least 1. `table` derives each row's from its own.
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub mode: String,
-    pub serve_kind: String,
     pub server: String,
     pub url: Option<String>,
     pub pid: Option<u32>,
@@ -64,110 +62,36 @@ pub struct Options {
     pub history: usize,
 }
 
-fn options() -> Result<Options, String> {
-    let mut args = std::env::args().skip(1);
-    let mode = args
-        .next()
-        .ok_or("usage: loadgen fanout|floor|idle|poll304|serve … (see the source's docs)")?;
-    let mut o = Options {
-        serve_kind: String::new(),
-        mode,
-        server: "push".into(),
-        url: None,
-        pid: None,
-        server_core: Some("0".into()),
-        addr: "127.0.0.1:0".into(),
-        transport: clients::Transport::Sse,
-        subscribers: 100,
-        events: 100,
-        publishers: 1,
-        rate: None,
-        lockstep: false,
-        epoll: false,
-        hyper: false,
-        size: 100,
-        connections: 1000,
-        batch: 1,
-        polls: 10_000,
-        timeout_s: 60,
-        history: 16_384,
-    };
-    if o.mode == "serve" {
-        o.serve_kind = args.next().ok_or("serve push|baseline|floor")?;
-    }
-    while let Some(flag) = args.next() {
-        if flag == "--lockstep" {
-            o.lockstep = true;
-            continue;
-        }
-        if flag == "--epoll" {
-            o.epoll = true;
-            continue;
-        }
-        if flag == "--hyper" {
-            o.hyper = true;
-            continue;
-        }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = || value.parse::<usize>().map_err(|e| format!("{flag}: {e}"));
-        match flag.as_str() {
-            "--server" => o.server = value,
-            "--url" => o.url = Some(value.trim_end_matches('/').to_owned()),
-            "--pid" => o.pid = Some(number()? as u32),
-            "--server-core" => o.server_core = (value != "none").then_some(value),
-            "--addr" => o.addr = value,
-            "--transport" => {
-                o.transport = clients::Transport::parse(&value).ok_or_else(|| {
-                    format!("unknown transport {value}: sse|ws|poll|long-poll|iframe")
-                })?
+fn execute(mode: &Mode) -> Result<(), String> {
+    let o = mode.flags().options();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    match mode {
+        Mode::Serve { kind, .. } => match kind {
+            ServeKind::Push => runtime
+                .block_on(server::push(&o.addr, o.history, o.hyper))
+                .map_err(|e| e.to_string()),
+            ServeKind::Baseline => runtime
+                .block_on(server::baseline(&o.addr))
+                .map_err(|e| e.to_string()),
+            ServeKind::Floor => {
+                server::floor(&o.addr, o.connections, o.events, o.batch, o.size, o.epoll)
+                    .map_err(|e| e.to_string())
             }
-            "--subscribers" => o.subscribers = number()?,
-            "--events" => o.events = number()?,
-            "--publishers" => o.publishers = number()?.max(1),
-            "--rate" => o.rate = Some(value.parse().map_err(|e| format!("--rate: {e}"))?),
-            "--size" => o.size = number()?,
-            "--connections" => o.connections = number()?,
-            "--batch" => o.batch = number()?.max(1),
-            "--polls" => o.polls = number()?,
-            "--timeout" => o.timeout_s = number()? as u64,
-            "--history" => o.history = number()?,
-            _ => return Err(format!("unknown option {flag}")),
-        }
+        },
+        Mode::Fanout(_) => runtime.block_on(run::fanout(&o)).map(drop),
+        Mode::Floor(_) => runtime.block_on(run::floor(&o)).map(drop),
+        Mode::Idle(_) => runtime.block_on(run::idle(&o)).map(drop),
+        Mode::Poll304(_) => runtime.block_on(run::poll304(&o)).map(drop),
+        Mode::Table(_) => runtime.block_on(table::run(&o)),
     }
-    Ok(o)
 }
 
 fn main() -> ExitCode {
-    let result = options().and_then(|o| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        match o.mode.as_str() {
-            "serve" => match o.serve_kind.as_str() {
-                "push" => runtime
-                    .block_on(server::push(&o.addr, o.history, o.hyper))
-                    .map_err(|e| e.to_string()),
-                "baseline" => runtime
-                    .block_on(server::baseline(&o.addr))
-                    .map_err(|e| e.to_string()),
-                "floor" => {
-                    server::floor(&o.addr, o.connections, o.events, o.batch, o.size, o.epoll)
-                        .map_err(|e| e.to_string())
-                }
-                other => Err(format!("unknown server {other}: push|baseline|floor")),
-            },
-            "fanout" => runtime.block_on(run::fanout(&o)).map(drop),
-            "floor" => runtime.block_on(run::floor(&o)).map(drop),
-            "idle" => runtime.block_on(run::idle(&o)).map(drop),
-            "poll304" => runtime.block_on(run::poll304(&o)).map(drop),
-            "table" => runtime.block_on(table::run(&o)),
-            other => Err(format!(
-                "unknown mode {other}: fanout|floor|idle|poll304|table|serve"
-            )),
-        }
-    });
-    match result {
+    let cli = Cli::parse();
+    match execute(&cli.mode) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("loadgen: {error}");
