@@ -37,7 +37,7 @@ use std::process::ExitCode;
 /// What a run reads: the command line's flags, typed, with `--url`'s
 /// trailing `/` dropped, `--server-core none` as `None` and `--publishers`
 /// and `--batch` at least 1. `table` derives each row's from its own.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Options {
     pub server: String,
     pub url: Option<String>,
