@@ -159,25 +159,25 @@ pub struct Flags {
     )]
     pub history: usize,
 
-    /// The subscribers' transport [fanout, idle]
+    /// fanout, idle: the subscribers' transport
     #[arg(long, value_enum, default_value_t = Transport::Sse, help_heading = "Load")]
     pub transport: Transport,
-    /// Subscribers of the topic [fanout]
+    /// fanout: subscribers of the topic
     #[arg(long, default_value_t = 100, help_heading = "Load")]
     pub subscribers: usize,
-    /// Events published [fanout], or written to each socket [floor]
+    /// fanout: events published; floor: events written to each socket
     #[arg(long, default_value_t = 100, help_heading = "Load")]
     pub events: usize,
-    /// Concurrent publishers (0 counts as 1) [fanout]
+    /// fanout: concurrent publishers, 0 counting as 1
     #[arg(long, value_name = "K", default_value_t = 1, help_heading = "Load")]
     pub publishers: usize,
-    /// Publish at this many events per second instead of as fast as possible [fanout]
+    /// fanout: publish at this many events per second instead of as fast as possible
     #[arg(long, value_name = "EVENTS_PER_S", help_heading = "Load")]
     pub rate: Option<f64>,
-    /// Publish each event once every subscriber has the previous one [fanout]
+    /// fanout: publish each event once every subscriber has the previous one
     #[arg(long, help_heading = "Load")]
     pub lockstep: bool,
-    /// Bytes of each event's JSON [fanout, floor]
+    /// fanout, floor: bytes of each event's JSON
     #[arg(
         long,
         value_name = "BYTES",
@@ -185,10 +185,10 @@ pub struct Flags {
         help_heading = "Load"
     )]
     pub size: usize,
-    /// Connections [floor, idle]
+    /// floor, idle: connections
     #[arg(long, default_value_t = 1000, help_heading = "Load")]
     pub connections: usize,
-    /// Events per write() (0 counts as 1) [floor]
+    /// floor: events per write(), 0 counting as 1
     #[arg(
         long,
         value_name = "EVENTS",
@@ -196,13 +196,13 @@ pub struct Flags {
         help_heading = "Load"
     )]
     pub batch: usize,
-    /// The floor's sockets registered with tokio's epoll driver [floor, serve floor]
+    /// floor, serve floor: the floor's sockets registered with tokio's epoll driver
     #[arg(long, help_heading = "Load")]
     pub epoll: bool,
-    /// Empty polls [poll304]
+    /// poll304: empty polls
     #[arg(long, default_value_t = 10_000, help_heading = "Load")]
     pub polls: usize,
-    /// Seconds to wait for the last deliveries [fanout]
+    /// fanout: seconds to wait for the last deliveries
     #[arg(
         long,
         value_name = "SECONDS",
@@ -211,10 +211,10 @@ pub struct Flags {
     )]
     pub timeout: u64,
 
-    /// The address to listen on [serve]
+    /// serve: the address to listen on
     #[arg(long, default_value = "127.0.0.1:0", help_heading = "Serve")]
     pub addr: String,
-    /// Served by hyper-util with flat writes, not axum::serve [serve push]
+    /// serve push: served by hyper-util with flat writes, not axum::serve
     #[arg(long, help_heading = "Serve")]
     pub hyper: bool,
 }
