@@ -9,7 +9,8 @@
 //! - `floor`: plain sockets: one `write()` of `batch` events to each of
 //!   `connections` sockets per round, the physical floor of a delivery.
 
-#[path = "../chat/event.rs"]
+// The chat example's event type, the one `push` serves (shared, not copied).
+#[path = "../../../examples/chat/event.rs"]
 mod event;
 
 use axum::Router;

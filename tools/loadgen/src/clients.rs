@@ -20,28 +20,24 @@ use tokio::sync::{Notify, Semaphore, SemaphorePermit, mpsc};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
 
-/// The five transports, plus what the URL path of each is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The five transports (`--transport`; each value is also the last segment
+/// of its URL path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
+    /// Server-Sent Events (`/sse`)
     Sse,
+    /// WebSocket (`/ws`)
     Ws,
+    /// short polls (`/poll`)
     Poll,
+    /// long polls (`/long-poll`)
     LongPoll,
+    /// the forever frame (`/iframe`)
     Iframe,
 }
 
 impl Transport {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "sse" => Self::Sse,
-            "ws" => Self::Ws,
-            "poll" => Self::Poll,
-            "long-poll" => Self::LongPoll,
-            "iframe" => Self::Iframe,
-            _ => return None,
-        })
-    }
-
+    /// The name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Self::Sse => "sse",
