@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 /// One published event, encoded once and shared by every subscriber.
 ///
 /// The JSON payload is produced once per publish; each way of framing it on
-/// the wire (a [`Framing`]) runs at most once per event, lazily, on first
+/// the wire runs at most once per event, lazily, on first
 /// delivery, and its frame is shared too.
 pub struct EncodedEvent {
     cursor: Cursor,

@@ -2,7 +2,7 @@
 //!
 //! Each request is a fresh subscription from the client's cursor that reads
 //! one batch and ends, so a poller costs nothing between requests. The items
-//! are the JSON messages of [`wire`](crate::wire), each event's framed once
+//! are the JSON messages that WebSocket sends too, each event's framed once
 //! and shared with every other transport that sends it.
 
 use crate::admission::RouteKind;
