@@ -8,9 +8,10 @@
 
 mod support;
 
-use push_runtime::broker::{BrokerErrorKind, RedisBroker, RedisConfig};
+use push_runtime::broker::{Broker, BrokerErrorKind, RedisBroker, RedisConfig};
 use push_runtime::{
-    ChannelRouter, Hub, HubConfig, IframeConfig, PollConfig, PublishError, SseConfig, WsConfig,
+    ChannelRouter, Hub, HubConfig, IframeConfig, PollConfig, PublishError, SseConfig, Start,
+    SubscribeError, WsConfig,
 };
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
@@ -490,4 +491,192 @@ async fn clients_stay_connected_through_redis_outages_and_see_every_event_or_a_g
     for conn in &mut conns {
         assert_eq!(conn.next_frame().await.cursor, next);
     }
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn admin(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection")
+}
+
+/// The milliseconds Redis will keep `key` (-1: for good, -2: gone).
+async fn pttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("pttl")
+}
+
+fn meta_key(prefix: &str, topic: &str) -> String {
+    format!("{prefix}:{{/t/{topic}}}:meta")
+}
+
+/// A broker of its own (to look at its mirrors) and a hub over it.
+async fn lone_node(config: RedisConfig) -> (Arc<RedisBroker>, Hub<TestEvent>) {
+    let broker = Arc::new(RedisBroker::connect(config).await.expect("connect"));
+    let mut hub_config = HubConfig::default();
+    hub_config.history_len = 64;
+    let hub = Hub::with_broker(Arc::clone(&broker) as Arc<dyn Broker>, hub_config);
+    (broker, hub)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_nobody_reads_is_dropped_and_a_topic_only_read_expires() {
+    let test = "a_mirror_nobody_reads_is_dropped_and_a_topic_only_read_expires";
+    let Some(url) = shared_redis(test).await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let config = RedisConfig::new(&url)
+        .key_prefix(&prefix)
+        .history_len(64)
+        .epoch_check_interval(Duration::from_millis(50))
+        .mirror_idle(Duration::from_millis(100))
+        .unused_topic_ttl(Duration::from_millis(400));
+    let (broker, hub) = lone_node(config).await;
+    let mut conn = admin(&url).await;
+
+    let reader = hub.subscribe("ghost", Start::Now, None).await.unwrap();
+    assert_eq!(broker.mirrored_topics(), 1);
+    let ttl = pttl(&mut conn, &meta_key(&prefix, "ghost")).await;
+    assert!(ttl > 0, "a topic only read expires: PTTL {ttl}");
+    hub.publish("kept", note(1)).await.unwrap();
+    assert_eq!(pttl(&mut conn, &meta_key(&prefix, "kept")).await, -1);
+
+    // Read for longer than its expiry: the node keeps renewing it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(pttl(&mut conn, &meta_key(&prefix, "ghost")).await > 0);
+    drop(reader);
+    wait_until("the idle mirrors are dropped", || {
+        broker.mirrored_topics() == 0
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while pttl(&mut conn, &meta_key(&prefix, "ghost")).await != -2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the topic only read never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pttl(&mut conn, &meta_key(&prefix, "kept")).await, -1);
+    drop((hub, broker));
+    delete_keys(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_mirrors_at_most_max_topics() {
+    let Some(url) = shared_redis("a_node_mirrors_at_most_max_topics").await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let config = RedisConfig::new(&url).key_prefix(&prefix).max_topics(2);
+    let (broker, hub) = lone_node(config).await;
+    let a = hub.subscribe("a", Start::Now, None).await.unwrap();
+    let _b = hub.subscribe("b", Start::Now, None).await.unwrap();
+    match hub.subscribe("c", Start::Now, None).await {
+        Err(SubscribeError::Broker(error)) => {
+            assert_eq!(error.kind(), BrokerErrorKind::Capacity, "{error}");
+        }
+        other => panic!("a third topic while two are read must be refused: {other:?}"),
+    }
+    let mut conn = admin(&url).await;
+    assert_eq!(
+        pttl(&mut conn, &meta_key(&prefix, "c")).await,
+        -2,
+        "a refusal creates nothing"
+    );
+    drop(a);
+    // `a` is idle now: `c` takes its place.
+    let _c = hub.subscribe("c", Start::Now, None).await.unwrap();
+    assert_eq!(broker.mirrored_topics(), 2);
+    drop((hub, broker));
+    delete_keys(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_written_into_redis_by_others_are_validated() {
+    let Some(url) = shared_redis("entries_written_into_redis_by_others_are_validated").await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let config = RedisConfig::new(&url)
+        .key_prefix(&prefix)
+        .epoch_check_interval(Duration::from_millis(100));
+    let (broker, hub) = lone_node(config).await;
+    let server = Server::start(ChannelRouter::new(hub.clone()).into_router()).await;
+    let first = hub.publish("room", note(1)).await.unwrap();
+    let mut conns = Vec::new();
+    for transport in TRANSPORTS {
+        let mut conn = open(
+            &server,
+            transport,
+            &route(transport, "room", &format!("after={first}")),
+        )
+        .await;
+        conn.ready().await;
+        conns.push((transport, conn));
+    }
+    // Someone else with write access to Redis appends entries the way the
+    // broker does: a name that would inject SSE lines, data that would end
+    // the frame's script, a name the channel does not declare.
+    let mut conn = admin(&url).await;
+    let events = format!("{prefix}:{{/t/room}}:events");
+    let epoch = first.epoch().to_string();
+    for (name, data) in [
+        ("note\nid: 1-1\ndata: {}", "{\"note\":\"x\"}"),
+        ("note", "1)</script><script>alert(1)//"),
+        ("joined", "{}"),
+    ] {
+        let seq: u64 = redis::cmd("HINCRBY")
+            .arg(meta_key(&prefix, "room"))
+            .arg("seq")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: String = redis::cmd("XADD")
+            .arg(&events)
+            .arg(format!("{seq}-1"))
+            .arg(&["e", &epoch, "n", name, "k", "1", "d", data])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let last = hub.publish("room", note(5)).await.unwrap();
+    for (transport, conn) in &mut conns {
+        // Gaps (one per read, or merged) that cover exactly the three
+        // entries, then the next event: nothing injected, nothing lost.
+        let mut at = first.to_string();
+        let mut missed = 0;
+        let event = loop {
+            let frame = conn.next_frame().await;
+            if frame.event != "push.gap" {
+                break frame;
+            }
+            assert_eq!(frame.data["from"], at.as_str(), "{transport:?}: {frame:?}");
+            at = frame.data["to"].as_str().unwrap().to_owned();
+            missed += frame.data["missed"].as_u64().unwrap();
+        };
+        assert_eq!((at, missed), (format!("{epoch}-4"), 3), "{transport:?}");
+        assert_eq!(event.cursor, last.to_string(), "{transport:?}");
+        assert_eq!(payload(&event), "n5");
+    }
+    assert_eq!(broker.invalid_entries(), 3);
+    drop((hub, broker, server));
+    delete_keys(&url, &prefix).await;
 }

@@ -177,7 +177,9 @@ pub enum StartError {
 struct Ring {
     /// The sequence number of the newest event (0: none yet).
     head: u64,
-    entries: VecDeque<Arc<EncodedEvent>>,
+    /// The retained events, oldest first, one per sequence number; `None`
+    /// for an event known lost ([`TopicLog::lose_at`]).
+    entries: VecDeque<Option<Arc<EncodedEvent>>>,
     capacity: usize,
 }
 
@@ -320,6 +322,28 @@ impl TopicLog {
         outcome
     }
 
+    /// Declares the event at `seq` lost, if it is the next one (a shared
+    /// store holds something at that position that may not be delivered):
+    /// subscribers get a gap of one event where it stands, and the events
+    /// around it stay. Wakes every waiting subscriber.
+    pub fn lose_at(&self, seq: u64) -> AppendAt {
+        let outcome = {
+            let mut ring = self.write();
+            if seq <= ring.head {
+                AppendAt::Duplicate
+            } else if seq > ring.head + 1 {
+                AppendAt::NotNext
+            } else {
+                self.push_slot(&mut ring, seq, None);
+                AppendAt::Appended
+            }
+        };
+        if outcome == AppendAt::Appended {
+            self.published.wake_all();
+        }
+        outcome
+    }
+
     /// Declares every event up to `seq` lost: the ring is emptied and the
     /// next event expected is `seq + 1`. Subscribers that had not read them
     /// receive a gap. Does nothing if `seq` is not ahead of the newest event.
@@ -349,20 +373,25 @@ impl TopicLog {
     }
 
     fn push(&self, ring: &mut Ring, seq: u64, event: Outgoing) -> Cursor {
-        ring.head = seq;
-        self.head.store(seq, Ordering::Release);
         let cursor = Cursor::new(self.epoch, seq);
-        if ring.entries.len() == ring.capacity {
-            ring.entries.pop_front();
-        }
-        ring.entries.push_back(Arc::new(EncodedEvent {
+        let event = Arc::new(EncodedEvent {
             cursor,
             name: event.name,
             kind_index: event.kind_index,
             data: event.data,
             frames: Default::default(),
-        }));
+        });
+        self.push_slot(ring, seq, Some(event));
         cursor
+    }
+
+    fn push_slot(&self, ring: &mut Ring, seq: u64, slot: Option<Arc<EncodedEvent>>) {
+        ring.head = seq;
+        self.head.store(seq, Ordering::Release);
+        if ring.entries.len() == ring.capacity {
+            ring.entries.pop_front();
+        }
+        ring.entries.push_back(slot);
     }
 
     /// A reader positioned at `start`.
@@ -520,20 +549,54 @@ impl Subscription {
             self.next_seq = oldest;
         }
         let skip = (self.next_seq - oldest) as usize;
-        for event in ring.entries.iter().skip(skip) {
-            if out.len() - before >= max {
-                break;
+        for slot in ring.entries.iter().skip(skip) {
+            let full = out.len() - before >= max;
+            match slot {
+                Some(event) => {
+                    if full {
+                        break;
+                    }
+                    if self
+                        .filter
+                        .as_ref()
+                        .is_none_or(|f| f.contains(event.kind_index))
+                    {
+                        out.push(Delivery::Event(Arc::clone(event)));
+                    }
+                }
+                // A lost event that extends the gap just written takes no room.
+                None => {
+                    if !self.extend_gap(out, before) {
+                        if full {
+                            break;
+                        }
+                        let from = Cursor::new(self.log.epoch, self.next_seq - 1);
+                        out.push(Delivery::Gap(Gap {
+                            from,
+                            to: Cursor::new(self.log.epoch, self.next_seq),
+                            missed: Some(1),
+                        }));
+                    }
+                }
             }
-            self.next_seq = event.cursor.seq() + 1;
-            if self
-                .filter
-                .as_ref()
-                .is_none_or(|f| f.contains(event.kind_index))
-            {
-                out.push(Delivery::Event(Arc::clone(event)));
-            }
+            self.next_seq += 1;
         }
         self.next_seq > ring.head
+    }
+
+    /// Counts the lost event at `next_seq` in the gap `out` ends with, if
+    /// that gap ends right before it.
+    fn extend_gap(&self, out: &mut [Delivery], before: usize) -> bool {
+        let epoch = self.log.epoch;
+        let seq = self.next_seq;
+        match out.get_mut(before..).and_then(<[Delivery]>::last_mut) {
+            Some(Delivery::Gap(gap)) if gap.to == Cursor::new(epoch, seq - 1) => {
+                gap.to = Cursor::new(epoch, seq);
+                gap.missed = gap.missed.map(|missed| missed + 1);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Continues in the history that replaced this one, after a gap of unknown size.
@@ -742,6 +805,33 @@ mod tests {
         out.clear();
         sub.fill(&mut out, 10);
         assert_eq!(seqs(&out), ["2"]);
+    }
+
+    #[test]
+    fn a_lost_event_is_a_gap_of_one_where_it_stands() {
+        let log = Arc::new(TopicLog::new(2, 8));
+        let mut sub = log.subscribe(Start::Now).unwrap();
+        assert_eq!(log.append_at(1, outgoing(1)), AppendAt::Appended);
+        assert_eq!(log.lose_at(2), AppendAt::Appended);
+        assert_eq!(log.lose_at(3), AppendAt::Appended);
+        assert_eq!(log.lose_at(3), AppendAt::Duplicate);
+        assert_eq!(log.lose_at(9), AppendAt::NotNext);
+        assert_eq!(log.append_at(4, outgoing(4)), AppendAt::Appended);
+        assert_eq!(log.lose_at(5), AppendAt::Appended);
+        let mut out = Vec::new();
+        sub.fill(&mut out, 10);
+        assert_eq!(
+            seqs(&out),
+            ["1", "gap 1..3 Some(2)", "4", "gap 4..5 Some(1)"]
+        );
+        assert_eq!(sub.position(), Cursor::new(2, 5));
+        // A reader catching up later sees the same, and the events around
+        // the lost ones stay in the ring.
+        let mut late = log.subscribe(Start::After(Cursor::new(2, 0))).unwrap();
+        out.clear();
+        late.fill(&mut out, 2);
+        assert_eq!(seqs(&out), ["1", "gap 1..3 Some(2)"]);
+        assert_eq!(log.len(), 5);
     }
 
     #[test]

@@ -157,6 +157,7 @@ impl<C: Channel> Hub<C> {
 
     /// A hub over another broker (several hubs may share one broker).
     pub fn with_broker(broker: Arc<dyn Broker>, config: HubConfig) -> Self {
+        broker.register_channel(C::PATH, <C::Kind as EventKind>::NAMES);
         Self {
             shared: Arc::new(HubShared {
                 broker,

@@ -109,6 +109,15 @@ pub trait Broker: Send + Sync + 'static {
         key: &'a TopicKey,
         start: Start,
     ) -> BrokerFuture<'a, Result<Subscription, BrokerSubscribeError>>;
+
+    /// Tells the broker the wire names of a channel whose topics it holds,
+    /// in declaration order (`names[kind_index]` is each event's name).
+    /// [`Hub::with_broker`](crate::Hub::with_broker) calls it. A broker that
+    /// reads events back from a shared store checks what it reads against
+    /// them; the default does nothing.
+    fn register_channel(&self, channel: &'static str, names: &'static [&'static str]) {
+        let _ = (channel, names);
+    }
 }
 
 /// The single-process broker: each topic is a bounded ring in memory.

@@ -27,9 +27,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// Assigns the next cursor and appends the event, creating the topic's epoch
-/// if Redis has none (a new topic, or a Redis that lost its data).
+/// if Redis has none (a new topic, or a Redis that lost its data). A topic
+/// with an event is kept for good (`PERSIST`: a read may have created its
+/// epoch with an expiry).
 const PUBLISH_LUA: &str = r"
 if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then redis.call('DEL', KEYS[2]) end
+redis.call('PERSIST', KEYS[1])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], string.format('%d-1', seq),
@@ -38,9 +41,15 @@ return {epoch, seq}
 ";
 
 /// Returns the topic's epoch, last sequence number and newest events (newest
-/// first), only those after ARGV[4] when the epoch is still ARGV[3].
+/// first), only those after ARGV[4] when the epoch is still ARGV[3]. An
+/// epoch created by a read expires after ARGV[5] ms unless an event is
+/// published (or a node that mirrors the topic renews it): reading random
+/// topic names leaves nothing durable in Redis.
 const LOAD_LUA: &str = r"
-if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then redis.call('DEL', KEYS[2]) end
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq')) or 0
 local after = 0
@@ -51,6 +60,8 @@ return {epoch, seq, entries}
 
 /// Most entries one `XREAD` returns per stream.
 const READ_BATCH: usize = 1024;
+/// Default for [`RedisConfig::max_event_size`].
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
 /// Most distinct event names accepted from Redis (they are interned for good).
 const MAX_NAMES: usize = 4096;
 
@@ -76,6 +87,9 @@ pub struct RedisConfig {
     command_timeout: Duration,
     epoch_check: Duration,
     mirror_idle: Duration,
+    unused_topic_ttl: Duration,
+    max_topics: usize,
+    max_event_size: usize,
 }
 
 impl RedisConfig {
@@ -90,6 +104,9 @@ impl RedisConfig {
             command_timeout: Duration::from_secs(2),
             epoch_check: Duration::from_secs(1),
             mirror_idle: Duration::from_secs(60),
+            unused_topic_ttl: Duration::from_secs(60),
+            max_topics: crate::DEFAULT_MAX_TOPICS,
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
         }
     }
 
@@ -135,6 +152,36 @@ impl RedisConfig {
         self.mirror_idle = idle;
         self
     }
+
+    /// How long Redis keeps a topic that was only read, never published to
+    /// (default 60 s, at least 1 ms): a subscription to a new topic creates
+    /// its epoch with this expiry, renewed at every epoch check while a
+    /// node mirrors the topic, and made permanent by the first publish. So
+    /// random topic names cost nothing durable. Keep it longer than
+    /// [`epoch_check_interval`](Self::epoch_check_interval).
+    pub fn unused_topic_ttl(mut self, ttl: Duration) -> Self {
+        self.unused_topic_ttl = ttl.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The most topics a node mirrors at once (default
+    /// [`DEFAULT_MAX_TOPICS`](crate::DEFAULT_MAX_TOPICS), at least 1), so a
+    /// node holds at most `max_topics × history_len` events. A new topic
+    /// past it replaces the least recently used mirror nobody reads; when
+    /// every mirror is being read, subscribing to a new topic fails with a
+    /// [`BrokerErrorKind::Capacity`] error (`503` with `Retry-After` over HTTP).
+    pub fn max_topics(mut self, topics: usize) -> Self {
+        self.max_topics = topics.max(1);
+        self
+    }
+
+    /// The largest event payload the broker writes or accepts when reading
+    /// Redis back, in bytes (default [`DEFAULT_MAX_EVENT_SIZE`], 1 MiB).
+    /// A larger publish fails; a larger entry read from Redis becomes a gap.
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes;
+        self
+    }
 }
 
 /// Why the Redis broker failed.
@@ -147,6 +194,17 @@ pub enum RedisBrokerError {
     /// Redis answered something the broker did not write.
     #[error("unexpected reply from redis: {0}")]
     Reply(&'static str),
+    /// The node mirrors [`RedisConfig::max_topics`] topics, all being read.
+    #[error("too many topics mirrored on this node ({0}), and none is idle")]
+    TooManyTopics(usize),
+    /// The event is larger than [`RedisConfig::max_event_size`].
+    #[error("the event is {size} bytes, over the broker's limit of {max}")]
+    TooLarge {
+        /// The event's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl From<redis::RedisError> for RedisBrokerError {
@@ -166,6 +224,7 @@ impl From<RedisBrokerError> for BrokerError {
             {
                 BrokerErrorKind::Unavailable
             }
+            RedisBrokerError::TooManyTopics(_) => BrokerErrorKind::Capacity,
             _ => BrokerErrorKind::Other,
         };
         BrokerError::new(kind, error)
@@ -218,13 +277,29 @@ struct Shared {
     /// The reader connection's `CLIENT ID` (0: not connected).
     reader_id: AtomicU64,
     interest: Notify,
+    /// The wire names of each registered channel, in declaration order.
+    channels: RwLock<HashMap<&'static str, &'static [&'static str]>>,
+    /// Entries read back from Redis that failed validation.
+    invalid_entries: AtomicU64,
 }
 
-/// One stream entry, as the broker wrote it.
+/// A topic the reader follows, as of one read.
+struct Followed {
+    key: TopicKey,
+    stream: String,
+    /// The newest sequence number mirrored when the read was sent.
+    after: u64,
+    log: std::sync::Weak<TopicLog>,
+}
+
+/// One stream entry, as read: its position and epoch, and its event as
+/// Redis holds it, not yet validated.
 struct Entry {
     seq: u64,
     epoch: u64,
-    event: Outgoing,
+    name: Vec<u8>,
+    kind: Option<usize>,
+    data: Bytes,
 }
 
 /// What [`LOAD_LUA`] returns.
@@ -263,9 +338,26 @@ impl RedisBroker {
             reading_generation: AtomicU64::new(0),
             reader_id: AtomicU64::new(0),
             interest: Notify::new(),
+            channels: RwLock::default(),
+            invalid_entries: AtomicU64::new(0),
         });
         let reader = tokio::spawn(read_loop(Arc::clone(&shared)));
         Ok(Self { shared, reader })
+    }
+
+    /// How many topics this node mirrors now.
+    pub fn mirrored_topics(&self) -> usize {
+        self.shared
+            .mirrors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// How many entries read back from Redis failed validation (each one
+    /// reached subscribers as a gap, never as bytes on their wire).
+    pub fn invalid_entries(&self) -> u64 {
+        self.shared.invalid_entries.load(Ordering::Relaxed)
     }
 }
 
@@ -297,6 +389,14 @@ impl Broker for RedisBroker {
             Ok(log.subscribe(start)?)
         })
     }
+
+    fn register_channel(&self, channel: &'static str, names: &'static [&'static str]) {
+        self.shared
+            .channels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(channel, names);
+    }
 }
 
 impl Shared {
@@ -316,6 +416,12 @@ impl Shared {
     }
 
     async fn publish(&self, key: &TopicKey, event: Outgoing) -> Result<Cursor, RedisBrokerError> {
+        if event.data.len() > self.config.max_event_size {
+            return Err(RedisBrokerError::TooLarge {
+                size: event.data.len(),
+                max: self.config.max_event_size,
+            });
+        }
         let (meta, events) = self.keys(key);
         let (epoch, seq): (String, u64) = self
             .publish
@@ -352,13 +458,16 @@ impl Shared {
         if let Some(log) = self.current(key) {
             return Ok(log);
         }
+        // Refused before Redis is asked, so a refusal creates nothing there.
+        self.make_room(&mut self.mirrors.write().unwrap_or_else(|p| p.into_inner()))?;
         let tail = self.load_tail(key, None).await?;
-        let loaded = self.build_log(tail);
+        let loaded = self.build_log(key, tail);
         let (log, generation) = {
             let mut mirrors = self.mirrors.write().unwrap_or_else(|p| p.into_inner());
             if let Some(existing) = mirrors.get(key) {
                 return Ok(Arc::clone(&existing.log));
             }
+            self.make_room(&mut mirrors)?;
             mirrors.insert(
                 key.clone(),
                 Mirror {
@@ -370,6 +479,27 @@ impl Shared {
         };
         self.wake_reader(generation).await;
         Ok(log)
+    }
+
+    /// Makes room for one more mirror: past [`RedisConfig::max_topics`],
+    /// drops the least recently used mirror nobody reads, or refuses.
+    fn make_room(&self, mirrors: &mut HashMap<TopicKey, Mirror>) -> Result<(), RedisBrokerError> {
+        if mirrors.len() < self.config.max_topics {
+            return Ok(());
+        }
+        let idle = mirrors
+            .iter()
+            .filter(|(_, mirror)| Arc::strong_count(&mirror.log) == 1)
+            .min_by_key(|(_, mirror)| mirror.used.load(Ordering::Relaxed))
+            .map(|(key, _)| key.clone());
+        match idle {
+            Some(key) => {
+                tracing::debug!(topic = %key.topic, "no longer mirroring an idle topic: room for another");
+                mirrors.remove(&key);
+                Ok(())
+            }
+            None => Err(RedisBrokerError::TooManyTopics(self.config.max_topics)),
+        }
     }
 
     /// Makes the reader include a topic set of at least `generation`.
@@ -411,14 +541,15 @@ impl Shared {
             .arg(self.config.history_len)
             .arg(epoch.to_string())
             .arg(after)
+            .arg(millis(self.config.unused_topic_ttl))
             .invoke_async(&mut self.commands.clone())
             .await?;
         parse_tail(&reply).ok_or(RedisBrokerError::Reply("malformed topic tail"))
     }
 
-    fn build_log(&self, tail: Tail) -> Arc<TopicLog> {
+    fn build_log(&self, key: &TopicKey, tail: Tail) -> Arc<TopicLog> {
         let log = Arc::new(TopicLog::new(tail.epoch, self.config.history_len));
-        apply_entries(&log, tail.entries);
+        self.apply_entries(key, &log, tail.entries);
         log.skip_to(tail.seq);
         log
     }
@@ -431,11 +562,11 @@ impl Shared {
         };
         let tail = self.load_tail(key, Some(current.newest())).await?;
         if tail.epoch == current.epoch() {
-            apply_entries(&current, tail.entries);
+            self.apply_entries(key, &current, tail.entries);
             current.skip_to(tail.seq);
             return Ok(());
         }
-        let next = self.build_log(tail);
+        let next = self.build_log(key, tail);
         let mut mirrors = self.mirrors.write().unwrap_or_else(|p| p.into_inner());
         // Another refresh may have replaced it meanwhile: theirs stands.
         if let Some(mirror) = mirrors.get_mut(key)
@@ -468,9 +599,14 @@ impl Shared {
         if logs.is_empty() {
             return Ok(());
         }
+        let ttl = millis(self.config.unused_topic_ttl);
         let mut pipe = redis::pipe();
         for (key, _) in &logs {
-            pipe.hget(self.keys(key).0, "epoch");
+            let meta = self.keys(key).0;
+            pipe.hget(&meta, "epoch");
+            // A topic only read so far stays while a node mirrors it (`XX`:
+            // only a key that has an expiry gets a new one).
+            pipe.cmd("PEXPIRE").arg(&meta).arg(ttl).arg("XX").ignore();
         }
         let epochs: Vec<Option<String>> = pipe.query_async(conn).await?;
         for ((key, log), epoch) in logs.iter().zip(epochs) {
@@ -492,12 +628,20 @@ impl Shared {
         });
     }
 
-    fn snapshot(&self) -> (u64, Vec<(TopicKey, String, Arc<TopicLog>)>) {
+    /// The topics to read: each one's key, stream and log. The log is held
+    /// weakly, so that a blocking read does not make every mirror look busy
+    /// to the idle checks.
+    fn snapshot(&self) -> (u64, Vec<Followed>) {
         let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
         let generation = self.generation.load(Ordering::SeqCst);
         let topics = mirrors
             .iter()
-            .map(|(k, m)| (k.clone(), self.keys(k).1, Arc::clone(&m.log)))
+            .map(|(key, mirror)| Followed {
+                key: key.clone(),
+                stream: self.keys(key).1,
+                after: mirror.log.newest().seq(),
+                log: Arc::downgrade(&mirror.log),
+            })
             .collect();
         (generation, topics)
     }
@@ -544,11 +688,11 @@ impl Shared {
                             .max(1),
                     )
                     .arg("STREAMS");
-                for (_, stream, _) in &topics {
-                    cmd.arg(stream);
+                for topic in &topics {
+                    cmd.arg(&topic.stream);
                 }
-                for (_, _, log) in &topics {
-                    cmd.arg(format!("{}-1", log.newest().seq()));
+                for topic in &topics {
+                    cmd.arg(format!("{}-1", topic.after));
                 }
                 let reply: Value = cmd.query_async(conn).await?;
                 self.apply_read(&topics, &reply).await?;
@@ -560,35 +704,145 @@ impl Shared {
         }
     }
 
-    async fn apply_read(
-        &self,
-        topics: &[(TopicKey, String, Arc<TopicLog>)],
-        reply: &Value,
-    ) -> Result<(), RedisBrokerError> {
+    async fn apply_read(&self, topics: &[Followed], reply: &Value) -> Result<(), RedisBrokerError> {
         for (stream, entries) in parse_read(reply) {
-            let Some((key, _, log)) = topics.iter().find(|(_, s, _)| *s == stream) else {
+            let Some(topic) = topics.iter().find(|topic| topic.stream == stream) else {
                 continue;
             };
+            // Dropped meanwhile: nobody reads it any more.
+            let Some(log) = topic.log.upgrade() else {
+                continue;
+            };
+            let (key, log) = (&topic.key, &log);
             if entries.iter().any(|entry| entry.epoch != log.epoch()) {
                 self.refresh(key).await?;
                 continue;
             }
-            apply_entries(log, entries);
+            self.apply_entries(key, log, entries);
         }
         Ok(())
     }
-}
 
-/// Appends entries (oldest first, of the log's epoch) to `log`; entries
-/// missing before one (trimmed from Redis before this node read them) become
-/// a gap for local subscribers.
-fn apply_entries(log: &TopicLog, entries: Vec<Entry>) {
-    for entry in entries {
-        if log.append_at(entry.seq, entry.event.clone()) == AppendAt::NotNext {
-            log.skip_to(entry.seq - 1);
-            let _ = log.append_at(entry.seq, entry.event);
+    /// Appends entries to `log` ([`apply_entries`]), logging and counting
+    /// the invalid ones.
+    fn apply_entries(&self, key: &TopicKey, log: &TopicLog, entries: Vec<Entry>) {
+        let rules = Rules {
+            names: self
+                .channels
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(key.channel)
+                .copied(),
+            max_event_size: self.config.max_event_size,
+            epoch: log.epoch(),
+        };
+        for (seq, reason) in apply_entries(log, entries, &rules) {
+            self.invalid_entries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                channel = key.channel,
+                topic = %key.topic,
+                seq,
+                reason,
+                "an entry read back from redis is invalid: subscribers get a gap for it"
+            );
         }
     }
+}
+
+/// What an entry read back from one topic's stream must be.
+struct Rules {
+    /// The channel's wire names, if a hub registered them.
+    names: Option<&'static [&'static str]>,
+    max_event_size: usize,
+    /// The epoch of the log the entries go to.
+    epoch: u64,
+}
+
+/// Appends entries (oldest first) to `log`. Entries missing before one
+/// (trimmed from Redis before this node read them), and entries that fail
+/// [`validate`], become a gap for local subscribers: never bytes on their
+/// wire. Returns the invalid entries not seen before, with why.
+fn apply_entries(log: &TopicLog, entries: Vec<Entry>, rules: &Rules) -> Vec<(u64, &'static str)> {
+    let mut invalid = Vec::new();
+    for entry in entries {
+        let seq = entry.seq;
+        match validate(rules, entry) {
+            Ok(event) => {
+                if log.append_at(seq, event.clone()) == AppendAt::NotNext {
+                    log.skip_to(seq - 1);
+                    let _ = log.append_at(seq, event);
+                }
+            }
+            // Read again (two reads overlap): already counted.
+            Err(_) if seq <= log.newest().seq() => {}
+            Err(reason) => {
+                invalid.push((seq, reason));
+                if log.lose_at(seq) == AppendAt::NotNext {
+                    log.skip_to(seq - 1);
+                    let _ = log.lose_at(seq);
+                }
+            }
+        }
+    }
+    invalid
+}
+
+/// Checks an entry as if it came from the network: the log's epoch, a name
+/// the channel declares (or, for a channel no hub registered, one that
+/// follows the wire-name rules), a kind that agrees, JSON data within the
+/// size limit.
+fn validate(rules: &Rules, entry: Entry) -> Result<Outgoing, &'static str> {
+    if entry.epoch != rules.epoch {
+        return Err("an entry of another epoch");
+    }
+    let (name, kind_index) = match rules.names {
+        Some(names) => {
+            let index = names
+                .iter()
+                .position(|name| name.as_bytes() == entry.name.as_slice())
+                .ok_or("an event name the channel does not declare")?;
+            if entry.kind.is_some_and(|kind| kind != index) {
+                return Err("a kind that does not match its name");
+            }
+            (names[index], index)
+        }
+        None => {
+            let name = std::str::from_utf8(&entry.name)
+                .ok()
+                .filter(|name| is_wire_name(name))
+                .ok_or("a name that breaks the wire-name rules")?;
+            let kind = entry.kind.ok_or("no kind")?;
+            (intern(name).ok_or("too many distinct names")?, kind)
+        }
+    };
+    if entry.data.len() > rules.max_event_size {
+        return Err("data over max_event_size");
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&entry.data).is_err() {
+        return Err("data that is not JSON");
+    }
+    Ok(Outgoing {
+        name,
+        kind_index,
+        data: entry.data,
+    })
+}
+
+/// A duration in whole milliseconds, at least 1.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// The wire-name rules of `#[push_channel]`: 1 to 128 ASCII letters,
+/// digits, `_`, `-`, `.` or `:`, not starting with `push.`.
+fn is_wire_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        && !name.starts_with("push.")
 }
 
 /// The node's reader: follows every mirrored topic's stream, reconnecting
@@ -680,27 +934,27 @@ fn parse_entry(entry: &Value) -> Option<Entry> {
         return None;
     };
     let seq = text(id)?.split_once('-')?.0.parse().ok()?;
-    let (mut epoch, mut name, mut kind, mut data) = (None, None, None, None);
+    let (mut epoch, mut name, mut kind, mut data) = (None, Vec::new(), None, Bytes::new());
     for pair in fields.chunks_exact(2) {
         let Value::BulkString(value) = &pair[1] else {
-            return None;
+            continue;
         };
-        match text(&pair[0])? {
-            "e" => epoch = std::str::from_utf8(value).ok()?.parse().ok(),
-            "n" => name = intern(std::str::from_utf8(value).ok()?),
-            "k" => kind = std::str::from_utf8(value).ok()?.parse().ok(),
-            "d" => data = Some(Bytes::copy_from_slice(value)),
+        match text(&pair[0]) {
+            Some("e") => epoch = std::str::from_utf8(value).ok()?.parse().ok(),
+            Some("n") => name.clone_from(value),
+            Some("k") => kind = std::str::from_utf8(value).ok().and_then(|k| k.parse().ok()),
+            Some("d") => data = Bytes::copy_from_slice(value),
             _ => {}
         }
     }
+    // Without a position or an epoch the entry is not one of ours at all;
+    // anything else wrong with it is found by `Shared::validate`.
     Some(Entry {
         seq,
         epoch: epoch?,
-        event: Outgoing {
-            name: name?,
-            kind_index: kind?,
-            data: data?,
-        },
+        name,
+        kind,
+        data,
     })
 }
 
@@ -739,6 +993,7 @@ fn intern(name: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::Delivery;
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
@@ -771,13 +1026,13 @@ mod tests {
         assert_eq!((tail.epoch, tail.seq), (42, 3));
         let seqs: Vec<u64> = tail.entries.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [2, 3]);
-        assert_eq!(tail.entries[0].event.name, "note");
-        assert_eq!(tail.entries[0].event.kind_index, 1);
-        assert_eq!(tail.entries[0].event.data.as_ref(), b"\"x\"");
+        assert_eq!(tail.entries[0].name, b"note");
+        assert_eq!(tail.entries[0].kind, Some(1));
+        assert_eq!(tail.entries[0].data.as_ref(), b"\"x\"");
     }
 
     #[test]
-    fn parses_reads_and_skips_foreign_entries() {
+    fn parses_reads_and_skips_entries_without_an_epoch() {
         let foreign = Value::Array(vec![bulk("9-1"), Value::Array(vec![bulk("x"), bulk("y")])]);
         let reply = Value::Array(vec![Value::Array(vec![
             bulk("p:{/t/a}:events"),
@@ -790,20 +1045,96 @@ mod tests {
         assert!(parse_read(&Value::Nil).is_empty());
     }
 
+    const NAMES: &[&str] = &["note", "moved"];
+
+    fn rules(epoch: u64) -> Rules {
+        Rules {
+            names: Some(NAMES),
+            max_event_size: 64,
+            epoch,
+        }
+    }
+
+    fn raw(seq: u64, name: &str, kind: Option<usize>, data: &str) -> Entry {
+        Entry {
+            seq,
+            epoch: 7,
+            name: name.as_bytes().to_vec(),
+            kind,
+            data: Bytes::from(data.to_owned()),
+        }
+    }
+
+    fn note(seq: u64) -> Entry {
+        raw(seq, "note", Some(0), "{}")
+    }
+
     #[test]
     fn entries_missing_before_one_become_a_gap() {
         let log = TopicLog::new(7, 8);
-        let at = |seq| Entry {
-            seq,
-            epoch: 7,
-            event: Outgoing {
-                name: "note",
-                kind_index: 0,
-                data: Bytes::new(),
-            },
-        };
-        apply_entries(&log, vec![at(1), at(2), at(5), at(5), at(6)]);
+        let invalid = apply_entries(
+            &log,
+            vec![note(1), note(2), note(5), note(5), note(6)],
+            &rules(7),
+        );
+        assert!(invalid.is_empty());
         assert_eq!(log.newest(), Cursor::new(7, 6));
         assert_eq!(log.len(), 2);
+    }
+
+    #[test]
+    fn invalid_entries_become_counted_gaps_never_bytes() {
+        let log = Arc::new(TopicLog::new(7, 16));
+        let mut sub = log.subscribe(Start::After(Cursor::new(7, 0))).unwrap();
+        let mut other_epoch = note(9);
+        other_epoch.epoch = 8;
+        let entries = vec![
+            note(1),
+            // What would inject lines into SSE or script into the frame.
+            raw(2, "note\nid: 1-1\ndata: x", Some(0), "{}"),
+            raw(3, "note", Some(0), "1)</script><script>alert(1)"),
+            raw(4, "unknown", Some(0), "{}"),
+            raw(5, "moved", Some(0), "{}"),
+            raw(6, "note", Some(0), &format!("\"{}\"", "x".repeat(64))),
+            raw(7, "note", None, "{\"ok\":true}"),
+            raw(8, "moved", Some(1), "[1,2]"),
+            other_epoch,
+        ];
+        let invalid = apply_entries(&log, entries, &rules(7));
+        let seqs: Vec<u64> = invalid.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, [2, 3, 4, 5, 6, 9], "{invalid:?}");
+        let mut out = Vec::new();
+        sub.fill(&mut out, 32);
+        let items: Vec<String> = out
+            .iter()
+            .map(|item| match item {
+                Delivery::Event(e) => format!("{} {}", e.cursor().seq(), e.name()),
+                Delivery::Gap(g) => format!("gap {}..{}", g.from.seq(), g.to.seq()),
+            })
+            .collect();
+        // Every invalid entry is a gap; the valid ones arrive as events.
+        assert_eq!(
+            items,
+            ["1 note", "gap 1..6", "7 note", "8 moved", "gap 8..9"]
+        );
+        // Read again (overlapping reads): not counted twice.
+        assert!(apply_entries(&log, vec![raw(9, "x", None, "")], &rules(7)).is_empty());
+    }
+
+    #[test]
+    fn without_registered_names_the_wire_name_rules_apply() {
+        let rules = Rules {
+            names: None,
+            max_event_size: 64,
+            epoch: 7,
+        };
+        assert!(validate(&rules, raw(1, "a.b-c_d:e", Some(3), "1")).is_ok());
+        for bad in ["", "push.ready", "a b", "a\nb", "é"] {
+            assert!(
+                validate(&rules, raw(1, bad, Some(0), "1")).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(validate(&rules, raw(1, "a", None, "1")).is_err(), "no kind");
     }
 }
