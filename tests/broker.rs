@@ -1,0 +1,499 @@
+//! The broker conformance suite: every check here is written once, generic
+//! over a [`Deployment`] (a broker and the nodes sharing it), and runs
+//! against every broker: the in-memory broker (several nodes are several
+//! `Hub`s sharing one `MemoryBroker`) and the Redis broker (each node is its
+//! own `RedisBroker` on the same Redis and key prefix). The checks work at
+//! the `Hub`/`Subscription` level; the transports have their own suite
+//! (`tests/conformance.rs`).
+//!
+//! Adding a broker is one more `impl Deployment` and one more
+//! `generate!(…)` line at the end, naming the checks it runs.
+//!
+//! The Redis deployment needs a Redis at `REDIS_URL` (default
+//! `redis://127.0.0.1:6379`); without one its tests print why and pass,
+//! except under CI (`CI` set), where they fail.
+
+mod support;
+
+use push_runtime::broker::{MemoryBroker, RedisBroker, RedisConfig};
+use push_runtime::history::{StartError, Subscription};
+use push_runtime::{Cursor, Delivery, Gap, Hub, HubConfig, Start, SubscribeError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use support::PATIENCE;
+use support::channel::{TestEvent, note};
+use tokio::time::Instant;
+
+// ---------------------------------------------------------------------------
+// Deployments
+// ---------------------------------------------------------------------------
+
+/// What a check asks of the deployment it runs on.
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    /// Events kept per topic.
+    history_len: usize,
+}
+
+impl Settings {
+    const fn history(history_len: usize) -> Self {
+        Self { history_len }
+    }
+
+    fn hub_config(self) -> HubConfig {
+        let mut config = HubConfig::default();
+        config.history_len = self.history_len;
+        config
+    }
+}
+
+/// One broker and the nodes that share it: what every check runs on.
+///
+/// A deployment is created per test, so checks never see each other's
+/// topics, and is cleaned up when dropped (after the nodes, which the checks
+/// declare after it).
+trait Deployment: Sized {
+    /// The deployment's name, in assertion messages.
+    fn name() -> &'static str;
+
+    /// A new deployment with nothing in it, for the test `test`; `None`
+    /// (after saying why) when the test cannot run here, never under CI.
+    async fn start(test: &str, settings: Settings) -> Option<Self>;
+
+    /// A new node: a hub over a broker sharing this deployment's histories.
+    async fn node(&self) -> Hub<TestEvent>;
+}
+
+/// The in-memory broker: the nodes are hubs sharing one `MemoryBroker`.
+struct Memory {
+    broker: Arc<MemoryBroker>,
+    settings: Settings,
+}
+
+impl Deployment for Memory {
+    fn name() -> &'static str {
+        "memory"
+    }
+
+    async fn start(_test: &str, settings: Settings) -> Option<Self> {
+        let broker = MemoryBroker::new(settings.history_len);
+        Some(Self {
+            broker: Arc::new(broker),
+            settings,
+        })
+    }
+
+    async fn node(&self) -> Hub<TestEvent> {
+        Hub::with_broker(
+            Arc::clone(&self.broker) as Arc<_>,
+            self.settings.hub_config(),
+        )
+    }
+}
+
+/// The Redis broker: each node is its own `RedisBroker` on the same Redis
+/// and key prefix (a prefix of the test's own, whose keys go when dropped).
+struct Redis {
+    url: String,
+    prefix: String,
+    settings: Settings,
+}
+
+impl Deployment for Redis {
+    fn name() -> &'static str {
+        "redis"
+    }
+
+    async fn start(test: &str, settings: Settings) -> Option<Self> {
+        Some(Self {
+            url: shared_redis(test).await?,
+            prefix: unique_prefix(),
+            settings,
+        })
+    }
+
+    async fn node(&self) -> Hub<TestEvent> {
+        let config = RedisConfig::new(&self.url)
+            .key_prefix(&self.prefix)
+            .history_len(self.settings.history_len)
+            .epoch_check_interval(Duration::from_millis(150))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .command_timeout(Duration::from_secs(1));
+        let broker = RedisBroker::connect(config)
+            .await
+            .expect("connect to redis");
+        Hub::with_broker(Arc::new(broker), self.settings.hub_config())
+    }
+}
+
+impl Drop for Redis {
+    /// Deletes the deployment's keys (best effort, also when a check
+    /// failed). The nodes are gone by now: their readers would otherwise
+    /// give deleted topics a new epoch.
+    fn drop(&mut self) {
+        let Ok(client) = ::redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let wait = Duration::from_secs(2);
+        let Ok(mut conn) = client.get_connection_with_timeout(wait) else {
+            return;
+        };
+        let wait = Some(wait);
+        if conn.set_read_timeout(wait).is_err() || conn.set_write_timeout(wait).is_err() {
+            return;
+        }
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<u64, _> = ::redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+async fn ping(url: &str) -> Result<(), String> {
+    let attempt = async {
+        let client = ::redis::Client::open(url).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        ::redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("no answer within 2 s".to_owned()),
+    }
+}
+
+/// The shared Redis's URL, or `None` (after saying why) when the test must skip.
+async fn shared_redis(test: &str) -> Option<String> {
+    let url = redis_url();
+    match ping(&url).await {
+        Ok(()) => Some(url),
+        Err(error) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: no Redis at {url} under CI: {error}")
+        }
+        Err(error) => {
+            eprintln!(
+                "SKIPPED {test}: no Redis at {url} ({error}); set REDIS_URL or start redis-server"
+            );
+            None
+        }
+    }
+}
+
+/// A key prefix no other test (or run) uses.
+fn unique_prefix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "push-test:broker:{}:{nanos}:{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// What the checks read
+// ---------------------------------------------------------------------------
+
+/// One delivery, comparable: an event (cursor, wire name, decoded payload)
+/// or a gap.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Event(Cursor, &'static str, TestEvent),
+    Gap(Gap),
+}
+
+fn seen(delivery: &Delivery) -> Seen {
+    match delivery {
+        Delivery::Event(event) => Seen::Event(
+            event.cursor(),
+            event.name(),
+            serde_json::from_slice(event.data()).expect("the payload decodes into the channel"),
+        ),
+        Delivery::Gap(gap) => Seen::Gap(*gap),
+    }
+}
+
+/// The event `note(n)` at `cursor`, as a subscriber sees it.
+fn event(cursor: Cursor, n: usize) -> Seen {
+    Seen::Event(cursor, "note", note(n))
+}
+
+/// The events `note(first)`, `note(first + 1)`… at `cursors`.
+fn events(cursors: &[Cursor], first: usize) -> Vec<Seen> {
+    cursors
+        .iter()
+        .enumerate()
+        .map(|(i, cursor)| event(*cursor, first + i))
+        .collect()
+}
+
+fn gap(from: Cursor, to: Cursor, missed: Option<u64>) -> Seen {
+    Seen::Gap(Gap { from, to, missed })
+}
+
+/// Waits (bounded) for exactly `n` items, as they arrive.
+async fn take(subscription: &mut Subscription, n: usize) -> Vec<Seen> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while out.len() < n {
+        let want = n - out.len();
+        let waited = tokio::time::timeout_at(deadline, subscription.next_batch(&mut out, want));
+        if waited.await.is_err() {
+            let got: Vec<Seen> = out.iter().map(seen).collect();
+            panic!(
+                "waited {PATIENCE:?} for {n} items, got {}: {got:?}",
+                got.len()
+            );
+        }
+    }
+    out.iter().map(seen).collect()
+}
+
+/// Asserts that nothing is available now.
+fn nothing_more(subscription: &mut Subscription, what: &str) {
+    let mut out = Vec::new();
+    subscription.fill(&mut out, 64);
+    let got: Vec<Seen> = out.iter().map(seen).collect();
+    assert!(got.is_empty(), "{what}: nothing more expected, got {got:?}");
+}
+
+async fn subscribe(hub: &Hub<TestEvent>, topic: &str, start: Start) -> Subscription {
+    hub.subscribe(topic, start, None)
+        .await
+        .unwrap_or_else(|error| panic!("subscribe to {topic} at {start:?}: {error}"))
+}
+
+async fn publish(hub: &Hub<TestEvent>, topic: &str, n: usize) -> Cursor {
+    hub.publish(topic, note(n))
+        .await
+        .unwrap_or_else(|error| panic!("publish note {n} to {topic}: {error}"))
+}
+
+/// Publishes `note(n)` for every `n` of `range`, returning the cursors.
+async fn publish_range(
+    hub: &Hub<TestEvent>,
+    topic: &str,
+    range: std::ops::Range<usize>,
+) -> Vec<Cursor> {
+    let mut cursors = Vec::new();
+    for n in range {
+        cursors.push(publish(hub, topic, n).await);
+    }
+    cursors
+}
+
+/// Asserts consecutive sequence numbers from `first`, all in one epoch.
+fn assert_consecutive(cursors: &[Cursor], first: u64, what: &str) {
+    let epoch = cursors[0].epoch();
+    let expected: Vec<Cursor> = (first..)
+        .take(cursors.len())
+        .map(|seq| Cursor::new(epoch, seq))
+        .collect();
+    assert_eq!(cursors, expected, "{what}: one epoch, seq +1 each");
+}
+
+// ---------------------------------------------------------------------------
+// The checks
+// ---------------------------------------------------------------------------
+
+/// 1. Events published, then read from the start: in order, cursors in one
+///    epoch from seq 1, +1 each; a subscriber from now gets only what follows.
+async fn publish_then_subscribe<D: Deployment>() {
+    let name = D::name();
+    let Some(deployment) = D::start("publish_then_subscribe", Settings::history(16)).await else {
+        return;
+    };
+    let a = deployment.node().await;
+    let cursors = publish_range(&a, "room", 0..5).await;
+    assert_consecutive(&cursors, 1, name);
+
+    let start = Cursor::new(cursors[0].epoch(), 0);
+    let mut replay = subscribe(&a, "room", Start::After(start)).await;
+    assert_eq!(take(&mut replay, 5).await, events(&cursors, 0), "{name}");
+    nothing_more(&mut replay, name);
+
+    let mut live = subscribe(&a, "room", Start::Now).await;
+    nothing_more(&mut live, name);
+    let next = publish(&a, "room", 5).await;
+    assert_eq!(next, Cursor::new(cursors[0].epoch(), 6), "{name}");
+    assert_eq!(take(&mut live, 1).await, [event(next, 5)], "{name}");
+    assert_eq!(take(&mut replay, 1).await, [event(next, 5)], "{name}");
+}
+
+/// 2. Events published on node A (then B) reach subscribers on A and B,
+///    started before, with the same cursors and payloads, in order.
+async fn cursors_agree_on_every_node<D: Deployment>() {
+    let name = D::name();
+    let Some(deployment) = D::start("cursors_agree_on_every_node", Settings::history(32)).await
+    else {
+        return;
+    };
+    let a = deployment.node().await;
+    let b = deployment.node().await;
+    let mut on_a = subscribe(&a, "room", Start::Now).await;
+    let mut on_b = subscribe(&b, "room", Start::Now).await;
+    assert_eq!(on_a.position(), on_b.position(), "{name}: the same start");
+
+    let mut cursors = publish_range(&a, "room", 0..8).await;
+    cursors.extend(publish_range(&b, "room", 8..10).await);
+    assert_consecutive(&cursors, 1, name);
+    let expected = events(&cursors, 0);
+    assert_eq!(take(&mut on_a, 10).await, expected, "{name}: node A");
+    assert_eq!(take(&mut on_b, 10).await, expected, "{name}: node B");
+    nothing_more(&mut on_a, name);
+    nothing_more(&mut on_b, name);
+}
+
+/// 3. A client reads 3 events on node A, then resumes on node B (which
+///    never read the topic) with the last cursor: it gets exactly the rest,
+///    then what follows.
+async fn resume_on_another_node<D: Deployment>() {
+    let name = D::name();
+    let Some(deployment) = D::start("resume_on_another_node", Settings::history(32)).await else {
+        return;
+    };
+    let a = deployment.node().await;
+    let b = deployment.node().await;
+    let mut first = subscribe(&a, "room", Start::Now).await;
+    let cursors = publish_range(&a, "room", 0..6).await;
+    let read = take(&mut first, 3).await;
+    assert_eq!(read, events(&cursors[..3], 0), "{name}");
+    drop(first);
+
+    let mut again = subscribe(&b, "room", Start::After(cursors[2])).await;
+    assert_eq!(again.resume_point(), cursors[2], "{name}");
+    assert_eq!(
+        take(&mut again, 3).await,
+        events(&cursors[3..], 3),
+        "{name}"
+    );
+    nothing_more(&mut again, name);
+    let later = publish_range(&b, "room", 6..8).await;
+    assert_eq!(take(&mut again, 2).await, events(&later, 6), "{name}");
+}
+
+/// 4. A client resuming from before the retained history gets a gap that
+///    counts exactly what it missed, then every retained event, on any node.
+async fn trimmed_history_is_a_counted_gap<D: Deployment>() {
+    const HISTORY: usize = 4;
+    let name = D::name();
+    let Some(deployment) = D::start(
+        "trimmed_history_is_a_counted_gap",
+        Settings::history(HISTORY),
+    )
+    .await
+    else {
+        return;
+    };
+    let a = deployment.node().await;
+    let b = deployment.node().await;
+    let cursors = publish_range(&a, "room", 0..10).await;
+    // Retained: the last 4 (seq 7..=10); missed after seq 1: 2..=6.
+    let mut expected = vec![gap(cursors[0], cursors[5], Some(5))];
+    expected.extend(events(&cursors[6..], 6));
+    for (node, hub) in [("A", &a), ("B", &b)] {
+        let mut resumed = subscribe(hub, "room", Start::After(cursors[0])).await;
+        assert_eq!(resumed.resume_point(), cursors[0], "{name}: node {node}");
+        assert_eq!(take(&mut resumed, 5).await, expected, "{name}: node {node}");
+        nothing_more(&mut resumed, name);
+    }
+}
+
+/// 6. A cursor of the topic's epoch beyond its newest event is refused
+///    (`StartError::Ahead`) on every node; the newest cursor itself is not.
+async fn cursor_ahead_is_refused<D: Deployment>() {
+    let name = D::name();
+    let Some(deployment) = D::start("cursor_ahead_is_refused", Settings::history(16)).await else {
+        return;
+    };
+    let a = deployment.node().await;
+    let b = deployment.node().await;
+    let cursors = publish_range(&a, "room", 0..3).await;
+    let newest = cursors[2];
+    for (node, hub) in [("A", &a), ("B", &b)] {
+        for ahead in [1, 1000] {
+            let requested = Cursor::new(newest.epoch(), newest.seq() + ahead);
+            match hub.subscribe("room", Start::After(requested), None).await {
+                Err(SubscribeError::Start(StartError::Ahead {
+                    requested: r,
+                    newest: n,
+                })) => {
+                    assert_eq!((r, n), (requested, newest), "{name}: node {node}");
+                }
+                other => panic!("{name}: node {node}: {requested} must be refused: {other:?}"),
+            }
+        }
+        let mut at_newest = subscribe(hub, "room", Start::After(newest)).await;
+        nothing_more(&mut at_newest, name);
+    }
+    let next = publish(&b, "room", 3).await;
+    let mut at_newest = subscribe(&a, "room", Start::After(newest)).await;
+    assert_eq!(take(&mut at_newest, 1).await, [event(next, 3)], "{name}");
+}
+
+// ---------------------------------------------------------------------------
+// The tests: every check on every deployment that supports it
+// ---------------------------------------------------------------------------
+
+/// Bound on a whole check, on top of the bound of each of its waits.
+const CHECK_PATIENCE: Duration = Duration::from_secs(90);
+
+/// `generate!(module, Deployment, [check, …])`: one test `module::check` per
+/// check, running `check::<Deployment>()`.
+macro_rules! generate {
+    ($module:ident, $deployment:ty, [$($check:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let check = super::$check::<$deployment>();
+                    if tokio::time::timeout(CHECK_PATIENCE, check).await.is_err() {
+                        panic!("{} took over {CHECK_PATIENCE:?}", stringify!($check));
+                    }
+                }
+            )*
+        }
+    };
+}
+
+generate!(
+    memory,
+    Memory,
+    [
+        publish_then_subscribe,
+        cursors_agree_on_every_node,
+        resume_on_another_node,
+        trimmed_history_is_a_counted_gap,
+        cursor_ahead_is_refused,
+    ]
+);
+
+generate!(
+    redis,
+    Redis,
+    [
+        publish_then_subscribe,
+        cursors_agree_on_every_node,
+        resume_on_another_node,
+        trimmed_history_is_a_counted_gap,
+        cursor_ahead_is_refused,
+    ]
+);
