@@ -15,9 +15,12 @@
 
 mod support;
 
-use push_runtime::broker::{MemoryBroker, RedisBroker, RedisConfig};
+use push_runtime::broker::{MemoryBroker, RedisBroker, RedisConfig, TopicKey};
 use push_runtime::history::{StartError, Subscription};
-use push_runtime::{Cursor, Delivery, Gap, Hub, HubConfig, Start, SubscribeError};
+use push_runtime::{
+    Channel, Cursor, DEFAULT_MAX_TOPICS, Delivery, Gap, Hub, HubConfig, Start, SubscribeError,
+    Topic,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,16 +37,26 @@ use tokio::time::Instant;
 struct Settings {
     /// Events kept per topic.
     history_len: usize,
+    /// Topics alive at once (`HubConfig::max_topics`).
+    max_topics: usize,
 }
 
 impl Settings {
     const fn history(history_len: usize) -> Self {
-        Self { history_len }
+        Self {
+            history_len,
+            max_topics: DEFAULT_MAX_TOPICS,
+        }
+    }
+
+    const fn max_topics(self, max_topics: usize) -> Self {
+        Self { max_topics, ..self }
     }
 
     fn hub_config(self) -> HubConfig {
         let mut config = HubConfig::default();
         config.history_len = self.history_len;
+        config.max_topics = self.max_topics;
         config
     }
 }
@@ -63,6 +76,11 @@ trait Deployment: Sized {
 
     /// A new node: a hub over a broker sharing this deployment's histories.
     async fn node(&self) -> Hub<TestEvent>;
+
+    /// Makes the broker lose `topic`'s history, as a store that lost its
+    /// data or evicted the topic would; `false` if this deployment cannot
+    /// (a check then fails: it must not be generated for this deployment).
+    async fn lose_history(&self, topic: &str) -> bool;
 }
 
 /// The in-memory broker: the nodes are hubs sharing one `MemoryBroker`.
@@ -77,7 +95,7 @@ impl Deployment for Memory {
     }
 
     async fn start(_test: &str, settings: Settings) -> Option<Self> {
-        let broker = MemoryBroker::new(settings.history_len);
+        let broker = MemoryBroker::with_max_topics(settings.history_len, settings.max_topics);
         Some(Self {
             broker: Arc::new(broker),
             settings,
@@ -89,6 +107,34 @@ impl Deployment for Memory {
             Arc::clone(&self.broker) as Arc<_>,
             self.settings.hub_config(),
         )
+    }
+
+    /// Evicts the topic: `max_topics` new topics take every place. Only a
+    /// topic nobody reads can be evicted, and only with a small `max_topics`.
+    async fn lose_history(&self, topic: &str) -> bool {
+        const MOST_TOPICS: usize = 16;
+        if self.settings.max_topics > MOST_TOPICS {
+            return false;
+        }
+        let key = TopicKey {
+            channel: TestEvent::PATH,
+            topic: Topic::new(topic).expect("a valid topic"),
+        };
+        let Ok(before) = self.broker.log(&key).map(|log| log.epoch()) else {
+            return false;
+        };
+        let hub = self.node().await;
+        for n in 0..self.settings.max_topics {
+            if hub
+                .publish(&format!("evict-{n}-{topic}"), note(n))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        // Evicted: the topic is back, empty, in another epoch.
+        self.broker.log(&key).is_ok_and(|log| log.epoch() != before)
     }
 }
 
@@ -124,6 +170,31 @@ impl Deployment for Redis {
             .await
             .expect("connect to redis");
         Hub::with_broker(Arc::new(broker), self.settings.hub_config())
+    }
+
+    /// Deletes the topic's keys (`DEL`), as a Redis that lost its data.
+    async fn lose_history(&self, topic: &str) -> bool {
+        let pattern = format!("{}:{{{}/{topic}}}:*", self.prefix, TestEvent::PATH);
+        let delete = async {
+            let mut conn = admin(&self.url).await;
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut conn)
+                .await
+                .expect("KEYS");
+            if keys.is_empty() {
+                return 0;
+            }
+            ::redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<u64>(&mut conn)
+                .await
+                .expect("DEL")
+        };
+        let deleted = tokio::time::timeout(PATIENCE, delete)
+            .await
+            .expect("redis deletes the topic's keys in time");
+        deleted > 0
     }
 }
 
@@ -174,6 +245,19 @@ async fn ping(url: &str) -> Result<(), String> {
         Ok(Err(e)) => Err(e),
         Err(_) => Err("no answer within 2 s".to_owned()),
     }
+}
+
+async fn admin(url: &str) -> ::redis::aio::MultiplexedConnection {
+    let connect = async {
+        ::redis::Client::open(url)
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("admin connection to redis")
+    };
+    tokio::time::timeout(PATIENCE, connect)
+        .await
+        .expect("admin connection to redis in time")
 }
 
 /// The shared Redis's URL, or `None` (after saying why) when the test must skip.
@@ -416,6 +500,95 @@ async fn trimmed_history_is_a_counted_gap<D: Deployment>() {
     }
 }
 
+/// 5a. The broker loses a topic's history (nobody reads it): the next
+///     event starts a new epoch at seq 1, and a client resuming with a
+///     cursor of the old epoch gets a gap of unknown size into the new one,
+///     then the new events, on every node.
+async fn lost_history_is_a_gap_on_resume<D: Deployment>() {
+    let name = D::name();
+    // Few topics: the memory broker loses a topic by evicting it.
+    let settings = Settings::history(16).max_topics(2);
+    let Some(deployment) = D::start("lost_history_is_a_gap_on_resume", settings).await else {
+        return;
+    };
+    let a = deployment.node().await;
+    let b = deployment.node().await;
+    let old = publish_range(&a, "room", 0..3).await;
+    assert!(
+        deployment.lose_history("room").await,
+        "{name}: this deployment cannot lose a topic's history"
+    );
+    let new = publish(&a, "room", 3).await;
+    assert_ne!(
+        new.epoch(),
+        old[0].epoch(),
+        "{name}: a lost history gets a new epoch"
+    );
+    assert_eq!(new.seq(), 1, "{name}: the new epoch starts over");
+
+    let c = deployment.node().await;
+    let expected = [
+        gap(old[1], Cursor::new(new.epoch(), 0), None),
+        event(new, 3),
+    ];
+    for (node, hub) in [("A", &a), ("B", &b), ("C", &c)] {
+        let mut resumed = subscribe(hub, "room", Start::After(old[1])).await;
+        assert_eq!(resumed.resume_point(), old[1], "{name}: node {node}");
+        assert_eq!(take(&mut resumed, 2).await, expected, "{name}: node {node}");
+        nothing_more(&mut resumed, name);
+    }
+}
+
+/// 5b. The broker loses the history of a topic being read: live
+///     subscribers on both nodes get a gap of unknown size into the new
+///     epoch, then the new events; a client resuming with an old cursor
+///     gets a gap too.
+async fn lost_history_hands_live_subscribers_over<D: Deployment>() {
+    let name = D::name();
+    let settings = Settings::history(16);
+    let Some(deployment) = D::start("lost_history_hands_live_subscribers_over", settings).await
+    else {
+        return;
+    };
+    let a = deployment.node().await;
+    let b = deployment.node().await;
+    let mut on_a = subscribe(&a, "room", Start::Now).await;
+    let mut on_b = subscribe(&b, "room", Start::Now).await;
+    let old = publish_range(&a, "room", 0..3).await;
+    assert_eq!(take(&mut on_a, 3).await, events(&old, 0), "{name}: node A");
+    assert_eq!(take(&mut on_b, 3).await, events(&old, 0), "{name}: node B");
+
+    assert!(
+        deployment.lose_history("room").await,
+        "{name}: this deployment cannot lose the history of a topic being read"
+    );
+    let new = publish(&a, "room", 3).await;
+    assert_ne!(
+        new.epoch(),
+        old[0].epoch(),
+        "{name}: a lost history gets a new epoch"
+    );
+    assert_eq!(new.seq(), 1, "{name}: the new epoch starts over");
+    let start = Cursor::new(new.epoch(), 0);
+    let handed_over = [gap(old[2], start, None), event(new, 3)];
+    assert_eq!(take(&mut on_a, 2).await, handed_over, "{name}: node A");
+    assert_eq!(take(&mut on_b, 2).await, handed_over, "{name}: node B");
+
+    let next = publish(&b, "room", 4).await;
+    assert_eq!(next, Cursor::new(new.epoch(), 2), "{name}");
+    assert_eq!(take(&mut on_a, 1).await, [event(next, 4)], "{name}: node A");
+    assert_eq!(take(&mut on_b, 1).await, [event(next, 4)], "{name}: node B");
+
+    let c = deployment.node().await;
+    let expected = [gap(old[1], start, None), event(new, 3), event(next, 4)];
+    for (node, hub) in [("A", &a), ("B", &b), ("C", &c)] {
+        let mut resumed = subscribe(hub, "room", Start::After(old[1])).await;
+        assert_eq!(resumed.resume_point(), old[1], "{name}: node {node}");
+        assert_eq!(take(&mut resumed, 3).await, expected, "{name}: node {node}");
+        nothing_more(&mut resumed, name);
+    }
+}
+
 /// 6. A cursor of the topic's epoch beyond its newest event is refused
 ///    (`StartError::Ahead`) on every node; the newest cursor itself is not.
 async fn cursor_ahead_is_refused<D: Deployment>() {
@@ -474,6 +647,9 @@ macro_rules! generate {
     };
 }
 
+// Not generated for memory:
+// - `lost_history_hands_live_subscribers_over`: the memory broker loses a
+//   topic only by evicting it, and never evicts a topic being read.
 generate!(
     memory,
     Memory,
@@ -482,6 +658,7 @@ generate!(
         cursors_agree_on_every_node,
         resume_on_another_node,
         trimmed_history_is_a_counted_gap,
+        lost_history_is_a_gap_on_resume,
         cursor_ahead_is_refused,
     ]
 );
@@ -494,6 +671,8 @@ generate!(
         cursors_agree_on_every_node,
         resume_on_another_node,
         trimmed_history_is_a_counted_gap,
+        lost_history_is_a_gap_on_resume,
+        lost_history_hands_live_subscribers_over,
         cursor_ahead_is_refused,
     ]
 );
