@@ -11,16 +11,19 @@
 //!
 //! The Redis deployment needs a Redis at `REDIS_URL` (default
 //! `redis://127.0.0.1:6379`); without one its tests print why and pass,
-//! except under CI (`CI` set), where they fail.
+//! except under CI (`CI` set), where they fail. The outage check runs its own
+//! `redis-server` (from `PATH`).
 
 mod support;
 
-use push_runtime::broker::{MemoryBroker, RedisBroker, RedisConfig, TopicKey};
+use push_runtime::broker::{BrokerErrorKind, MemoryBroker, RedisBroker, RedisConfig, TopicKey};
 use push_runtime::history::{StartError, Subscription};
 use push_runtime::{
-    Channel, Cursor, DEFAULT_MAX_TOPICS, Delivery, Gap, Hub, HubConfig, Start, SubscribeError,
-    Topic,
+    Channel, Cursor, DEFAULT_MAX_TOPICS, Delivery, Gap, Hub, HubConfig, PublishError, Start,
+    SubscribeError, Topic,
 };
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -39,6 +42,9 @@ struct Settings {
     history_len: usize,
     /// Topics alive at once (`HubConfig::max_topics`).
     max_topics: usize,
+    /// The deployment's store must be its own, so that it can be stopped
+    /// and restarted ([`Deployment::stop_store`]).
+    own_store: bool,
 }
 
 impl Settings {
@@ -46,11 +52,19 @@ impl Settings {
         Self {
             history_len,
             max_topics: DEFAULT_MAX_TOPICS,
+            own_store: false,
         }
     }
 
     const fn max_topics(self, max_topics: usize) -> Self {
         Self { max_topics, ..self }
+    }
+
+    const fn own_store(self) -> Self {
+        Self {
+            own_store: true,
+            ..self
+        }
     }
 
     fn hub_config(self) -> HubConfig {
@@ -81,6 +95,17 @@ trait Deployment: Sized {
     /// data or evicted the topic would; `false` if this deployment cannot
     /// (a check then fails: it must not be generated for this deployment).
     async fn lose_history(&self, topic: &str) -> bool;
+
+    /// Stops the store every node uses; `false` if this deployment has no
+    /// store of its own to stop.
+    async fn stop_store(&self) -> bool {
+        false
+    }
+
+    /// Starts the stopped store again, empty; `false` if unsupported.
+    async fn restart_store(&self) -> bool {
+        false
+    }
 }
 
 /// The in-memory broker: the nodes are hubs sharing one `MemoryBroker`.
@@ -144,6 +169,8 @@ struct Redis {
     url: String,
     prefix: String,
     settings: Settings,
+    /// A `redis-server` of the deployment's own (`Settings::own_store`).
+    own: Option<tokio::sync::Mutex<OwnRedis>>,
 }
 
 impl Deployment for Redis {
@@ -152,10 +179,17 @@ impl Deployment for Redis {
     }
 
     async fn start(test: &str, settings: Settings) -> Option<Self> {
+        let (url, own) = if settings.own_store {
+            let own = OwnRedis::start(test).await?;
+            (own.url(), Some(tokio::sync::Mutex::new(own)))
+        } else {
+            (shared_redis(test).await?, None)
+        };
         Some(Self {
-            url: shared_redis(test).await?,
+            url,
             prefix: unique_prefix(),
             settings,
+            own,
         })
     }
 
@@ -196,6 +230,26 @@ impl Deployment for Redis {
             .expect("redis deletes the topic's keys in time");
         deleted > 0
     }
+
+    async fn stop_store(&self) -> bool {
+        match &self.own {
+            Some(own) => {
+                own.lock().await.kill();
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn restart_store(&self) -> bool {
+        match &self.own {
+            Some(own) => {
+                own.lock().await.restart().await;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl Drop for Redis {
@@ -203,6 +257,9 @@ impl Drop for Redis {
     /// failed). The nodes are gone by now: their readers would otherwise
     /// give deleted topics a new epoch.
     fn drop(&mut self) {
+        if self.own.is_some() {
+            return; // Its server stops, its data with it.
+        }
         let Ok(client) = ::redis::Client::open(self.url.as_str()) else {
             return;
         };
@@ -289,6 +346,70 @@ fn unique_prefix() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A `redis-server` of our own, on a fixed free port, so it can be restarted.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    /// `None` (after saying why) when the test must skip.
+    async fn start(test: &str) -> Option<Self> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            if std::env::var_os("CI").is_some() {
+                panic!("{test}: redis-server is not on PATH under CI");
+            }
+            eprintln!("SKIPPED {test}: redis-server is not on PATH");
+            return None;
+        }
+        let port = StdListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.restart().await;
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (empty: no persistence) and waits until it answers.
+    async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        while ping(&self.url()).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -381,6 +502,20 @@ async fn publish_range(
         cursors.push(publish(hub, topic, n).await);
     }
     cursors
+}
+
+/// Publishes until the broker accepts it again (bounded), returning the cursor.
+async fn publish_when_back(hub: &Hub<TestEvent>, topic: &str, n: usize) -> Cursor {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match hub.publish(topic, note(n)).await {
+            Ok(cursor) => return cursor,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("the broker did not come back: {error}"),
+        }
+    }
 }
 
 /// Asserts consecutive sequence numbers from `first`, all in one epoch.
@@ -621,6 +756,59 @@ async fn cursor_ahead_is_refused<D: Deployment>() {
     assert_eq!(take(&mut at_newest, 1).await, [event(next, 3)], "{name}");
 }
 
+/// 7. The store goes away: publishing fails as `Unavailable`; it comes back
+///    empty (no persistence): live subscribers on both nodes get a gap into
+///    the new epoch, then the new events.
+async fn outage_then_catch_up<D: Deployment>() {
+    let name = D::name();
+    let settings = Settings::history(16).own_store();
+    let Some(deployment) = D::start("outage_then_catch_up", settings).await else {
+        return;
+    };
+    let a = deployment.node().await;
+    let b = deployment.node().await;
+    let mut on_a = subscribe(&a, "live", Start::Now).await;
+    let mut on_b = subscribe(&b, "live", Start::Now).await;
+    let old = publish(&a, "live", 0).await;
+    assert_eq!(take(&mut on_a, 1).await, [event(old, 0)], "{name}: node A");
+    assert_eq!(take(&mut on_b, 1).await, [event(old, 0)], "{name}: node B");
+
+    assert!(
+        deployment.stop_store().await,
+        "{name}: this deployment has no store of its own to stop"
+    );
+    for (node, hub) in [("A", &a), ("B", &b)] {
+        match hub.publish("live", note(99)).await {
+            Err(PublishError::Broker(error)) => {
+                assert_eq!(
+                    error.kind(),
+                    BrokerErrorKind::Unavailable,
+                    "{name}: node {node}: {error}"
+                );
+                assert!(error.is_transient(), "{name}: node {node}: {error}");
+            }
+            other => panic!("{name}: node {node}: publishing without the store: {other:?}"),
+        }
+    }
+    nothing_more(&mut on_a, name);
+    nothing_more(&mut on_b, name);
+
+    assert!(
+        deployment.restart_store().await,
+        "{name}: restart the store"
+    );
+    let new = publish_when_back(&a, "live", 1).await;
+    assert_ne!(new.epoch(), old.epoch(), "{name}: the store lost its data");
+    assert_eq!(new.seq(), 1, "{name}: the new epoch starts over");
+    let handed_over = [gap(old, Cursor::new(new.epoch(), 0), None), event(new, 1)];
+    assert_eq!(take(&mut on_a, 2).await, handed_over, "{name}: node A");
+    assert_eq!(take(&mut on_b, 2).await, handed_over, "{name}: node B");
+    let next = publish(&b, "live", 2).await;
+    assert_eq!(next, Cursor::new(new.epoch(), 2), "{name}");
+    assert_eq!(take(&mut on_a, 1).await, [event(next, 2)], "{name}: node A");
+    assert_eq!(take(&mut on_b, 1).await, [event(next, 2)], "{name}: node B");
+}
+
 // ---------------------------------------------------------------------------
 // The tests: every check on every deployment that supports it
 // ---------------------------------------------------------------------------
@@ -649,7 +837,8 @@ macro_rules! generate {
 
 // Not generated for memory:
 // - `lost_history_hands_live_subscribers_over`: the memory broker loses a
-//   topic only by evicting it, and never evicts a topic being read.
+//   topic only by evicting it, and never evicts a topic being read;
+// - `outage_then_catch_up`: there is no store to stop.
 generate!(
     memory,
     Memory,
@@ -674,5 +863,6 @@ generate!(
         lost_history_is_a_gap_on_resume,
         lost_history_hands_live_subscribers_over,
         cursor_ahead_is_refused,
+        outage_then_catch_up,
     ]
 );
