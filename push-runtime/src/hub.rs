@@ -32,7 +32,8 @@ pub struct HubConfig {
     /// used topic that nobody reads, history and all (a client resuming it
     /// later gets a gap: the recreated topic has a new epoch); when every
     /// topic is being read, publishing to or subscribing to a new topic fails
-    /// (`503` over HTTP).
+    /// (`503` over HTTP). The Redis broker has its own limit on the topics
+    /// a node mirrors (`RedisConfig::max_topics`).
     pub max_topics: usize,
 }
 

@@ -58,6 +58,18 @@ local entries = redis.call('XREVRANGE', KEYS[2], '+', string.format('%d-0', afte
 return {epoch, seq, entries}
 ";
 
+/// The epochs of the topics (KEYS: their meta hashes) a node mirrors, and a
+/// new expiry (ARGV[1] ms) for those only read so far (they have one), so
+/// they stay while a node mirrors them.
+const CHECK_LUA: &str = r"
+local epochs = {}
+for i, key in ipairs(KEYS) do
+  epochs[i] = redis.call('HGET', key, 'epoch')
+  if redis.call('PTTL', key) > 0 then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return epochs
+";
+
 /// Most entries one `XREAD` returns per stream.
 const READ_BATCH: usize = 1024;
 /// Default for [`RedisConfig::max_event_size`].
@@ -268,6 +280,7 @@ struct Shared {
     commands: ConnectionManager,
     publish: Script,
     load: Script,
+    check: Script,
     mirrors: RwLock<HashMap<TopicKey, Mirror>>,
     started: Instant,
     /// Bumped whenever a mirror is added.
@@ -332,6 +345,7 @@ impl RedisBroker {
             commands,
             publish: Script::new(PUBLISH_LUA),
             load: Script::new(LOAD_LUA),
+            check: Script::new(CHECK_LUA),
             mirrors: RwLock::default(),
             started: Instant::now(),
             generation: AtomicU64::new(0),
@@ -599,16 +613,14 @@ impl Shared {
         if logs.is_empty() {
             return Ok(());
         }
-        let ttl = millis(self.config.unused_topic_ttl);
-        let mut pipe = redis::pipe();
+        let mut check = self.check.prepare_invoke();
         for (key, _) in &logs {
-            let meta = self.keys(key).0;
-            pipe.hget(&meta, "epoch");
-            // A topic only read so far stays while a node mirrors it (`XX`:
-            // only a key that has an expiry gets a new one).
-            pipe.cmd("PEXPIRE").arg(&meta).arg(ttl).arg("XX").ignore();
+            check.key(self.keys(key).0);
         }
-        let epochs: Vec<Option<String>> = pipe.query_async(conn).await?;
+        let epochs: Vec<Option<String>> = check
+            .arg(millis(self.config.unused_topic_ttl))
+            .invoke_async(conn)
+            .await?;
         for ((key, log), epoch) in logs.iter().zip(epochs) {
             if epoch.and_then(|e| e.parse::<u64>().ok()) != Some(log.epoch()) {
                 self.refresh(key).await?;
