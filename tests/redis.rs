@@ -9,9 +9,10 @@
 mod support;
 
 use push_runtime::broker::{Broker, BrokerErrorKind, RedisBroker, RedisConfig};
+use push_runtime::history::Subscription;
 use push_runtime::{
-    ChannelRouter, Hub, HubConfig, IframeConfig, PollConfig, PublishError, SseConfig, Start,
-    SubscribeError, WsConfig,
+    ChannelRouter, Cursor, Delivery, Hub, HubConfig, IframeConfig, PollConfig, PublishError,
+    SseConfig, Start, SubscribeError, WsConfig,
 };
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
@@ -678,5 +679,118 @@ async fn entries_written_into_redis_by_others_are_validated() {
     }
     assert_eq!(broker.invalid_entries(), 3);
     drop((hub, broker, server));
+    delete_keys(&url, &prefix).await;
+}
+
+/// Makes Redis go back in time for `topic`, as a restart from a snapshot
+/// taken at `seq` (or the promotion of a replica that lagged there) would:
+/// the topic's sequence number and stream are those of that moment, in the
+/// same epoch.
+async fn rewind(url: &str, prefix: &str, topic: &str, seq: u64) {
+    let mut conn = admin(url).await;
+    let events = format!("{prefix}:{{/t/{topic}}}:events");
+    let newer: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&events)
+        .arg(format!("{}-0", seq + 1))
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("xrange");
+    for (id, _) in newer {
+        let _: u64 = redis::cmd("XDEL")
+            .arg(&events)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .expect("xdel");
+    }
+    let _: u64 = redis::cmd("HSET")
+        .arg(meta_key(prefix, topic))
+        .arg("seq")
+        .arg(seq)
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+}
+
+async fn next_items(subscription: &mut Subscription, n: usize) -> Vec<Delivery> {
+    let mut items = Vec::new();
+    while items.len() < n {
+        let room = n - items.len();
+        tokio::time::timeout(PATIENCE, subscription.next_batch(&mut items, room))
+            .await
+            .expect("items in time");
+    }
+    items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_went_back_in_time_never_hands_out_a_cursor_twice() {
+    let test = "a_redis_that_went_back_in_time_never_hands_out_a_cursor_twice";
+    let Some(url) = shared_redis(test).await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let config = |check: u64| {
+        RedisConfig::new(&url)
+            .key_prefix(&prefix)
+            .epoch_check_interval(Duration::from_millis(check))
+    };
+    // `slow` would notice only in a minute: its own publish must.
+    let (_a, fast) = lone_node(config(100)).await;
+    let (_b, slow) = lone_node(config(60_000)).await;
+    let mut on_fast = fast.subscribe("room", Start::Now, None).await.unwrap();
+    let mut on_slow = slow.subscribe("room", Start::Now, None).await.unwrap();
+    let mut cursors = Vec::new();
+    for n in 1..=5 {
+        cursors.push(fast.publish("room", note(n)).await.unwrap());
+    }
+    for subscription in [&mut on_fast, &mut on_slow] {
+        let got: Vec<Cursor> = next_items(subscription, 5)
+            .await
+            .iter()
+            .map(Delivery::cursor)
+            .collect();
+        assert_eq!(got, cursors);
+    }
+    rewind(&url, &prefix, "room", 2).await;
+
+    // The node that knows the topic reached 5 publishes: a new epoch, not
+    // the 3 that named another event.
+    let after = slow.publish("room", note(6)).await.unwrap();
+    assert_ne!(
+        after.epoch(),
+        cursors[0].epoch(),
+        "{after} reuses the old epoch"
+    );
+    assert_eq!(after.seq(), 1);
+    for subscription in [&mut on_fast, &mut on_slow] {
+        let items = next_items(subscription, 2).await;
+        match &items[..] {
+            [Delivery::Gap(gap), Delivery::Event(event)] => {
+                assert_eq!((gap.from, gap.missed), (cursors[4], None));
+                assert_eq!(gap.to.epoch(), after.epoch());
+                assert_eq!(event.cursor(), after);
+            }
+            other => panic!("expected a gap, then the new event: {other:?}"),
+        }
+    }
+
+    // Without a publish, the epoch check of a node that mirrors it notices.
+    let before = fast.publish("room", note(7)).await.unwrap();
+    next_items(&mut on_fast, 1).await;
+    rewind(&url, &prefix, "room", 1).await;
+    let items = next_items(&mut on_fast, 1).await;
+    match &items[..] {
+        [Delivery::Gap(gap)] => {
+            assert_eq!((gap.from, gap.missed), (before, None));
+            assert_ne!(gap.to.epoch(), before.epoch());
+        }
+        other => panic!("expected a gap into a new epoch: {other:?}"),
+    }
+    let (_c, fresh) = lone_node(config(60_000)).await;
+    let later = fresh.publish("room", note(8)).await.unwrap();
+    assert_ne!(later.epoch(), before.epoch(), "a node that never read it");
+    drop((on_fast, on_slow, fast, slow, fresh));
     delete_keys(&url, &prefix).await;
 }

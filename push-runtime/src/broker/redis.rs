@@ -30,10 +30,21 @@ use tokio::task::JoinHandle;
 /// if Redis has none (a new topic, or a Redis that lost its data). A topic
 /// with an event is kept for good (`PERSIST`: a read may have created its
 /// epoch with an expiry).
+///
+/// A node that mirrors the topic passes how far it knows the topic went
+/// (ARGV[7] in epoch ARGV[6]): a lower sequence number in that epoch means
+/// Redis went back in time (restarted from an older snapshot, or a replica
+/// that lagged was promoted), and the topic starts a new epoch before the
+/// event is appended, so that no cursor ever names two events.
 const PUBLISH_LUA: &str = r"
 if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then redis.call('DEL', KEYS[2]) end
 redis.call('PERSIST', KEYS[1])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch == ARGV[6] and (tonumber(redis.call('HGET', KEYS[1], 'seq')) or 0) < tonumber(ARGV[7]) then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], string.format('%d-1', seq),
   'e', epoch, 'n', ARGV[3], 'k', ARGV[4], 'd', ARGV[5])
@@ -58,22 +69,35 @@ local entries = redis.call('XREVRANGE', KEYS[2], '+', string.format('%d-0', afte
 return {epoch, seq, entries}
 ";
 
-/// The epochs of the topics (KEYS: their meta hashes) a node mirrors, and a
+/// The epochs and sequence numbers of the topics (KEYS: their meta hashes) a
+/// node mirrors, and a
 /// new expiry (ARGV[1] ms) for those only read so far (they have one), so
 /// they stay while a node mirrors them.
 const CHECK_LUA: &str = r"
-local epochs = {}
+local topics = {}
 for i, key in ipairs(KEYS) do
-  epochs[i] = redis.call('HGET', key, 'epoch')
+  topics[i] = redis.call('HMGET', key, 'epoch', 'seq')
   if redis.call('PTTL', key) > 0 then redis.call('PEXPIRE', key, ARGV[1]) end
 end
-return epochs
+return topics
+";
+
+/// Starts a new epoch (ARGV[3]) for a topic whose sequence number went back
+/// below ARGV[2] in epoch ARGV[1] (see [`PUBLISH_LUA`]); returns 1 if it did.
+const REBASE_LUA: &str = r"
+local now = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+if now[1] == ARGV[1] and (tonumber(now[2]) or 0) < tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[3], 'seq', 0)
+  return 1
+end
+return 0
 ";
 
 /// Most entries one `XREAD` returns per stream.
 const READ_BATCH: usize = 1024;
 /// Default for [`RedisConfig::max_event_size`].
-pub const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
+const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
 /// Most distinct event names accepted from Redis (they are interned for good).
 const MAX_NAMES: usize = 4096;
 
@@ -188,7 +212,7 @@ impl RedisConfig {
     }
 
     /// The largest event payload the broker writes or accepts when reading
-    /// Redis back, in bytes (default [`DEFAULT_MAX_EVENT_SIZE`], 1 MiB).
+    /// Redis back, in bytes (default 1 MiB).
     /// A larger publish fails; a larger entry read from Redis becomes a gap.
     pub fn max_event_size(mut self, bytes: usize) -> Self {
         self.max_event_size = bytes;
@@ -281,6 +305,7 @@ struct Shared {
     publish: Script,
     load: Script,
     check: Script,
+    rebase: Script,
     mirrors: RwLock<HashMap<TopicKey, Mirror>>,
     started: Instant,
     /// Bumped whenever a mirror is added.
@@ -346,6 +371,7 @@ impl RedisBroker {
             publish: Script::new(PUBLISH_LUA),
             load: Script::new(LOAD_LUA),
             check: Script::new(CHECK_LUA),
+            rebase: Script::new(REBASE_LUA),
             mirrors: RwLock::default(),
             started: Instant::now(),
             generation: AtomicU64::new(0),
@@ -437,6 +463,9 @@ impl Shared {
             });
         }
         let (meta, events) = self.keys(key);
+        // How far this node knows the topic went, if it mirrors it.
+        let mirror = self.peek(key);
+        let known = mirror.as_ref().map(|log| log.newest());
         let (epoch, seq): (String, u64) = self
             .publish
             .key(&meta)
@@ -446,15 +475,23 @@ impl Shared {
             .arg(event.name)
             .arg(event.kind_index)
             .arg(event.data.as_ref())
+            .arg(known.map_or(String::new(), |c| c.epoch().to_string()))
+            .arg(known.map_or(0, Cursor::seq))
             .invoke_async(&mut self.commands.clone())
             .await?;
         let epoch = epoch
             .parse()
             .map_err(|_| RedisBrokerError::Reply("epoch is not a number"))?;
-        // Local subscribers get it now if it is the next event; otherwise the
-        // reader brings it in order with the events before it.
-        if let Some(log) = self.current(key).filter(|log| log.epoch() == epoch) {
-            let _ = log.append_at(seq, event);
+        match mirror {
+            // Local subscribers get it now if it is the next event; otherwise
+            // the reader brings it in order with the events before it.
+            Some(log) if log.epoch() == epoch => {
+                let _ = log.append_at(seq, event);
+            }
+            // A new epoch (Redis lost data, or went back in time): the
+            // mirror moves to it now, its subscribers after a gap.
+            Some(_) => self.refresh(key).await?,
+            None => {}
         }
         Ok(Cursor::new(epoch, seq))
     }
@@ -465,6 +502,12 @@ impl Shared {
             mirror.used.store(self.now_ms(), Ordering::Relaxed);
             Arc::clone(&mirror.log)
         })
+    }
+
+    /// The mirror of `key`, if any, without counting it as used.
+    fn peek(&self, key: &TopicKey) -> Option<Arc<TopicLog>> {
+        let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
+        mirrors.get(key).map(|mirror| Arc::clone(&mirror.log))
     }
 
     /// The mirror of `key`, loaded from Redis on first use.
@@ -617,14 +660,48 @@ impl Shared {
         for (key, _) in &logs {
             check.key(self.keys(key).0);
         }
-        let epochs: Vec<Option<String>> = check
+        let topics: Vec<(Option<u64>, Option<u64>)> = check
             .arg(millis(self.config.unused_topic_ttl))
             .invoke_async(conn)
             .await?;
-        for ((key, log), epoch) in logs.iter().zip(epochs) {
-            if epoch.and_then(|e| e.parse::<u64>().ok()) != Some(log.epoch()) {
+        for ((key, log), (epoch, seq)) in logs.iter().zip(topics) {
+            let newest = log.newest();
+            if epoch == Some(log.epoch()) && seq.unwrap_or(0) < newest.seq() {
+                self.rebase(key, newest, conn).await?;
+                self.refresh(key).await?;
+            } else if epoch != Some(log.epoch()) {
                 self.refresh(key).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Starts a new epoch for a topic whose sequence number in Redis went
+    /// back below `known` (an older snapshot, a replica that lagged), so
+    /// that no cursor names two events; subscribers get a gap.
+    async fn rebase(
+        &self,
+        key: &TopicKey,
+        known: Cursor,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), RedisBrokerError> {
+        let (meta, events) = self.keys(key);
+        let rebased: u64 = self
+            .rebase
+            .key(&meta)
+            .key(&events)
+            .arg(known.epoch().to_string())
+            .arg(known.seq())
+            .arg(fresh_epoch())
+            .invoke_async(conn)
+            .await?;
+        if rebased == 1 {
+            tracing::warn!(
+                channel = key.channel,
+                topic = %key.topic,
+                known = %known,
+                "redis went back in time for this topic (an older snapshot, or a replica that lagged): it starts a new epoch, subscribers get a gap"
+            );
         }
         Ok(())
     }
