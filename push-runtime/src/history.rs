@@ -550,10 +550,9 @@ impl Subscription {
         }
         let skip = (self.next_seq - oldest) as usize;
         for slot in ring.entries.iter().skip(skip) {
-            let full = out.len() - before >= max;
             match slot {
                 Some(event) => {
-                    if full {
+                    if out.len() - before >= max {
                         break;
                     }
                     if self
@@ -564,18 +563,9 @@ impl Subscription {
                         out.push(Delivery::Event(Arc::clone(event)));
                     }
                 }
-                // A lost event that extends the gap just written takes no room.
                 None => {
-                    if !self.extend_gap(out, before) {
-                        if full {
-                            break;
-                        }
-                        let from = Cursor::new(self.log.epoch, self.next_seq - 1);
-                        out.push(Delivery::Gap(Gap {
-                            from,
-                            to: Cursor::new(self.log.epoch, self.next_seq),
-                            missed: Some(1),
-                        }));
+                    if !self.lost(out, before, max) {
+                        break;
                     }
                 }
             }
@@ -584,19 +574,31 @@ impl Subscription {
         self.next_seq > ring.head
     }
 
-    /// Counts the lost event at `next_seq` in the gap `out` ends with, if
-    /// that gap ends right before it.
-    fn extend_gap(&self, out: &mut [Delivery], before: usize) -> bool {
+    /// Reports the lost event at `next_seq`: one more in the gap `out` ends
+    /// with if that gap ends right before it (it takes no room), or a gap of
+    /// its own; `false` if that needs room `out` has not. Kept out of the
+    /// loop's way: events are the common case.
+    #[cold]
+    #[inline(never)]
+    fn lost(&self, out: &mut Vec<Delivery>, before: usize, max: usize) -> bool {
         let epoch = self.log.epoch;
         let seq = self.next_seq;
-        match out.get_mut(before..).and_then(<[Delivery]>::last_mut) {
-            Some(Delivery::Gap(gap)) if gap.to == Cursor::new(epoch, seq - 1) => {
-                gap.to = Cursor::new(epoch, seq);
-                gap.missed = gap.missed.map(|missed| missed + 1);
-                true
-            }
-            _ => false,
+        if let Some(Delivery::Gap(gap)) = out.get_mut(before..).and_then(<[Delivery]>::last_mut)
+            && gap.to == Cursor::new(epoch, seq - 1)
+        {
+            gap.to = Cursor::new(epoch, seq);
+            gap.missed = gap.missed.map(|missed| missed + 1);
+            return true;
         }
+        if out.len() - before >= max {
+            return false;
+        }
+        out.push(Delivery::Gap(Gap {
+            from: Cursor::new(epoch, seq - 1),
+            to: Cursor::new(epoch, seq),
+            missed: Some(1),
+        }));
+        true
     }
 
     /// Continues in the history that replaced this one, after a gap of unknown size.
