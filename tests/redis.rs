@@ -345,6 +345,9 @@ async fn expect_epoch_gap(conn: &mut Conn, from: &str, new: &str) {
 struct OwnRedis {
     port: u16,
     child: Option<Child>,
+    /// Where it keeps its snapshot (`SAVE`), loaded at every restart; none:
+    /// no persistence.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl OwnRedis {
@@ -366,7 +369,22 @@ impl OwnRedis {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut redis = Self { port, child: None };
+        let mut redis = Self {
+            port,
+            child: None,
+            dir: None,
+        };
+        redis.restart().await;
+        Some(redis)
+    }
+
+    /// One that loads, at every restart, the snapshot it last `SAVE`d.
+    async fn start_persistent(test: &str) -> Option<Self> {
+        let mut redis = Self::start(test).await?;
+        redis.kill();
+        let dir = std::env::temp_dir().join(unique_prefix().replace(':', "-"));
+        std::fs::create_dir_all(&dir).expect("a directory for the snapshot");
+        redis.dir = Some(dir);
         redis.restart().await;
         Some(redis)
     }
@@ -375,11 +393,17 @@ impl OwnRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts it (empty: no persistence) and waits until it answers.
+    /// Starts it (empty without persistence, else from its last snapshot)
+    /// and waits until it answers.
     async fn restart(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", "", "--appendonly", "no"]);
+        if let Some(dir) = &self.dir {
+            command.arg("--dir").arg(dir);
+        }
+        let child = command
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
@@ -405,6 +429,9 @@ impl OwnRedis {
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -793,4 +820,75 @@ async fn a_redis_that_went_back_in_time_never_hands_out_a_cursor_twice() {
     assert_ne!(later.epoch(), before.epoch(), "a node that never read it");
     drop((on_fast, on_slow, fast, slow, fresh));
     delete_keys(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_from_an_older_snapshot_never_hands_out_a_cursor_twice() {
+    let test = "a_redis_restarted_from_an_older_snapshot_never_hands_out_a_cursor_twice";
+    let Some(mut redis) = OwnRedis::start_persistent(test).await else {
+        return;
+    };
+    let url = redis.url();
+    let config = || {
+        RedisConfig::new(&url)
+            .epoch_check_interval(Duration::from_millis(100))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100))
+    };
+    let (_a, node) = lone_node(config()).await;
+    let mut reader = node.subscribe("room", Start::Now, None).await.unwrap();
+    let mut cursors = Vec::new();
+    for n in 1..=2 {
+        cursors.push(node.publish("room", note(n)).await.unwrap());
+    }
+    let mut conn = admin(&url).await;
+    let _: String = redis::cmd("SAVE")
+        .query_async(&mut conn)
+        .await
+        .expect("save");
+    for n in 3..=5 {
+        cursors.push(node.publish("room", note(n)).await.unwrap());
+    }
+    let got: Vec<Cursor> = next_items(&mut reader, 5)
+        .await
+        .iter()
+        .map(Delivery::cursor)
+        .collect();
+    assert_eq!(got, cursors);
+    // A crash: Redis comes back with the snapshot taken at 2, same epoch.
+    redis.kill();
+    redis.restart().await;
+
+    // A node that never read the topic has nothing to compare with: Redis
+    // itself must not hand out 3 again.
+    let (_c, fresh) = lone_node(config()).await;
+    let after = publish_when_back_to(&fresh, "room", 6).await;
+    assert_ne!(
+        after.epoch(),
+        cursors[0].epoch(),
+        "{after} reuses the old epoch"
+    );
+    let items = next_items(&mut reader, 2).await;
+    match &items[..] {
+        [Delivery::Gap(gap), Delivery::Event(event)] => {
+            assert_eq!((gap.from, gap.missed), (cursors[4], None));
+            assert_eq!(gap.to.epoch(), after.epoch());
+            assert_eq!(event.cursor(), after);
+        }
+        other => panic!("expected a gap, then the new event: {other:?}"),
+    }
+}
+
+/// Publishes until Redis takes it (bounded), returning the cursor.
+async fn publish_when_back_to(hub: &Hub<TestEvent>, topic: &str, n: usize) -> Cursor {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match hub.publish(topic, note(n)).await {
+            Ok(cursor) => return cursor,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("redis did not come back: {error}"),
+        }
+    }
 }

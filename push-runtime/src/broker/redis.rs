@@ -10,7 +10,9 @@
 //! on one dedicated connection), so subscriptions stay local reads of a
 //! shared ring, exactly as with the [`MemoryBroker`](super::MemoryBroker).
 //!
-//! The epoch lives in Redis next to the data: a Redis that lost its data
+//! The epoch lives in Redis next to the data, with the `run_id` of the Redis
+//! process that answers for it: a Redis that lost its data, or whose data
+//! outlived a restart or a failover (and so may have gone back in time),
 //! hands out a new epoch, and clients get a gap instead of reused cursors.
 
 use super::{Broker, BrokerError, BrokerErrorKind, BrokerFuture, BrokerSubscribeError, TopicKey};
@@ -26,18 +28,46 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// Assigns the next cursor and appends the event, creating the topic's epoch
-/// if Redis has none (a new topic, or a Redis that lost its data). A topic
-/// with an event is kept for good (`PERSIST`: a read may have created its
-/// epoch with an expiry).
+/// The start of every script that touches a topic: `vouch(meta, events,
+/// fresh)` makes sure the topic has an epoch this Redis process answers for.
+/// A missing topic is created with the epoch `fresh` (returns true). A
+/// topic whose data outlived a restart or a failover of Redis (another
+/// process wrote it: its `run` is not this process's `run_id`) moves to the
+/// epoch `fresh`, its stream emptied: Redis may have gone back in time (an
+/// older snapshot, a replica that lagged), and only a new epoch guarantees
+/// that no cursor names two events. Subscribers get a gap.
+macro_rules! vouch_lua {
+    () => {
+        r"
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local function vouch(meta, events, fresh)
+  if redis.call('HSETNX', meta, 'epoch', fresh) == 1 then
+    redis.call('DEL', events)
+    redis.call('HSET', meta, 'run', run)
+    return true
+  end
+  if redis.call('HGET', meta, 'run') ~= run then
+    redis.call('DEL', events)
+    redis.call('HSET', meta, 'epoch', fresh, 'seq', 0, 'run', run)
+  end
+  return false
+end
+"
+    };
+}
+
+/// Assigns the next cursor and appends the event (see `vouch_lua!` for the
+/// epoch). A topic with an event is kept for good (`PERSIST`: a read may
+/// have created its epoch with an expiry).
 ///
 /// A node that mirrors the topic passes how far it knows the topic went
 /// (ARGV[7] in epoch ARGV[6]): a lower sequence number in that epoch means
-/// Redis went back in time (restarted from an older snapshot, or a replica
-/// that lagged was promoted), and the topic starts a new epoch before the
-/// event is appended, so that no cursor ever names two events.
-const PUBLISH_LUA: &str = r"
-if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then redis.call('DEL', KEYS[2]) end
+/// Redis went back in time without a restart this broker can see, and the
+/// topic starts a new epoch before the event is appended.
+const PUBLISH_LUA: &str = concat!(
+    vouch_lua!(),
+    r"
+vouch(KEYS[1], KEYS[2], ARGV[1])
 redis.call('PERSIST', KEYS[1])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch == ARGV[6] and (tonumber(redis.call('HGET', KEYS[1], 'seq')) or 0) < tonumber(ARGV[7]) then
@@ -49,38 +79,45 @@ local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], string.format('%d-1', seq),
   'e', epoch, 'n', ARGV[3], 'k', ARGV[4], 'd', ARGV[5])
 return {epoch, seq}
-";
+"
+);
 
 /// Returns the topic's epoch, last sequence number and newest events (newest
 /// first), only those after ARGV[4] when the epoch is still ARGV[3]. An
 /// epoch created by a read expires after ARGV[5] ms unless an event is
 /// published (or a node that mirrors the topic renews it): reading random
 /// topic names leaves nothing durable in Redis.
-const LOAD_LUA: &str = r"
-if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
-  redis.call('DEL', KEYS[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-end
+const LOAD_LUA: &str = concat!(
+    vouch_lua!(),
+    r"
+if vouch(KEYS[1], KEYS[2], ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq')) or 0
 local after = 0
 if epoch == ARGV[3] then after = tonumber(ARGV[4]) end
 local entries = redis.call('XREVRANGE', KEYS[2], '+', string.format('%d-0', after + 1), 'COUNT', ARGV[2])
 return {epoch, seq, entries}
-";
+"
+);
 
-/// The epochs and sequence numbers of the topics (KEYS: their meta hashes) a
-/// node mirrors, and a
-/// new expiry (ARGV[1] ms) for those only read so far (they have one), so
-/// they stay while a node mirrors them.
-const CHECK_LUA: &str = r"
+/// The epochs and sequence numbers of the topics a node mirrors (KEYS:
+/// each one's meta hash, then its stream), each vouched for (a topic that
+/// outlived a restart of Redis moves to the epoch ARGV[2]; a missing one is
+/// left for the node to load); and a new expiry (ARGV[1] ms) for those only
+/// read so far (they have one), so they stay while a node mirrors them.
+const CHECK_LUA: &str = concat!(
+    vouch_lua!(),
+    r"
 local topics = {}
-for i, key in ipairs(KEYS) do
-  topics[i] = redis.call('HMGET', key, 'epoch', 'seq')
-  if redis.call('PTTL', key) > 0 then redis.call('PEXPIRE', key, ARGV[1]) end
+for i = 1, #KEYS, 2 do
+  local meta = KEYS[i]
+  if redis.call('EXISTS', meta) == 1 then vouch(meta, KEYS[i + 1], ARGV[2]) end
+  topics[#topics + 1] = redis.call('HMGET', meta, 'epoch', 'seq')
+  if redis.call('PTTL', meta) > 0 then redis.call('PEXPIRE', meta, ARGV[1]) end
 end
 return topics
-";
+"
+);
 
 /// Starts a new epoch (ARGV[3]) for a topic whose sequence number went back
 /// below ARGV[2] in epoch ARGV[1] (see [`PUBLISH_LUA`]); returns 1 if it did.
@@ -634,7 +671,7 @@ impl Shared {
                 topic = %key.topic,
                 old = current.epoch(),
                 new = next.epoch(),
-                "redis holds a new epoch for this topic (it lost its data): subscribers get a gap"
+                "redis holds a new epoch for this topic (it lost its data, or restarted or failed over with it): subscribers get a gap"
             );
             current.supersede(Arc::clone(&next));
             mirror.log = next;
@@ -658,10 +695,12 @@ impl Shared {
         }
         let mut check = self.check.prepare_invoke();
         for (key, _) in &logs {
-            check.key(self.keys(key).0);
+            let (meta, events) = self.keys(key);
+            check.key(meta).key(events);
         }
         let topics: Vec<(Option<u64>, Option<u64>)> = check
             .arg(millis(self.config.unused_topic_ttl))
+            .arg(fresh_epoch())
             .invoke_async(conn)
             .await?;
         for ((key, log), (epoch, seq)) in logs.iter().zip(topics) {
