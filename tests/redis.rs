@@ -876,6 +876,18 @@ async fn a_redis_restarted_from_an_older_snapshot_never_hands_out_a_cursor_twice
         }
         other => panic!("expected a gap, then the new event: {other:?}"),
     }
+    // A client holding a cursor from before (ahead of what Redis came back
+    // with) is not refused: it gets the same gap on any node.
+    let mut late = fresh
+        .subscribe("room", Start::After(cursors[4]), None)
+        .await
+        .expect("a cursor from before the restart is resolved");
+    let items = next_items(&mut late, 2).await;
+    assert!(
+        matches!(&items[..], [Delivery::Gap(gap), Delivery::Event(event)]
+            if gap.from == cursors[4] && gap.missed.is_none() && event.cursor() == after),
+        "{items:?}"
+    );
 }
 
 /// Publishes until Redis takes it (bounded), returning the cursor.
