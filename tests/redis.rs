@@ -574,7 +574,7 @@ async fn a_mirror_nobody_reads_is_dropped_and_a_topic_only_read_expires() {
         .history_len(64)
         .epoch_check_interval(Duration::from_millis(50))
         .mirror_idle(Duration::from_millis(100))
-        .unused_topic_ttl(Duration::from_millis(400));
+        .unused_topic_ttl(Duration::from_millis(1000));
     let (broker, hub) = lone_node(config).await;
     let mut conn = admin(&url).await;
 
@@ -586,7 +586,7 @@ async fn a_mirror_nobody_reads_is_dropped_and_a_topic_only_read_expires() {
     assert_eq!(pttl(&mut conn, &meta_key(&prefix, "kept")).await, -1);
 
     // Read for longer than its expiry: the node keeps renewing it.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(pttl(&mut conn, &meta_key(&prefix, "ghost")).await > 0);
     drop(reader);
     wait_until("the idle mirrors are dropped", || {
