@@ -28,12 +28,15 @@ pub struct HubConfig {
     /// The longest topic name accepted, in bytes (default 128).
     pub max_topic_len: usize,
     /// Topics kept alive at once by the in-memory broker (default
-    /// [`DEFAULT_MAX_TOPICS`]). A new topic past it evicts the least recently
-    /// used topic that nobody reads, history and all (a client resuming it
-    /// later gets a gap: the recreated topic has a new epoch); when every
-    /// topic is being read, publishing to or subscribing to a new topic fails
-    /// (`503` over HTTP). The Redis broker has its own limit on the topics
-    /// a node mirrors (`RedisConfig::max_topics`).
+    /// [`DEFAULT_MAX_TOPICS`]). A new topic past it evicts a topic that
+    /// nobody reads and nobody used lately, found by a bounded clock sweep
+    /// (constant work, whatever the number of topics): one without events
+    /// first; one with events, history and all, only for a publish (a client
+    /// resuming it later gets a gap: the recreated topic has a new epoch). A
+    /// subscription to a new topic never evicts a history, so readers of
+    /// random names cost none. Without a topic to evict, publishing to or
+    /// subscribing to a new topic fails (`503` over HTTP). The Redis broker
+    /// has its own limit on the topics a node mirrors (`RedisConfig::max_topics`).
     pub max_topics: usize,
 }
 

@@ -7,10 +7,10 @@
 use crate::cursor::Cursor;
 use crate::history::{Outgoing, Start, StartError, Subscription, TopicLog, fresh_epoch};
 use crate::topic::Topic;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 #[cfg(feature = "redis")]
@@ -124,27 +124,51 @@ pub trait Broker: Send + Sync + 'static {
 ///
 /// Each topic gets a fresh epoch when it is created, so cursors from before a
 /// restart (or an eviction) are recognised as belonging to a lost history.
-/// At most `max_topics` topics are alive: a new one evicts the least recently
-/// used topic nobody reads, or is refused with [`TooManyTopics`].
+/// At most `max_topics` topics are alive. A new topic takes the place of a
+/// topic nobody reads and nobody used lately, found by a clock sweep of at
+/// most [`EVICTION_SCAN`] places (constant work under the lock, whatever
+/// the number of topics); a topic created by a read (a subscription to a
+/// topic without events) may only take the place of another topic without
+/// events, so anonymous readers of random names can never evict a history.
+/// Without such a place the new topic is refused with [`TooManyTopics`].
 #[derive(Debug)]
 pub struct MemoryBroker {
     history_len: usize,
     max_topics: usize,
-    clock: AtomicU64,
-    topics: RwLock<HashMap<TopicKey, Slot>>,
+    topics: RwLock<Topics>,
+}
+
+/// How many places one creation looks at, at most, for a topic to evict.
+pub const EVICTION_SCAN: usize = 64;
+
+#[derive(Debug, Default)]
+struct Topics {
+    map: HashMap<TopicKey, Slot>,
+    /// Every topic, in the order the clock hand visits them.
+    hand: VecDeque<TopicKey>,
 }
 
 #[derive(Debug)]
 struct Slot {
     log: Arc<TopicLog>,
-    /// The broker's clock at the last publish or subscribe.
-    used: AtomicU64,
+    /// Used (published to or subscribed to) since the hand last passed: a
+    /// second chance before eviction.
+    used: AtomicBool,
 }
 
-/// Every topic alive is being read: no new topic can be created now.
+/// Why a new topic could not be created: the broker holds `max_topics`
+/// topics and found none to evict (every one near the clock hand is read,
+/// recently used, or, for a topic created by a read, has events).
 #[derive(Debug, thiserror::Error)]
 #[error("too many topics alive ({0}), and none is idle")]
 pub struct TooManyTopics(pub usize);
+
+/// What creates a topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Creation {
+    Publish,
+    Read,
+}
 
 impl MemoryBroker {
     /// A broker keeping up to `history_len` events per topic (at least 1),
@@ -159,13 +183,8 @@ impl MemoryBroker {
         Self {
             history_len: history_len.max(1),
             max_topics: max_topics.max(1),
-            clock: AtomicU64::new(0),
             topics: RwLock::default(),
         }
-    }
-
-    fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed)
     }
 
     /// How many topics are alive.
@@ -173,19 +192,26 @@ impl MemoryBroker {
         self.topics
             .read()
             .unwrap_or_else(|poison| poison.into_inner())
+            .map
             .len()
     }
 
-    /// The history of `key`, created empty on first use (evicting an idle
-    /// topic when `max_topics` are alive).
+    /// The history of `key`, created empty on first use as a publish
+    /// creates it (taking the place of an idle topic when `max_topics` are
+    /// alive).
     pub fn log(&self, key: &TopicKey) -> Result<Arc<TopicLog>, TooManyTopics> {
+        self.topic(key, Creation::Publish)
+    }
+
+    fn topic(&self, key: &TopicKey, creation: Creation) -> Result<Arc<TopicLog>, TooManyTopics> {
         let existing = self
             .topics
             .read()
             .unwrap_or_else(|poison| poison.into_inner())
+            .map
             .get(key)
             .map(|slot| {
-                slot.used.store(self.tick(), Ordering::Relaxed);
+                slot.used.store(true, Ordering::Relaxed);
                 Arc::clone(&slot.log)
             });
         if let Some(log) = existing {
@@ -195,27 +221,58 @@ impl MemoryBroker {
             .topics
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
-        if !topics.contains_key(key) && topics.len() >= self.max_topics {
-            // Idle: only the map holds the log, so no subscription reads it.
-            let idle = topics
-                .iter()
-                .filter(|(_, slot)| Arc::strong_count(&slot.log) == 1)
-                .min_by_key(|(_, slot)| slot.used.load(Ordering::Relaxed))
-                .map(|(key, _)| key.clone());
-            match idle {
-                Some(evicted) => {
-                    tracing::debug!(topic = %evicted.topic, "evicting an idle topic");
-                    topics.remove(&evicted);
-                }
+        if let Some(slot) = topics.map.get(key) {
+            return Ok(Arc::clone(&slot.log));
+        }
+        if topics.map.len() >= self.max_topics {
+            match topics.sweep(creation) {
+                Some(evicted) => tracing::debug!(topic = %evicted.topic, "evicting an idle topic"),
                 None => return Err(TooManyTopics(self.max_topics)),
             }
         }
-        let used = self.tick();
-        let slot = topics.entry(key.clone()).or_insert_with(|| Slot {
-            log: Arc::new(TopicLog::new(fresh_epoch(), self.history_len)),
-            used: AtomicU64::new(used),
-        });
-        Ok(Arc::clone(&slot.log))
+        let log = Arc::new(TopicLog::new(fresh_epoch(), self.history_len));
+        let slot = Slot {
+            log: Arc::clone(&log),
+            used: AtomicBool::new(true),
+        };
+        topics.map.insert(key.clone(), slot);
+        topics.hand.push_back(key.clone());
+        Ok(log)
+    }
+}
+
+impl Topics {
+    /// Moves the clock hand over at most [`EVICTION_SCAN`] places and evicts
+    /// a topic that may go: nobody reads it (only the map holds its log) and
+    /// it was not used since the hand last passed. A topic without events
+    /// goes first; one with events only for a creation by a publish, and
+    /// only if the hand found no topic without events.
+    fn sweep(&mut self, creation: Creation) -> Option<TopicKey> {
+        let mut with_events = None;
+        // Twice round a small broker: the first pass may only clear the
+        // second chances.
+        for _ in 0..EVICTION_SCAN.min(2 * self.hand.len()) {
+            let key = self.hand.pop_front()?;
+            // A key evicted earlier, still on the hand's way: dropped now.
+            let Some(slot) = self.map.get(&key) else {
+                continue;
+            };
+            let read = Arc::strong_count(&slot.log) > 1;
+            let recent = slot.used.swap(false, Ordering::Relaxed);
+            let empty = slot.log.newest().seq() == 0;
+            if !read && !recent && empty {
+                self.map.remove(&key);
+                return Some(key);
+            }
+            if !read && !recent && creation == Creation::Publish && with_events.is_none() {
+                with_events = Some(key.clone());
+            }
+            self.hand.push_back(key);
+        }
+        // Its key stays on the hand's way, and is dropped when reached.
+        let key = with_events?;
+        self.map.remove(&key);
+        Some(key)
     }
 }
 
@@ -229,7 +286,10 @@ impl Broker for MemoryBroker {
         key: &'a TopicKey,
         event: Outgoing,
     ) -> BrokerFuture<'a, Result<Cursor, BrokerError>> {
-        let result = self.log(key).map(|log| log.append(event)).map_err(too_many);
+        let result = self
+            .topic(key, Creation::Publish)
+            .map(|log| log.append(event))
+            .map_err(too_many);
         Box::pin(std::future::ready(result))
     }
 
@@ -238,7 +298,7 @@ impl Broker for MemoryBroker {
         key: &'a TopicKey,
         start: Start,
     ) -> BrokerFuture<'a, Result<Subscription, BrokerSubscribeError>> {
-        let result = match self.log(key) {
+        let result = match self.topic(key, Creation::Read) {
             Ok(log) => log.subscribe(start).map_err(BrokerSubscribeError::from),
             Err(error) => Err(BrokerSubscribeError::Broker(too_many(error))),
         };
@@ -286,5 +346,53 @@ mod tests {
         assert!(refused.is_transient());
         drop(reader);
         assert!(broker.publish(&key("d"), event()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn readers_of_new_topics_never_evict_a_history() {
+        let broker = MemoryBroker::with_max_topics(8, 2);
+        let kept = broker.publish(&key("kept"), event()).await.unwrap();
+        // Anonymous readers of random names, one after another: each one's
+        // empty topic makes room for the next, never the topic with events.
+        for n in 0..100 {
+            let reader = broker
+                .subscribe(&key(&format!("random-{n}")), Start::Now)
+                .await
+                .unwrap();
+            drop(reader);
+        }
+        let again = broker.publish(&key("kept"), event()).await.unwrap();
+        assert_eq!(again, Cursor::new(kept.epoch(), 2), "its history survived");
+        // Only topics with events are left, idle: a reader cannot take the
+        // place of one, a publisher can.
+        broker.publish(&key("other"), event()).await.unwrap();
+        let refused = broker
+            .subscribe(&key("random-x"), Start::Now)
+            .await
+            .expect_err("a read may not evict a history");
+        assert!(
+            matches!(refused, BrokerSubscribeError::Broker(e) if e.kind() == BrokerErrorKind::Capacity)
+        );
+        broker.publish(&key("new"), event()).await.unwrap();
+        assert_eq!(broker.topic_count(), 2);
+    }
+
+    #[test]
+    fn a_creation_looks_at_a_bounded_number_of_places() {
+        let broker = MemoryBroker::with_max_topics(1, 1000);
+        let mut readers = Vec::new();
+        for n in 0..1000 {
+            let log = broker.log(&key(&format!("t{n}"))).unwrap();
+            readers.push(log.subscribe(Start::Now).unwrap());
+        }
+        // Every topic is read: the sweep gives up after EVICTION_SCAN places.
+        let topics = broker.topics.read().unwrap();
+        assert_eq!(topics.hand.len(), 1000);
+        drop(topics);
+        assert!(broker.log(&key("more")).is_err());
+        let topics = broker.topics.read().unwrap();
+        let visited: Vec<_> = topics.hand.iter().rev().take(EVICTION_SCAN).collect();
+        assert_eq!(visited.last().map(|k| k.topic.as_str()), Some("t0"));
+        assert_eq!(visited[0].topic.as_str(), format!("t{}", EVICTION_SCAN - 1));
     }
 }
