@@ -13,14 +13,25 @@
 //! publishers, injects faults on a seeded schedule, and checks what every
 //! client received against what every publisher was told.
 
+mod check;
+mod faults;
+mod inject;
 mod node;
 mod probe;
+mod procs;
+mod proxy;
+mod report;
+mod run;
+mod traffic;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "faults", about = "Fault-injection harness of the push framework")]
+#[command(
+    name = "faults",
+    about = "Fault-injection harness of the push framework"
+)]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
@@ -42,6 +53,50 @@ enum Mode {
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: String,
     },
+    /// The harness: its own Redis, `--nodes` nodes behind a round-robin
+    /// proxy, clients on every transport, publishers, seeded faults; then
+    /// the checker. Exits non-zero on any silent loss, duplicate, reorder
+    /// or cursor conflict.
+    Run {
+        /// Seeds the fault schedule, its pauses and which clients are slow.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How long events are published (e.g. 120s, 2m).
+        #[arg(long, default_value = "120s", value_parser = faults::parse_duration)]
+        duration: std::time::Duration,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 2)]
+        clients_per_transport: usize,
+        #[arg(long, default_value_t = 2)]
+        publishers: u32,
+        /// Events per second, per publisher.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Comma-separated fault kinds (none by default): see `faults kinds`.
+        #[arg(long, default_value = "")]
+        faults: String,
+        /// The longest wait for every client to catch up at the end.
+        #[arg(long, default_value = "30s", value_parser = faults::parse_duration)]
+        catch_up: std::time::Duration,
+        /// Keep the run's directory (node logs, Redis files) even if it passes.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+/// Ends the run early on SIGINT or SIGTERM (e.g. `timeout`), dropping
+/// everything it started: every child process is killed by its guard.
+async fn interruptible<T>(
+    run: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        result = run => result,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+        _ = term.recv() => Err("terminated".to_owned()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -71,7 +126,45 @@ fn main() -> ExitCode {
                 .init();
             runtime.block_on(node::run(&redis, &prefix, &addr))
         }
+        Mode::Run {
+            seed,
+            duration,
+            nodes,
+            clients_per_transport,
+            publishers,
+            rate,
+            faults,
+            catch_up,
+            keep,
+        } => {
+            let options = run::Options {
+                seed,
+                duration,
+                nodes: nodes.max(1),
+                clients_per_transport: clients_per_transport.max(1),
+                publishers: publishers.max(1),
+                rate,
+                faults: match faults::parse_kinds(&faults) {
+                    Ok(kinds) => kinds,
+                    Err(error) => {
+                        eprintln!("faults: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                catch_up,
+                keep,
+            };
+            match runtime.block_on(interruptible(run::run(options))) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(
+                    "the checker found losses, duplicates, reorders or cursor conflicts".to_owned(),
+                ),
+                Err(error) => Err(error),
+            }
+        }
     };
+    // Nothing may outlive the run: children die with their guards.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
