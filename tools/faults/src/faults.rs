@@ -36,13 +36,18 @@ impl Rng {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {}
+pub enum Kind {
+    /// SIGKILL a node, restart it after a short pause.
+    NodeKill,
+}
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[];
+    pub const ALL: &'static [Kind] = &[Kind::NodeKill];
 
     pub fn name(self) -> &'static str {
-        match self {}
+        match self {
+            Kind::NodeKill => "node-kill",
+        }
     }
 }
 

@@ -6,6 +6,19 @@ use crate::faults::Kind;
 use crate::run::World;
 
 pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
-    let _ = world;
-    match kind {}
+    match kind {
+        Kind::NodeKill => node_kill(world).await,
+    }
+}
+
+/// SIGKILL one node (its clients reconnect to the others through the front
+/// proxy), then start it again on a new port once it has been down a while.
+async fn node_kill(world: &mut World) -> Result<(), String> {
+    let index = world.rng.range(0, world.nodes.len() as u64 - 1) as usize;
+    world.front.set_target(index, None);
+    if let Some(mut node) = world.nodes[index].take() {
+        node.kill().await;
+    }
+    tokio::time::sleep(world.rng.millis(300, 1500)).await;
+    world.start_node(index).await
 }
