@@ -39,14 +39,17 @@ impl Rng {
 pub enum Kind {
     /// SIGKILL a node, restart it after a short pause.
     NodeKill,
+    /// Drop every client connection at the front proxy at once.
+    ClientCut,
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[Kind::NodeKill];
+    pub const ALL: &'static [Kind] = &[Kind::NodeKill, Kind::ClientCut];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::NodeKill => "node-kill",
+            Kind::ClientCut => "client-cut",
         }
     }
 }

@@ -8,6 +8,10 @@ use crate::run::World;
 pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
     match kind {
         Kind::NodeKill => node_kill(world).await,
+        Kind::ClientCut => {
+            world.front.cut();
+            Ok(())
+        }
     }
 }
 
