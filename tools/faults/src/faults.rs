@@ -41,15 +41,19 @@ pub enum Kind {
     NodeKill,
     /// Drop every client connection at the front proxy at once.
     ClientCut,
+    /// Make one client stop reading for a few seconds (it falls behind the
+    /// history: a gap, or the server drops it).
+    SlowClient,
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[Kind::NodeKill, Kind::ClientCut];
+    pub const ALL: &'static [Kind] = &[Kind::NodeKill, Kind::ClientCut, Kind::SlowClient];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::NodeKill => "node-kill",
             Kind::ClientCut => "client-cut",
+            Kind::SlowClient => "slow-client",
         }
     }
 }

@@ -12,6 +12,16 @@ pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
             world.front.cut();
             Ok(())
         }
+        Kind::SlowClient => {
+            // Its reading task sleeps until then before taking the next item;
+            // the fault does not wait for it: other faults may overlap.
+            let index = world.rng.range(0, world.subscribers.len() as u64 - 1) as usize;
+            let until = world.clock.ms() + world.rng.range(2000, 6000);
+            world.subscribers[index]
+                .stall_until
+                .store(until, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
     }
 }
 
