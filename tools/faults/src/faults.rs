@@ -44,16 +44,25 @@ pub enum Kind {
     /// Make one client stop reading for a few seconds (it falls behind the
     /// history: a gap, or the server drops it).
     SlowClient,
+    /// Cut the node<->Redis link (every connection dropped, new ones
+    /// refused) for a while, then restore it.
+    RedisLink,
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[Kind::NodeKill, Kind::ClientCut, Kind::SlowClient];
+    pub const ALL: &'static [Kind] = &[
+        Kind::NodeKill,
+        Kind::ClientCut,
+        Kind::SlowClient,
+        Kind::RedisLink,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::NodeKill => "node-kill",
             Kind::ClientCut => "client-cut",
             Kind::SlowClient => "slow-client",
+            Kind::RedisLink => "redis-link",
         }
     }
 }

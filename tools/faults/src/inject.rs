@@ -12,6 +12,12 @@ pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
             world.front.cut();
             Ok(())
         }
+        Kind::RedisLink => {
+            world.redis_proxy.block();
+            tokio::time::sleep(world.rng.millis(500, 3000)).await;
+            world.redis_proxy.unblock();
+            Ok(())
+        }
         Kind::SlowClient => {
             // Its reading task sleeps until then before taking the next item;
             // the fault does not wait for it: other faults may overlap.
