@@ -47,6 +47,8 @@ pub enum Kind {
     /// Cut the node<->Redis link (every connection dropped, new ones
     /// refused) for a while, then restore it.
     RedisLink,
+    /// Kill Redis and restart it empty: its data is lost, new epochs follow.
+    RedisRestart,
 }
 
 impl Kind {
@@ -55,6 +57,7 @@ impl Kind {
         Kind::ClientCut,
         Kind::SlowClient,
         Kind::RedisLink,
+        Kind::RedisRestart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Kind {
             Kind::ClientCut => "client-cut",
             Kind::SlowClient => "slow-client",
             Kind::RedisLink => "redis-link",
+            Kind::RedisRestart => "redis-restart",
         }
     }
 }

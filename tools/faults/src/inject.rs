@@ -18,6 +18,11 @@ pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
             world.redis_proxy.unblock();
             Ok(())
         }
+        Kind::RedisRestart => {
+            world.redis.kill_and_forget().await;
+            tokio::time::sleep(world.rng.millis(200, 1500)).await;
+            world.redis.restart().await
+        }
         Kind::SlowClient => {
             // Its reading task sleeps until then before taking the next item;
             // the fault does not wait for it: other faults may overlap.
