@@ -49,6 +49,9 @@ pub enum Kind {
     RedisLink,
     /// Kill Redis and restart it empty: its data is lost, new epochs follow.
     RedisRestart,
+    /// SAVE a snapshot, let more events be published, then kill Redis and
+    /// restart it from the older snapshot: same epochs, lower seqs.
+    RedisRollback,
 }
 
 impl Kind {
@@ -58,6 +61,7 @@ impl Kind {
         Kind::SlowClient,
         Kind::RedisLink,
         Kind::RedisRestart,
+        Kind::RedisRollback,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Kind {
             Kind::SlowClient => "slow-client",
             Kind::RedisLink => "redis-link",
             Kind::RedisRestart => "redis-restart",
+            Kind::RedisRollback => "redis-rollback",
         }
     }
 }

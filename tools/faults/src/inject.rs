@@ -23,6 +23,12 @@ pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
             tokio::time::sleep(world.rng.millis(200, 1500)).await;
             world.redis.restart().await
         }
+        Kind::RedisRollback => {
+            crate::procs::redis_cmd(world.redis.port, &["SAVE"]).await?;
+            tokio::time::sleep(world.rng.millis(500, 2500)).await;
+            world.redis.kill().await;
+            world.redis.restart().await
+        }
         Kind::SlowClient => {
             // Its reading task sleeps until then before taking the next item;
             // the fault does not wait for it: other faults may overlap.
