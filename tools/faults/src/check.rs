@@ -360,7 +360,7 @@ mod tests {
             gap(650, c(7, 1), c(9, 2), None),
             ev(700, 9, 3, 13),
         ];
-        let verdict = check(&published, &[client.clone()]);
+        let verdict = check(&published, std::slice::from_ref(&client));
         assert!(verdict.passed(), "{verdict:?}");
         // Without the event after the gap, the new epoch's event is lost.
         let verdict = check(&published, &[client[..3].to_vec()]);

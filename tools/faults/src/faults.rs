@@ -52,6 +52,10 @@ pub enum Kind {
     /// SAVE a snapshot, let more events be published, then kill Redis and
     /// restart it from the older snapshot: same epochs, lower seqs.
     RedisRollback,
+    /// Cut the replication link so a replica lags, kill the primary,
+    /// promote the replica (`REPLICAOF NO ONE`) and point the nodes' Redis
+    /// proxy at it; then start a new replica of it.
+    ReplicaPromote,
 }
 
 impl Kind {
@@ -62,6 +66,7 @@ impl Kind {
         Kind::RedisLink,
         Kind::RedisRestart,
         Kind::RedisRollback,
+        Kind::ReplicaPromote,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +77,7 @@ impl Kind {
             Kind::RedisLink => "redis-link",
             Kind::RedisRestart => "redis-restart",
             Kind::RedisRollback => "redis-rollback",
+            Kind::ReplicaPromote => "replica-promote",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! bounded in time; sleeps only pace the fault itself.
 
 use crate::faults::Kind;
+use crate::procs::loopback;
 use crate::run::World;
 
 pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
@@ -29,6 +30,7 @@ pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
             world.redis.kill().await;
             world.redis.restart().await
         }
+        Kind::ReplicaPromote => replica_promote(world).await,
         Kind::SlowClient => {
             // Its reading task sleeps until then before taking the next item;
             // the fault does not wait for it: other faults may overlap.
@@ -52,4 +54,28 @@ async fn node_kill(world: &mut World) -> Result<(), String> {
     }
     tokio::time::sleep(world.rng.millis(300, 1500)).await;
     world.start_node(index).await
+}
+
+/// A failover that loses writes: the replica stops following the primary
+/// (its link is cut), events are still published to the primary, then the
+/// primary dies and the lagging replica is promoted and serves the nodes.
+async fn replica_promote(world: &mut World) -> Result<(), String> {
+    let Some(replica) = &world.replica else {
+        return Err("replica-promote without a replica".to_owned());
+    };
+    replica.wait_synced().await?;
+    if let Some(link) = &world.repl_proxy {
+        link.block();
+    }
+    tokio::time::sleep(world.rng.millis(500, 2500)).await;
+    world.redis.kill_and_forget().await;
+    let mut promoted = world.replica.take().ok_or("no replica")?;
+    promoted.promote().await?;
+    world
+        .redis_proxy
+        .set_target(0, Some(loopback(promoted.port)));
+    world.redis_proxy.cut();
+    // The old primary is gone for good; the promoted replica is the primary.
+    let _old = std::mem::replace(&mut world.redis, promoted);
+    world.start_replica().await
 }

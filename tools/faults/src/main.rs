@@ -123,6 +123,7 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|_| "info".into()),
                 )
                 .with_writer(std::io::stderr)
+                .with_ansi(false)
                 .init();
             runtime.block_on(node::run(&redis, &prefix, &addr))
         }

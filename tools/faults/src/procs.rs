@@ -21,10 +21,6 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
-    }
-
     /// SIGKILL, and wait until it is gone.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -152,10 +148,6 @@ impl Redis {
         Ok(redis)
     }
 
-    pub fn url_port(&self) -> u16 {
-        self.port
-    }
-
     /// Starts it on its port (loading `dump.rdb` from its directory if there
     /// is one) and waits until it answers PING.
     pub async fn restart(&mut self) -> Result<(), String> {
@@ -219,6 +211,17 @@ impl Redis {
             .find_map(|line| line.strip_prefix(&format!("{field}:")))
             .map(|value| value.trim().to_owned())
     }
+
+    /// Waits until this replica's link to its primary is up (synced).
+    pub async fn wait_synced(&self) -> Result<(), String> {
+        wait_until("the replica syncs", Duration::from_secs(15), || async {
+            self.info_field("replication", "master_link_status")
+                .await
+                .as_deref()
+                == Some("up")
+        })
+        .await
+    }
 }
 
 /// One node process (this binary in `node` mode).
@@ -267,10 +270,6 @@ impl Node {
                 Err(format!("node did not start: {line:?}"))
             }
         }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
     }
 
     pub async fn kill(&mut self) {

@@ -25,7 +25,6 @@ struct Shared {
     blocked: AtomicBool,
     /// Bumped to drop every open connection.
     cut: watch::Sender<u64>,
-    accepted: AtomicUsize,
 }
 
 impl Proxy {
@@ -37,7 +36,6 @@ impl Proxy {
             next: AtomicUsize::new(0),
             blocked: AtomicBool::new(false),
             cut: watch::channel(0).0,
-            accepted: AtomicUsize::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Self {
@@ -72,10 +70,6 @@ impl Proxy {
     pub fn unblock(&self) {
         self.shared.blocked.store(false, Ordering::SeqCst);
     }
-
-    pub fn accepted(&self) -> usize {
-        self.shared.accepted.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for Proxy {
@@ -95,7 +89,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             drop(inbound);
             continue;
         }
-        shared.accepted.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(relay(inbound, Arc::clone(&shared)));
     }
 }

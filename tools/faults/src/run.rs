@@ -36,7 +36,14 @@ pub struct World {
     pub prefix: String,
     pub clock: Clock,
     pub rng: Rng,
+    /// The primary.
     pub redis: Redis,
+    /// With `replica-promote`: a replica of the primary, through `repl_proxy`.
+    pub replica: Option<Redis>,
+    /// The replica's link to the primary: the harness cuts it to make the replica lag.
+    pub repl_proxy: Option<Proxy>,
+    /// How many Redis directories were made (each server gets its own).
+    pub redis_dirs: usize,
     /// Nodes reach Redis through it: the harness can cut that link.
     pub redis_proxy: Proxy,
     /// Clients and publishers reach the nodes through it.
@@ -48,6 +55,33 @@ pub struct World {
 impl World {
     pub fn node_log(&self, index: usize) -> PathBuf {
         self.dir.join(format!("node-{index}.log"))
+    }
+
+    /// Starts a replica of the current primary, through the replication
+    /// proxy (made on first use), and waits until it has synced.
+    pub async fn start_replica(&mut self) -> Result<(), String> {
+        let primary = Some(loopback(self.redis.port));
+        let link = match &self.repl_proxy {
+            Some(proxy) => {
+                proxy.set_target(0, primary);
+                proxy.unblock();
+                proxy.addr.port()
+            }
+            None => {
+                let proxy = Proxy::start(vec![primary])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let port = proxy.addr.port();
+                self.repl_proxy = Some(proxy);
+                port
+            }
+        };
+        self.redis_dirs += 1;
+        let dir = self.dir.join(format!("redis-{}", self.redis_dirs));
+        let replica = Redis::start(&dir, Some(link)).await?;
+        replica.wait_synced().await?;
+        self.replica = Some(replica);
+        Ok(())
     }
 
     pub fn redis_url(&self) -> String {
@@ -80,7 +114,7 @@ pub async fn run(o: Options) -> Result<bool, String> {
 async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
     let clock = Clock(Instant::now());
     let mut rng = Rng::new(o.seed);
-    let redis = Redis::start(&dir.join("redis-a"), None).await?;
+    let redis = Redis::start(&dir.join("redis-0"), None).await?;
     let redis_proxy = Proxy::start(vec![Some(loopback(redis.port))])
         .await
         .map_err(|e| e.to_string())?;
@@ -93,11 +127,17 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
         clock,
         rng: Rng::new(rng.next_u64()),
         redis,
+        replica: None,
+        repl_proxy: None,
+        redis_dirs: 0,
         redis_proxy,
         front,
         nodes: (0..o.nodes).map(|_| None).collect(),
         subscribers: Vec::new(),
     };
+    if o.faults.contains(&Kind::ReplicaPromote) {
+        world.start_replica().await?;
+    }
     for index in 0..o.nodes {
         world.start_node(index).await?;
     }
