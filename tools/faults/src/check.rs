@@ -72,6 +72,10 @@ pub struct ClientVerdict {
     pub lost_sample: Vec<Cursor>,
     /// Events delivered whose publish was not acknowledged (failed, may be stored).
     pub unacked_deliveries: usize,
+    /// Owed publishes not received but covered by a gap: in all, and of
+    /// those, how many only as the start of a new epoch a gap jumped into.
+    pub covered: usize,
+    pub covered_new_epoch: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -136,10 +140,14 @@ impl GapRange {
                 && cursor.seq() > from.seq()
                 && cursor.seq() <= to.seq();
         }
-        (cursor.epoch() == from.epoch() && cursor.seq() > from.seq())
-            || (from.epoch() != to.epoch()
-                && cursor.epoch() == to.epoch()
-                && cursor.seq() <= to.seq())
+        (cursor.epoch() == from.epoch() && cursor.seq() > from.seq()) || self.starts_at(cursor)
+    }
+
+    /// Covered as the start of the new epoch a gap across epochs jumps into.
+    fn starts_at(&self, cursor: Cursor) -> bool {
+        self.from.epoch() != self.to.epoch()
+            && cursor.epoch() == self.to.epoch()
+            && cursor.seq() <= self.to.seq()
     }
 }
 
@@ -205,13 +213,21 @@ fn check_client(
                 .is_some_and(|&seen| seen > start_seen)
         }
     };
-    let mut lost: Vec<Cursor> = acks
-        .iter()
-        .filter(|ack| after_start(ack.cursor))
-        .filter(|ack| !received.contains_key(&ack.id))
-        .filter(|ack| !gaps.iter().any(|gap| gap.covers(ack.cursor)))
-        .map(|ack| ack.cursor)
-        .collect();
+    let mut lost: Vec<Cursor> = Vec::new();
+    for ack in acks {
+        if !after_start(ack.cursor) || received.contains_key(&ack.id) {
+            continue;
+        }
+        let covering: Vec<&GapRange> = gaps.iter().filter(|g| g.covers(ack.cursor)).collect();
+        if covering.is_empty() {
+            lost.push(ack.cursor);
+        } else {
+            verdict.covered += 1;
+            if covering.iter().all(|g| g.starts_at(ack.cursor)) {
+                verdict.covered_new_epoch += 1;
+            }
+        }
+    }
     lost.sort_by_key(|c| (first_seen.get(&c.epoch()).copied(), c.seq()));
     verdict.silent_losses = lost.len();
     lost.truncate(5);
@@ -362,6 +378,8 @@ mod tests {
         ];
         let verdict = check(&published, std::slice::from_ref(&client));
         assert!(verdict.passed(), "{verdict:?}");
+        assert_eq!(verdict.clients[0].covered, 4, "7-2, 7-3, 9-1, 9-2");
+        assert_eq!(verdict.clients[0].covered_new_epoch, 2, "9-1, 9-2");
         // Without the event after the gap, the new epoch's event is lost.
         let verdict = check(&published, &[client[..3].to_vec()]);
         assert_eq!(verdict.clients[0].lost_sample, [c(9, 3)]);

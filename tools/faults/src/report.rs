@@ -62,6 +62,14 @@ pub fn markdown(r: &Report) -> String {
         ("clients", v.clients.len().to_string()),
         ("deliveries", v.sum(|c| c.deliveries).to_string()),
         ("gaps", v.sum(|c| c.gaps).to_string()),
+        (
+            "owed events covered by gaps (of which: new epoch's start)",
+            format!(
+                "{} ({})",
+                v.sum(|c| c.covered),
+                v.sum(|c| c.covered_new_epoch)
+            ),
+        ),
         ("reconnects", v.sum(|c| c.reconnects).to_string()),
         ("client errors", v.sum(|c| c.errors).to_string()),
         (
@@ -166,6 +174,8 @@ pub fn json(r: &Report) -> String {
         "faults": faults,
         "deliveries": v.sum(|c| c.deliveries),
         "gaps": v.sum(|c| c.gaps),
+        "covered_by_gaps": v.sum(|c| c.covered),
+        "covered_as_new_epoch_start": v.sum(|c| c.covered_new_epoch),
         "silent_losses": v.sum(|c| c.silent_losses),
         "duplicates": v.sum(|c| c.duplicates),
         "reorders": v.sum(|c| c.reorders),
