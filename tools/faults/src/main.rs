@@ -87,7 +87,7 @@ enum Mode {
 
 /// Ends the run early on SIGINT or SIGTERM (e.g. `timeout`), dropping
 /// everything it started: every child process is killed by its guard.
-async fn interruptible<T>(
+pub async fn interruptible<T>(
     run: impl std::future::Future<Output = Result<T, String>>,
 ) -> Result<T, String> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -155,7 +155,7 @@ fn main() -> ExitCode {
                 catch_up,
                 keep,
             };
-            match runtime.block_on(interruptible(run::run(options))) {
+            match runtime.block_on(run::run(options)) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(
                     "the checker found losses, duplicates, reorders or cursor conflicts".to_owned(),

@@ -101,7 +101,7 @@ pub async fn run(o: Options) -> Result<bool, String> {
     let dir = std::env::temp_dir().join(format!("faults-{}-seed{}", std::process::id(), o.seed));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let result = run_in(&o, &dir).await;
+    let result = crate::interruptible(run_in(&o, &dir)).await;
     match &result {
         Ok(true) if !o.keep => {
             let _ = std::fs::remove_dir_all(&dir);
