@@ -12,6 +12,21 @@
 //! puts TCP proxies in front of them, runs clients on every transport and
 //! publishers, injects faults on a seeded schedule, and checks what every
 //! client received against what every publisher was told.
+//!
+//! | fault kind | what happens | today |
+//! |---|---|---|
+//! | `node-kill` | SIGKILL a node, restart it after 0.3-1.5 s | passes |
+//! | `client-cut` | the front proxy drops every client connection | passes |
+//! | `slow-client` | one client stops reading for 2-6 s | passes |
+//! | `redis-link` | the node<->Redis proxy drops and refuses connections for 0.5-3 s | passes |
+//! | `redis-restart` | Redis killed and restarted empty: new epochs | passes |
+//! | `redis-rollback` | Redis restarted from an older snapshot: same epoch, lower seq | fails: cursors reused |
+//! | `replica-promote` | a lagging replica promoted in place of the primary | fails: cursors reused |
+//!
+//! `.ci/faults-smoke` runs the kinds that pass. Every process a run starts
+//! (redis-server, nodes) listens on a free loopback port with its own
+//! directory under the temp dir, and is killed when the run ends, fails,
+//! panics or is interrupted.
 
 mod check;
 mod faults;
@@ -73,7 +88,9 @@ enum Mode {
         /// Events per second, per publisher.
         #[arg(long, default_value_t = 50.0)]
         rate: f64,
-        /// Comma-separated fault kinds (none by default): see `faults kinds`.
+        /// Comma-separated fault kinds (none by default): node-kill,
+        /// client-cut, slow-client, redis-link, redis-restart,
+        /// redis-rollback, replica-promote.
         #[arg(long, default_value = "")]
         faults: String,
         /// The longest wait for every client to catch up at the end.
