@@ -1,0 +1,278 @@
+//! The processes a run starts (redis-server, nodes) and a tiny Redis
+//! client for the harness's own commands (PING, SAVE, REPLICAOF, INFO).
+//!
+//! Every child is held by a [`Guard`] that kills it in `Drop`, so a panic
+//! or an early return cleans up; on Linux each child also gets
+//! `PR_SET_PDEATHSIG`, so it dies with the harness even if the harness is
+//! killed outright.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::{Instant, timeout};
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct Guard {
+    child: Option<Child>,
+}
+
+impl Guard {
+    /// SIGKILL, and wait until it is gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+            // Reap it: a zombie would keep its port in some tools' eyes.
+            let _ = child.try_wait();
+        }
+    }
+}
+
+/// A command whose child dies with this process.
+fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
+    command.kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// One Redis command over a fresh connection; the reply as text (`+OK`
+/// without its `+`, a bulk string's contents, an integer's digits).
+pub async fn redis_cmd(port: u16, args: &[&str]) -> Result<String, String> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(loopback(port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .await
+            .map_err(|e| e.to_string())?;
+        let line = line.trim_end();
+        match line.split_at_checked(1) {
+            Some(("+" | ":", rest)) => Ok(rest.to_owned()),
+            Some(("-", rest)) => Err(rest.to_owned()),
+            Some(("$", len)) => {
+                let len: usize = len.parse().map_err(|_| format!("bad reply {line:?}"))?;
+                let mut body = vec![0; len + 2];
+                reader
+                    .read_exact(&mut body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                body.truncate(len);
+                String::from_utf8(body).map_err(|e| e.to_string())
+            }
+            _ => Err(format!("unexpected reply {line:?}")),
+        }
+    };
+    timeout(Duration::from_secs(5), attempt)
+        .await
+        .map_err(|_| "no answer within 5 s".to_owned())?
+}
+
+/// Waits until `check` succeeds, at most `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{what}: not within {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A redis-server of the harness's own: its own port and directory.
+pub struct Redis {
+    pub port: u16,
+    pub dir: PathBuf,
+    /// `--replicaof 127.0.0.1 <port>` when started as a replica.
+    replica_of: Option<u16>,
+    process: Option<Guard>,
+}
+
+impl Redis {
+    pub async fn start(dir: &Path, replica_of: Option<u16>) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut redis = Self {
+            port: free_port().map_err(|e| e.to_string())?,
+            dir: dir.to_owned(),
+            replica_of,
+            process: None,
+        };
+        redis.restart().await?;
+        Ok(redis)
+    }
+
+    /// Starts it on its port (loading `dump.rdb` from its directory if there
+    /// is one) and waits until it answers PING.
+    pub async fn restart(&mut self) -> Result<(), String> {
+        let log = std::fs::File::create(self.dir.join("redis.log")).map_err(|e| e.to_string())?;
+        let mut command = command("redis-server");
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args([
+                "--dbfilename",
+                "dump.rdb",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--protected-mode", "no"])
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .stdin(Stdio::null());
+        if let Some(primary) = self.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("redis-server: {e} (is it on PATH?)"))?;
+        self.process = Some(Guard { child: Some(child) });
+        let port = self.port;
+        wait_until(
+            "redis-server answers PING",
+            Duration::from_secs(10),
+            || async move { redis_cmd(port, &["PING"]).await.is_ok() },
+        )
+        .await
+    }
+
+    /// SIGKILL: whatever was not saved is gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill().await;
+        }
+    }
+
+    /// Kills it, and forgets its snapshot: it restarts empty.
+    pub async fn kill_and_forget(&mut self) {
+        self.kill().await;
+        let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+    }
+
+    /// No longer a replica (`REPLICAOF NO ONE`): it accepts writes.
+    pub async fn promote(&mut self) -> Result<(), String> {
+        redis_cmd(self.port, &["REPLICAOF", "NO", "ONE"]).await?;
+        self.replica_of = None;
+        Ok(())
+    }
+
+    pub async fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        let info = redis_cmd(self.port, &["INFO", section]).await.ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}:")))
+            .map(|value| value.trim().to_owned())
+    }
+
+    /// Waits until this replica's link to its primary is up (synced).
+    pub async fn wait_synced(&self) -> Result<(), String> {
+        wait_until("the replica syncs", Duration::from_secs(15), || async {
+            self.info_field("replication", "master_link_status")
+                .await
+                .as_deref()
+                == Some("up")
+        })
+        .await
+    }
+}
+
+/// One node process (this binary in `node` mode).
+pub struct Node {
+    pub addr: SocketAddr,
+    process: Guard,
+}
+
+impl Node {
+    /// Starts a node and waits for its `listening on http://ADDR` line.
+    pub async fn start(redis_url: &str, prefix: &str, log: &Path) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| e.to_string())?;
+        let mut child = command(exe)
+            .args(["node", "--redis", redis_url, "--prefix", prefix])
+            .args(["--addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("node: {e}"))?;
+        let stdout = child.stdout.take().ok_or("node: no stdout")?;
+        let mut process = Guard { child: Some(child) };
+        let mut line = String::new();
+        let read = timeout(
+            Duration::from_secs(20),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
+        let addr = match read {
+            Ok(Ok(_)) => line
+                .trim()
+                .strip_prefix("listening on http://")
+                .and_then(|addr| addr.parse().ok()),
+            _ => None,
+        };
+        match addr {
+            Some(addr) => Ok(Self { addr, process }),
+            None => {
+                process.kill().await;
+                Err(format!("node did not start: {line:?}"))
+            }
+        }
+    }
+
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+}

@@ -1,0 +1,188 @@
+//! The run's report: a markdown table and one JSON line.
+
+use crate::check::Verdict;
+use crate::faults::Kind;
+use crate::run::Options;
+use crate::traffic::{Subscriber, transport_name};
+use push_runtime::Cursor;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+pub struct Report<'a> {
+    pub options: &'a Options,
+    pub published: usize,
+    pub acked: usize,
+    pub failed: usize,
+    pub failure_sample: Vec<String>,
+    pub injected: BTreeMap<Kind, usize>,
+    pub verdict: &'a Verdict,
+    pub subscribers: &'a [Subscriber],
+    pub newest: Option<Cursor>,
+    pub all_caught_up: bool,
+    pub elapsed_ms: u64,
+}
+
+fn faults_text(injected: &BTreeMap<Kind, usize>) -> String {
+    if injected.is_empty() {
+        return "none".to_owned();
+    }
+    injected
+        .iter()
+        .map(|(kind, n)| format!("{kind}×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn markdown(r: &Report) -> String {
+    let v = r.verdict;
+    let o = r.options;
+    let mut out = String::new();
+    let kinds: Vec<&str> = o.faults.iter().map(|k| k.name()).collect();
+    let _ = writeln!(
+        out,
+        "\nfaults run --seed {} --duration {}s --nodes {} --clients-per-transport {} --publishers {} --rate {} --faults {}\n",
+        o.seed,
+        o.duration.as_secs_f64(),
+        o.nodes,
+        o.clients_per_transport,
+        o.publishers,
+        o.rate,
+        if kinds.is_empty() {
+            "none".to_owned()
+        } else {
+            kinds.join(",")
+        },
+    );
+    let _ = writeln!(out, "| metric | value |\n|---|---|");
+    let rows: Vec<(&str, String)> = vec![
+        ("events published", r.published.to_string()),
+        ("acked", r.acked.to_string()),
+        ("failed (may be stored)", r.failed.to_string()),
+        ("faults", faults_text(&r.injected)),
+        ("clients", v.clients.len().to_string()),
+        ("deliveries", v.sum(|c| c.deliveries).to_string()),
+        ("gaps", v.sum(|c| c.gaps).to_string()),
+        (
+            "owed events covered by gaps (of which: new epoch's start)",
+            format!(
+                "{} ({})",
+                v.sum(|c| c.covered),
+                v.sum(|c| c.covered_new_epoch)
+            ),
+        ),
+        ("reconnects", v.sum(|c| c.reconnects).to_string()),
+        ("client errors", v.sum(|c| c.errors).to_string()),
+        (
+            "unacked deliveries",
+            v.sum(|c| c.unacked_deliveries).to_string(),
+        ),
+        ("**silent losses**", v.sum(|c| c.silent_losses).to_string()),
+        ("**duplicates**", v.sum(|c| c.duplicates).to_string()),
+        ("**reorders**", v.sum(|c| c.reorders).to_string()),
+        ("**cursor conflicts**", v.cursor_conflicts.to_string()),
+        ("all caught up", r.all_caught_up.to_string()),
+        ("elapsed", format!("{:.1} s", r.elapsed_ms as f64 / 1000.0)),
+        (
+            "result",
+            if v.passed() { "PASS" } else { "FAIL" }.to_owned(),
+        ),
+    ];
+    for (name, value) in rows {
+        let _ = writeln!(out, "| {name} | {value} |");
+    }
+    let _ = writeln!(
+        out,
+        "\n| client | slow | readies | deliveries | gaps | reconnects | errors | losses | dups | reorders | last |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for (s, c) in r.subscribers.iter().zip(&v.clients) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.name,
+            if s.slow_ms > 0 {
+                format!("{} ms", s.slow_ms)
+            } else {
+                "-".to_owned()
+            },
+            c.readies,
+            c.deliveries,
+            c.gaps,
+            c.reconnects,
+            c.errors,
+            c.silent_losses,
+            c.duplicates,
+            c.reorders,
+            c.last.map_or("-".to_owned(), |c| c.to_string()),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nnewest acked cursor: {}",
+        r.newest.map_or("-".to_owned(), |c| c.to_string())
+    );
+    for (s, c) in r.subscribers.iter().zip(&v.clients) {
+        if !c.lost_sample.is_empty() {
+            let lost: Vec<String> = c.lost_sample.iter().map(Cursor::to_string).collect();
+            let _ = writeln!(out, "{} lost, e.g.: {}", s.name, lost.join(" "));
+        }
+    }
+    for (cursor, ids) in &v.conflict_sample {
+        let _ = writeln!(out, "cursor {cursor} names ids {ids:?}");
+    }
+    if !r.failure_sample.is_empty() {
+        let _ = writeln!(
+            out,
+            "publish failures, e.g.: {}",
+            r.failure_sample.join("; ")
+        );
+    }
+    out
+}
+
+pub fn json(r: &Report) -> String {
+    let v = r.verdict;
+    let faults: serde_json::Map<String, serde_json::Value> = r
+        .injected
+        .iter()
+        .map(|(kind, n)| (kind.name().to_owned(), (*n).into()))
+        .collect();
+    let clients: Vec<serde_json::Value> = r
+        .subscribers
+        .iter()
+        .zip(&v.clients)
+        .map(|(s, c)| {
+            serde_json::json!({
+                "client": s.name,
+                "transport": transport_name(s.transport),
+                "slow_ms": s.slow_ms,
+                "deliveries": c.deliveries,
+                "gaps": c.gaps,
+                "silent_losses": c.silent_losses,
+                "duplicates": c.duplicates,
+                "reorders": c.reorders,
+                "errors": c.errors,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "seed": r.options.seed,
+        "duration_s": r.options.duration.as_secs_f64(),
+        "nodes": r.options.nodes,
+        "published": r.published,
+        "acked": r.acked,
+        "failed": r.failed,
+        "faults": faults,
+        "deliveries": v.sum(|c| c.deliveries),
+        "gaps": v.sum(|c| c.gaps),
+        "covered_by_gaps": v.sum(|c| c.covered),
+        "covered_as_new_epoch_start": v.sum(|c| c.covered_new_epoch),
+        "silent_losses": v.sum(|c| c.silent_losses),
+        "duplicates": v.sum(|c| c.duplicates),
+        "reorders": v.sum(|c| c.reorders),
+        "cursor_conflicts": v.cursor_conflicts,
+        "all_caught_up": r.all_caught_up,
+        "passed": v.passed(),
+        "clients": clients,
+    })
+    .to_string()
+}

@@ -1,0 +1,268 @@
+//! `faults run`: a Redis, N nodes, two proxies, subscribers on every
+//! transport, publishers, faults on a seeded schedule; then the checker.
+
+use crate::check::{self, Record};
+use crate::faults::{Kind, Rng};
+use crate::procs::{Node, Redis, loopback};
+use crate::proxy::Proxy;
+use crate::report::{self, Report};
+use crate::traffic::{Clock, Published, Publisher, Subscriber, TRANSPORTS};
+use push_runtime::Cursor;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub seed: u64,
+    pub duration: Duration,
+    pub nodes: usize,
+    pub clients_per_transport: usize,
+    pub publishers: u32,
+    pub rate: f64,
+    pub faults: Vec<Kind>,
+    /// The longest wait for clients to catch up at the end.
+    pub catch_up: Duration,
+    /// Keep the run's directory (logs, Redis files) even when it passes.
+    pub keep: bool,
+}
+
+/// Everything a run started; dropping it kills every process.
+pub struct World {
+    pub dir: PathBuf,
+    pub prefix: String,
+    pub clock: Clock,
+    pub rng: Rng,
+    /// The primary.
+    pub redis: Redis,
+    /// With `replica-promote`: a replica of the primary, through `repl_proxy`.
+    pub replica: Option<Redis>,
+    /// The replica's link to the primary: the harness cuts it to make the replica lag.
+    pub repl_proxy: Option<Proxy>,
+    /// How many Redis directories were made (each server gets its own).
+    pub redis_dirs: usize,
+    /// Nodes reach Redis through it: the harness can cut that link.
+    pub redis_proxy: Proxy,
+    /// Clients and publishers reach the nodes through it.
+    pub front: Proxy,
+    pub nodes: Vec<Option<Node>>,
+    pub subscribers: Vec<Subscriber>,
+}
+
+impl World {
+    pub fn node_log(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("node-{index}.log"))
+    }
+
+    /// Starts a replica of the current primary, through the replication
+    /// proxy (made on first use), and waits until it has synced.
+    pub async fn start_replica(&mut self) -> Result<(), String> {
+        let primary = Some(loopback(self.redis.port));
+        let link = match &self.repl_proxy {
+            Some(proxy) => {
+                proxy.set_target(0, primary);
+                proxy.unblock();
+                proxy.addr.port()
+            }
+            None => {
+                let proxy = Proxy::start(vec![primary])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let port = proxy.addr.port();
+                self.repl_proxy = Some(proxy);
+                port
+            }
+        };
+        self.redis_dirs += 1;
+        let dir = self.dir.join(format!("redis-{}", self.redis_dirs));
+        let replica = Redis::start(&dir, Some(link)).await?;
+        replica.wait_synced().await?;
+        self.replica = Some(replica);
+        Ok(())
+    }
+
+    pub fn redis_url(&self) -> String {
+        format!("redis://{}", self.redis_proxy.addr)
+    }
+
+    /// Starts node `index` (again) and puts it back in the front proxy's rotation.
+    pub async fn start_node(&mut self, index: usize) -> Result<(), String> {
+        let node = Node::start(&self.redis_url(), &self.prefix, &self.node_log(index)).await?;
+        self.front.set_target(index, Some(node.addr));
+        self.nodes[index] = Some(node);
+        Ok(())
+    }
+}
+
+pub async fn run(o: Options) -> Result<bool, String> {
+    let dir = std::env::temp_dir().join(format!("faults-{}-seed{}", std::process::id(), o.seed));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let result = crate::interruptible(run_in(&o, &dir)).await;
+    match &result {
+        Ok(true) if !o.keep => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        _ => eprintln!("faults: logs and Redis files kept in {}", dir.display()),
+    }
+    result
+}
+
+async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
+    let clock = Clock(Instant::now());
+    let mut rng = Rng::new(o.seed);
+    let redis = Redis::start(&dir.join("redis-0"), None).await?;
+    let redis_proxy = Proxy::start(vec![Some(loopback(redis.port))])
+        .await
+        .map_err(|e| e.to_string())?;
+    let front = Proxy::start(vec![None; o.nodes])
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut world = World {
+        dir: dir.to_owned(),
+        prefix: format!("faults:{}", o.seed),
+        clock,
+        rng: Rng::new(rng.next_u64()),
+        redis,
+        replica: None,
+        repl_proxy: None,
+        redis_dirs: 0,
+        redis_proxy,
+        front,
+        nodes: (0..o.nodes).map(|_| None).collect(),
+        subscribers: Vec::new(),
+    };
+    if o.faults.contains(&Kind::ReplicaPromote) {
+        world.start_replica().await?;
+    }
+    for index in 0..o.nodes {
+        world.start_node(index).await?;
+    }
+    let base = format!("http://{}", world.front.addr);
+    for transport in TRANSPORTS {
+        for index in 0..o.clients_per_transport {
+            // About one client in three is slow: it sleeps after each item.
+            let slow_ms = if rng.range(0, 2) == 0 {
+                rng.range(2, 8)
+            } else {
+                0
+            };
+            world
+                .subscribers
+                .push(Subscriber::start(&base, transport, index, slow_ms, clock)?);
+        }
+    }
+    crate::procs::wait_until("every client is ready", Duration::from_secs(30), || {
+        let ready = world.subscribers.iter().all(Subscriber::has_started);
+        async move { ready }
+    })
+    .await?;
+    eprintln!(
+        "faults: {} nodes, {} clients ready after {} ms; publishing for {:?}",
+        o.nodes,
+        world.subscribers.len(),
+        clock.ms(),
+        o.duration
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(Mutex::new(Published::default()));
+    let mut publishers = Vec::new();
+    for index in 0..o.publishers {
+        publishers.push(Publisher::start(
+            &base,
+            index,
+            o.rate,
+            clock,
+            Arc::clone(&stop),
+            Arc::clone(&published),
+        )?);
+    }
+    let publishing_since = Instant::now();
+    let end = publishing_since + o.duration;
+    let mut injected: BTreeMap<Kind, usize> = BTreeMap::new();
+    // Faults stop a little before the end, so the last one settles while
+    // events still flow.
+    let faults_end = end
+        - (o.duration / 10)
+            .max(Duration::from_secs(3))
+            .min(o.duration);
+    if !o.faults.is_empty() {
+        tokio::time::sleep(Duration::from_secs(2).min(o.duration / 4)).await;
+        while Instant::now() < faults_end {
+            let kind = world.rng.pick(&o.faults);
+            let started = clock.ms();
+            crate::inject::inject(&mut world, kind).await?;
+            eprintln!(
+                "faults: {kind} at {started} ms, {} ms",
+                clock.ms() - started
+            );
+            *injected.entry(kind).or_default() += 1;
+            let pause = world.rng.millis(1000, 3000);
+            tokio::time::sleep(pause.min(faults_end.saturating_duration_since(Instant::now())))
+                .await;
+        }
+    }
+    tokio::time::sleep_until(end).await;
+    stop.store(true, Ordering::SeqCst);
+    for publisher in publishers {
+        publisher.join().await;
+    }
+    let published = std::mem::take(&mut *published.lock().unwrap_or_else(|p| p.into_inner()));
+
+    // Every client catches up with the newest acknowledged cursor (bounded).
+    let target = newest(&published.acks);
+    let caught_up = |world: &World| {
+        world.subscribers.iter().all(|s| {
+            s.ended.load(Ordering::SeqCst)
+                || match (s.position(), target) {
+                    (_, None) => true,
+                    (Some(at), Some(target)) => {
+                        at.epoch() == target.epoch() && at.seq() >= target.seq()
+                    }
+                    (None, Some(_)) => false,
+                }
+        })
+    };
+    let catch_up_deadline = Instant::now() + o.catch_up;
+    while !caught_up(&world) && Instant::now() < catch_up_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all_caught_up = caught_up(&world);
+    let records: Vec<Vec<Record>> = world.subscribers.iter().map(Subscriber::stop).collect();
+    let verdict = check::check(&published.acks, &records);
+    let report = Report {
+        options: o,
+        published: published.acks.len() + published.failed.len(),
+        acked: published.acks.len(),
+        failed: published.failed.len(),
+        failure_sample: published
+            .failed
+            .iter()
+            .take(3)
+            .map(|(_, e)| e.clone())
+            .collect(),
+        injected,
+        verdict: &verdict,
+        subscribers: &world.subscribers,
+        newest: target,
+        all_caught_up,
+        elapsed_ms: clock.ms(),
+    };
+    print!("{}", report::markdown(&report));
+    println!("{}", report::json(&report));
+    Ok(verdict.passed())
+}
+
+/// The newest acknowledged cursor: the highest seq in the epoch of the
+/// last acknowledgement.
+fn newest(acks: &[check::Ack]) -> Option<Cursor> {
+    let last = acks.iter().max_by_key(|ack| ack.at_ms)?;
+    acks.iter()
+        .filter(|ack| ack.cursor.epoch() == last.cursor.epoch())
+        .map(|ack| ack.cursor)
+        .max()
+}
