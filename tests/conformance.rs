@@ -93,6 +93,42 @@ async fn delivers_every_variant_with_its_wire_name_in_order() {
     }
 }
 
+/// A channel whose payload JSON is written verbatim, raw line breaks and all.
+#[push_runtime::push_channel(path = "/raw")]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+enum RawEvent {
+    Raw(Box<serde_json::value::RawValue>),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_a_payload_with_raw_line_breaks_intact() {
+    let hub = Hub::<RawEvent>::new();
+    let server = Server::start(ChannelRouter::new(hub.clone()).into_router()).await;
+    // LF, CRLF, a lone CR and an empty line, each where JSON allows whitespace.
+    let text = "{\n  \"a\": [1,\r\n2],\r\"b\": \"x\"\n\n}";
+    let raw = serde_json::value::RawValue::from_string(text.to_owned()).expect("valid JSON");
+    let expected = serde_json::json!({"Raw": {"a": [1, 2], "b": "x"}});
+    for transport in TRANSPORTS {
+        let topic = format!("raw-{transport:?}");
+        let name = transport.route_name();
+        let mut conn = open(&server, transport, &format!("/raw/{topic}/{name}")).await;
+        conn.ready().await;
+        let mut cursors = Vec::new();
+        for _ in 0..2 {
+            let cursor = hub.publish(&topic, RawEvent::Raw(raw.clone())).await;
+            cursors.push(cursor.expect("publish").to_string());
+        }
+        let frames = conn.frames(2).await;
+        for (frame, cursor) in frames.iter().zip(&cursors) {
+            assert_eq!(
+                (&frame.cursor, frame.event.as_str(), &frame.data),
+                (cursor, "Raw", &expected),
+                "{transport:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_after_a_dropped_connection_without_loss_or_duplicates() {
     let hub = hub(1024);

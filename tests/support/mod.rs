@@ -541,7 +541,14 @@ fn parse_sse_block(block: &str) -> Option<Item> {
         match field {
             "id" => id = Some(value.to_owned()),
             "event" => event = Some(value.to_owned()),
-            "data" => data = Some(value.to_owned()),
+            // Several `data:` lines are joined with LF, as the SSE spec says.
+            "data" => match &mut data {
+                None => data = Some(value.to_owned()),
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+            },
             "retry" => retry = Some(value.parse().expect("retry is a number")),
             other => panic!("unexpected SSE field {other:?} in {block:?}"),
         }

@@ -175,12 +175,14 @@ impl IntoResponse for IframeRejection {
 
 /// Copies a JSON text, escaping what could end a script element or a line
 /// of JavaScript. These characters only occur inside JSON strings, where the
-/// `\uXXXX` escapes mean the same.
+/// `\uXXXX` escapes mean the same. A raw line break (CR or LF) only occurs
+/// outside strings, as whitespace: it is written as a space, so that an item
+/// stays on one line.
 fn put_escaped(out: &mut BytesMut, json: &[u8]) {
     let mut rest = json;
     while let Some(at) = rest
         .iter()
-        .position(|&b| matches!(b, b'<' | b'>' | b'&' | 0xE2))
+        .position(|&b| matches!(b, b'<' | b'>' | b'&' | b'\n' | b'\r' | 0xE2))
     {
         let (head, tail) = rest.split_at(at);
         out.put_slice(head);
@@ -197,6 +199,7 @@ fn escape(tail: &[u8]) -> (&[u8], usize) {
         [b'<', ..] => (b"\\u003c", 1),
         [b'>', ..] => (b"\\u003e", 1),
         [b'&', ..] => (b"\\u0026", 1),
+        [b'\n' | b'\r', ..] => (b" ", 1),
         [0xE2, 0x80, 0xA8, ..] => (b"\\u2028", 3),
         [0xE2, 0x80, 0xA9, ..] => (b"\\u2029", 3),
         _ => (tail.get(..1).unwrap_or_default(), 1),
@@ -465,6 +468,16 @@ mod tests {
         let back: serde_json::Value = serde_json::from_str(text).unwrap();
         let original: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(back, original);
+    }
+
+    #[test]
+    fn raw_line_breaks_become_spaces() {
+        let json = "{\n\"a\":\r\n[1,\r2]}";
+        let mut out = BytesMut::new();
+        put_escaped(&mut out, json.as_bytes());
+        assert_eq!(out, "{ \"a\":  [1, 2]}");
+        let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, serde_json::from_str::<serde_json::Value>(json).unwrap());
     }
 
     #[test]
