@@ -488,3 +488,59 @@ async fn auto_falls_back_from_a_refused_websocket_to_sse() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forever_frame_that_brings_nothing_is_reopened_after_the_delay() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    // A server whose documents end right after `push.ready`: nothing, then `push.end`.
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    let empty = move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let item = |event: &str| {
+                format!(r#"<script>m({{"cursor":"7-0","event":"{event}","data":{{"cursor":"7-0"}}}})</script>"#)
+            };
+            Html(format!(
+                "<!doctype html><html><body>\n<script>\"use strict\";var t=location.origin;function m(x){{parent.postMessage(x,t)}}</script>\n{}\n{}</body></html>",
+                item("push.ready"),
+                item("push.end")
+            ))
+        }
+    };
+    let mut site = Site::bind().await;
+    let page = foreign_page("");
+    site.serve(
+        demo_app(1024, IframeConfig::default())
+            .route("/spin", get(move || async move { Html(page) }))
+            .route("/empty/{topic}/iframe", get(empty)),
+    );
+    browser
+        .run(|browser| async move {
+            browser.client.goto(&site.url("/spin")).await.expect("open page");
+            browser.wait_for("the page", "return window.__ready === true;").await;
+            browser
+                .js(
+                    "window.__start('idle', ['iframe'], { base: location.origin + '/empty', retry: { min: 1000, max: 1000 } });",
+                    vec![],
+                )
+                .await;
+            browser
+                .wait_for("the frame to be live", "return window.__subs.iframe.status === 'live';")
+                .await;
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            // A delay of 0.5 to 1 s before each reopening: at most 5 in 2 s.
+            let count = requests.load(Ordering::SeqCst);
+            assert!(
+                (2..=6).contains(&count),
+                "{count} documents in 2 s: reopened at once instead of after the delay"
+            );
+        })
+        .await;
+}

@@ -1181,6 +1181,22 @@ async fn iframe_ends_after_max_bytes_with_a_resume_cursor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iframe_max_bytes_below_the_prelude_still_leaves_room_for_items() {
+    let hub = hub(64);
+    // Smaller than the prelude (about 1.2 KiB with the default padding).
+    let server = serve_iframe(&hub, IframeConfig::default().max_bytes(100)).await;
+    let mut conn = open(&server, Transport::Iframe, "/t/tiny/iframe").await;
+    conn.ready().await;
+    let cursors = publish_all(&hub, "tiny", (0..3).map(note)).await;
+    let frames = conn.frames(3).await;
+    assert_eq!(
+        frames.iter().map(|f| f.cursor.clone()).collect::<Vec<_>>(),
+        cursors,
+        "every document carries items, never only push.ready and push.end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iframe_ends_after_max_duration() {
     let hub = hub(16);
     let config = IframeConfig::default()

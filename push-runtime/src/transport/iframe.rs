@@ -54,6 +54,11 @@ impl Default for IframeConfig {
 }
 
 impl IframeConfig {
+    /// The room a document keeps for items after its prelude, at least
+    /// (256 bytes): see [`IframeConfig::max_bytes`]. The item that reaches
+    /// the limit is written whole, so any room lets a document carry items.
+    pub const MIN_ITEM_ROOM: usize = 256;
+
     /// The origins of the pages allowed to embed the frame and receive its
     /// messages, each `scheme://host[:port]` (or `*`, which allows any page
     /// to read the stream: only for public data). Default: none, i.e. only
@@ -108,6 +113,11 @@ impl IframeConfig {
 
     /// After how many body bytes the response ends with `push.end`
     /// (default 256 KiB), so that the browser can free the document.
+    ///
+    /// A document always has room for items: a limit below its prelude (the
+    /// padding and the `<script>` head, about 1.2 KiB by default) plus
+    /// [`IframeConfig::MIN_ITEM_ROOM`] is raised to that, so that no
+    /// document ends right after `push.ready` with nothing in it.
     pub fn max_bytes(mut self, bytes: usize) -> Self {
         self.max_bytes = bytes;
         self
@@ -382,6 +392,11 @@ fn stream_body(
     let now = Instant::now();
     // A duration too large for the clock means "no age limit".
     let deadline = after(now, config.max_duration);
+    // Room for items whatever the limit: a document that could hold nothing
+    // but `push.ready` would make its client reopen it again and again.
+    let max_bytes = config
+        .max_bytes
+        .max(prelude.len().saturating_add(IframeConfig::MIN_ITEM_ROOM));
     let frame = Frame {
         written: prelude.len(),
         waiting: false,
@@ -389,7 +404,7 @@ fn stream_body(
         subscription,
         batch: Vec::new(),
         heartbeat: config.heartbeat,
-        max_bytes: config.max_bytes,
+        max_bytes,
         max_batch: config.max_batch,
         deadline,
         ended: false,
