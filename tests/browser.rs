@@ -489,6 +489,80 @@ async fn auto_falls_back_from_a_refused_websocket_to_sse() {
         .await;
 }
 
+/// A channel whose payload JSON is written verbatim, raw line breaks and all.
+#[push_runtime::push_channel(path = "/raw")]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+enum RawEvent {
+    Raw(Box<serde_json::value::RawValue>),
+}
+
+/// A page that imports the client of `{path}` and subscribes with each
+/// transport, recording each event's data as JSON text.
+fn recording_page(path: &str) -> String {
+    format!(
+        r#"<!doctype html><meta charset="utf-8"><title>recording</title><body><script type="module">
+const {{ subscribe, NAMES }} = await import("{path}/client.js");
+window.__subs = {{}};
+window.__start = (topic, transports, options) => {{
+  for (const transport of transports) {{
+    const state = {{ events: [], status: "connecting", sub: null }};
+    state.sub = subscribe(topic, {{ transport, ...options, onStatus: (status) => (state.status = status) }});
+    for (const name of NAMES) state.sub.on(name, (data) => state.events.push(JSON.stringify(data)));
+    window.__subs[transport] = state;
+  }}
+}};
+window.__ready = true;
+</script>"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_with_raw_line_breaks_arrives_intact_on_every_transport() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let hub = Hub::<RawEvent>::new();
+    let mut site = Site::bind().await;
+    let page = recording_page("/raw");
+    site.serve(
+        ChannelRouter::new(hub.clone())
+            .into_router()
+            .route("/", get(move || async move { Html(page) })),
+    );
+    browser
+        .run(|browser| async move {
+            browser.client.goto(&site.url("/")).await.expect("open page");
+            browser.wait_for("the page", "return window.__ready === true;").await;
+            browser
+                .js("window.__start('lines', arguments[0], {});", vec![json!(TRANSPORTS)])
+                .await;
+            browser
+                .wait_for(
+                    "every transport to be live",
+                    "return Object.values(window.__subs).length === 5 && Object.values(window.__subs).every(s => s.status === 'live');",
+                )
+                .await;
+            // LF, CRLF, a lone CR and an empty line, each where JSON allows whitespace.
+            let text = "{\n  \"a\": [1,\r\n2],\r\"b\": \"x\"\n\n}";
+            let raw = serde_json::value::RawValue::from_string(text.to_owned()).expect("JSON");
+            for _ in 0..2 {
+                hub.publish("lines", RawEvent::Raw(raw.clone())).await.expect("publish");
+            }
+            let expected = r#"{"Raw":{"a":[1,2],"b":"x"}}"#;
+            let seen = browser
+                .wait_for(
+                    "both events on every transport",
+                    "const s = Object.fromEntries(Object.entries(window.__subs).map(([t, s]) => [t, s.events])); return Object.values(s).every(e => e.length >= 2) && s;",
+                )
+                .await;
+            for transport in TRANSPORTS {
+                assert_eq!(seen[transport], json!([expected, expected]), "{transport}: {seen}");
+            }
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forever_frame_that_brings_nothing_is_reopened_after_the_delay() {
     use std::sync::Arc;
