@@ -579,7 +579,9 @@ async fn a_forever_frame_that_brings_nothing_is_reopened_after_the_delay() {
         async move {
             counter.fetch_add(1, Ordering::SeqCst);
             let item = |event: &str| {
-                format!(r#"<script>m({{"cursor":"7-0","event":"{event}","data":{{"cursor":"7-0"}}}})</script>"#)
+                format!(
+                    r#"<script>m({{"cursor":"7-0","event":"{event}","data":{{"cursor":"7-0"}}}})</script>"#
+                )
             };
             Html(format!(
                 "<!doctype html><html><body>\n<script>\"use strict\";var t=location.origin;function m(x){{parent.postMessage(x,t)}}</script>\n{}\n{}</body></html>",

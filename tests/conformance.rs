@@ -732,7 +732,10 @@ async fn a_poll_url_revalidates_by_the_etag_of_its_answer() {
         assert_eq!(again.status, 304, "{transport:?}: {:?}", again.body);
         assert_eq!(again.etag.as_ref(), Some(&tag), "{transport:?}");
         assert_eq!(again.body, "", "{transport:?}: a 304 has no body");
-        assert!(started.elapsed() < Duration::from_secs(4), "{transport:?}: held");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{transport:?}: held"
+        );
         let weak = get(&server, &url, Some(&format!("W/{tag}"))).await;
         assert_eq!(weak.status, 304, "{transport:?}");
 
@@ -748,7 +751,11 @@ async fn a_poll_url_revalidates_by_the_etag_of_its_answer() {
 
         // An answer cut short by `limit` is another answer than the same
         // items complete: same last cursor, other tag.
-        let limited = route(transport, &topic, &format!("after={}&limit=2{wait}", cursors[2]));
+        let limited = route(
+            transport,
+            &topic,
+            &format!("after={}&limit=2{wait}", cursors[2]),
+        );
         let complete = get(&server, &limited, None).await;
         assert_eq!(
             (cursors_of(&complete), &complete.body["more"]),
@@ -759,7 +766,10 @@ async fn a_poll_url_revalidates_by_the_etag_of_its_answer() {
         assert_eq!(cut.status, 200, "{transport:?}");
         assert_eq!(
             (cursors_of(&cut), &cut.body["more"]),
-            (vec![more[0].clone(), later[0].clone()], &serde_json::json!(true))
+            (
+                vec![more[0].clone(), later[0].clone()],
+                &serde_json::json!(true)
+            )
         );
         let cut_tag = cut.etag.clone().expect("an etag");
         // Still cut at the same place after more events: unchanged, 304.

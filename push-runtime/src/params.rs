@@ -308,7 +308,10 @@ mod tests {
             ("W/\"5-7\"", Some(tag(None, false))),
             ("\"5-7;more\"", Some(tag(None, true))),
             ("\"5-7;gap=5-3\"", Some(tag(Some(Cursor::new(5, 3)), false))),
-            ("\"5-7;gap=5-3;more\"", Some(tag(Some(Cursor::new(5, 3)), true))),
+            (
+                "\"5-7;gap=5-3;more\"",
+                Some(tag(Some(Cursor::new(5, 3)), true)),
+            ),
             ("*", None),
         ] {
             headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static(value));
@@ -319,7 +322,12 @@ mod tests {
                 assert_eq!(written, value.trim_start_matches("W/"), "written back");
             }
         }
-        for bad in ["\"x\"", "\"5-7;less\"", "\"5-7;gap=x\"", "\"5-7;more;gap=5-3\""] {
+        for bad in [
+            "\"x\"",
+            "\"5-7;less\"",
+            "\"5-7;gap=x\"",
+            "\"5-7;more;gap=5-3\"",
+        ] {
             headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static(bad));
             let error = if_none_match(&headers).unwrap_err().to_string();
             assert!(error.contains("in `If-None-Match`"), "{bad}: {error}");

@@ -908,9 +908,13 @@ async fn iframe_backs_off_after_a_document_that_brought_nothing() {
     // A server that ends every document right after `push.ready` (a byte
     // limit below its prelude): no event, no gap, then `push.end`.
     let empty = forever_frame(&[ready("4-0")], Some("4-0"));
-    let (base, mut requests) =
-        scripted_http_server(vec![empty.clone(), empty.clone(), empty, bad_request("enough")])
-            .await;
+    let (base, mut requests) = scripted_http_server(vec![
+        empty.clone(),
+        empty.clone(),
+        empty,
+        bad_request("enough"),
+    ])
+    .await;
     let delay = Duration::from_millis(300);
     let config = ClientConfig::default().initial_delay(delay).jitter(false);
     let client = Client::<Chat>::with_config(&base, config).expect("client");
@@ -931,7 +935,10 @@ async fn iframe_backs_off_after_a_document_that_brought_nothing() {
     }
     for pair in times.windows(2) {
         let waited = pair[1] - pair[0];
-        assert!(waited >= delay, "reopened after {waited:?}, not the reconnection delay");
+        assert!(
+            waited >= delay,
+            "reopened after {waited:?}, not the reconnection delay"
+        );
     }
 }
 

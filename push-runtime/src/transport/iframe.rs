@@ -492,7 +492,10 @@ mod tests {
         put_escaped(&mut out, json.as_bytes());
         assert_eq!(out, "{ \"a\":  [1, 2]}");
         let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(back, serde_json::from_str::<serde_json::Value>(json).unwrap());
+        assert_eq!(
+            back,
+            serde_json::from_str::<serde_json::Value>(json).unwrap()
+        );
     }
 
     #[test]

@@ -280,7 +280,12 @@ mod tests {
     #[test]
     fn a_payload_with_line_breaks_goes_on_one_data_line_per_line() {
         let mut out = BytesMut::new();
-        put_block(&mut out, Cursor::new(2, 5), "e", b"{\n \"a\":1,\r\n\"b\":\r2\n\n}");
+        put_block(
+            &mut out,
+            Cursor::new(2, 5),
+            "e",
+            b"{\n \"a\":1,\r\n\"b\":\r2\n\n}",
+        );
         assert_eq!(
             out,
             concat!(
