@@ -488,3 +488,135 @@ async fn auto_falls_back_from_a_refused_websocket_to_sse() {
         })
         .await;
 }
+
+/// A channel whose payload JSON is written verbatim, raw line breaks and all.
+#[push_runtime::push_channel(path = "/raw")]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+enum RawEvent {
+    Raw(Box<serde_json::value::RawValue>),
+}
+
+/// A page that imports the client of `{path}` and subscribes with each
+/// transport, recording each event's data as JSON text.
+fn recording_page(path: &str) -> String {
+    format!(
+        r#"<!doctype html><meta charset="utf-8"><title>recording</title><body><script type="module">
+const {{ subscribe, NAMES }} = await import("{path}/client.js");
+window.__subs = {{}};
+window.__start = (topic, transports, options) => {{
+  for (const transport of transports) {{
+    const state = {{ events: [], status: "connecting", sub: null }};
+    state.sub = subscribe(topic, {{ transport, ...options, onStatus: (status) => (state.status = status) }});
+    for (const name of NAMES) state.sub.on(name, (data) => state.events.push(JSON.stringify(data)));
+    window.__subs[transport] = state;
+  }}
+}};
+window.__ready = true;
+</script>"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_with_raw_line_breaks_arrives_intact_on_every_transport() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let hub = Hub::<RawEvent>::new();
+    let mut site = Site::bind().await;
+    let page = recording_page("/raw");
+    site.serve(
+        ChannelRouter::new(hub.clone())
+            .into_router()
+            .route("/", get(move || async move { Html(page) })),
+    );
+    browser
+        .run(|browser| async move {
+            browser.client.goto(&site.url("/")).await.expect("open page");
+            browser.wait_for("the page", "return window.__ready === true;").await;
+            browser
+                .js("window.__start('lines', arguments[0], {});", vec![json!(TRANSPORTS)])
+                .await;
+            browser
+                .wait_for(
+                    "every transport to be live",
+                    "return Object.values(window.__subs).length === 5 && Object.values(window.__subs).every(s => s.status === 'live');",
+                )
+                .await;
+            // LF, CRLF, a lone CR and an empty line, each where JSON allows whitespace.
+            let text = "{\n  \"a\": [1,\r\n2],\r\"b\": \"x\"\n\n}";
+            let raw = serde_json::value::RawValue::from_string(text.to_owned()).expect("JSON");
+            for _ in 0..2 {
+                hub.publish("lines", RawEvent::Raw(raw.clone())).await.expect("publish");
+            }
+            let expected = r#"{"Raw":{"a":[1,2],"b":"x"}}"#;
+            let seen = browser
+                .wait_for(
+                    "both events on every transport",
+                    "const s = Object.fromEntries(Object.entries(window.__subs).map(([t, s]) => [t, s.events])); return Object.values(s).every(e => e.length >= 2) && s;",
+                )
+                .await;
+            for transport in TRANSPORTS {
+                assert_eq!(seen[transport], json!([expected, expected]), "{transport}: {seen}");
+            }
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forever_frame_that_brings_nothing_is_reopened_after_the_delay() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    // A server whose documents end right after `push.ready`: nothing, then `push.end`.
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    let empty = move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let item = |event: &str| {
+                format!(
+                    r#"<script>m({{"cursor":"7-0","event":"{event}","data":{{"cursor":"7-0"}}}})</script>"#
+                )
+            };
+            Html(format!(
+                "<!doctype html><html><body>\n<script>\"use strict\";var t=location.origin;function m(x){{parent.postMessage(x,t)}}</script>\n{}\n{}</body></html>",
+                item("push.ready"),
+                item("push.end")
+            ))
+        }
+    };
+    let mut site = Site::bind().await;
+    let page = foreign_page("");
+    site.serve(
+        demo_app(1024, IframeConfig::default())
+            .route("/spin", get(move || async move { Html(page) }))
+            .route("/empty/{topic}/iframe", get(empty)),
+    );
+    browser
+        .run(|browser| async move {
+            browser.client.goto(&site.url("/spin")).await.expect("open page");
+            browser.wait_for("the page", "return window.__ready === true;").await;
+            browser
+                .js(
+                    "window.__start('idle', ['iframe'], { base: location.origin + '/empty', retry: { min: 1000, max: 1000 } });",
+                    vec![],
+                )
+                .await;
+            browser
+                .wait_for("the frame to be live", "return window.__subs.iframe.status === 'live';")
+                .await;
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            // A delay of 0.5 to 1 s before each reopening: at most 5 in 2 s.
+            let count = requests.load(Ordering::SeqCst);
+            assert!(
+                (2..=6).contains(&count),
+                "{count} documents in 2 s: reopened at once instead of after the delay"
+            );
+        })
+        .await;
+}

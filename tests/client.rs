@@ -639,3 +639,52 @@ async fn iframe_resumes_at_once_each_time_the_server_ends_the_document() {
     })
     .await;
 }
+
+/// A channel whose payload JSON is written verbatim, raw line breaks and all.
+#[push_runtime::push_channel(path = "/raw")]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum RawFeed {
+    Raw(Box<serde_json::value::RawValue>),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_a_payload_with_raw_line_breaks_on_every_transport() {
+    within(async {
+        let hub = Hub::<RawFeed>::new();
+        let app: axum::Router = ChannelRouter::new(hub.clone()).into_router();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the server");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // LF, CRLF, a lone CR and an empty line, each where JSON allows whitespace.
+        let text = "{\n  \"a\": [1,\r\n2],\r\"b\": \"x\"\n\n}";
+        let raw = serde_json::value::RawValue::from_string(text.to_owned()).expect("JSON");
+        let expected = serde_json::json!({"a": [1, 2], "b": "x"});
+        for transport in [
+            Transport::Sse,
+            Transport::WebSocket,
+            Transport::ShortPoll,
+            Transport::LongPoll,
+            Transport::Iframe,
+        ] {
+            let topic = format!("raw-{transport:?}");
+            let mut stream = client::<RawFeed>(&base)
+                .subscribe(&topic)
+                .transport(transport)
+                .stream();
+            wait_ready(&mut stream).await;
+            let mut published = Vec::new();
+            for _ in 0..2 {
+                let event = RawFeed::Raw(raw.clone());
+                published.push(hub.publish(&topic, &event).await.expect("publish"));
+            }
+            for cursor in published {
+                let (got, RawFeed::Raw(data)) = next_event(&mut stream).await;
+                let data: serde_json::Value = serde_json::from_str(data.get()).expect("JSON");
+                assert_eq!((got, data), (cursor, expected.clone()), "{transport:?}");
+            }
+        }
+    })
+    .await;
+}

@@ -93,6 +93,42 @@ async fn delivers_every_variant_with_its_wire_name_in_order() {
     }
 }
 
+/// A channel whose payload JSON is written verbatim, raw line breaks and all.
+#[push_runtime::push_channel(path = "/raw")]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+enum RawEvent {
+    Raw(Box<serde_json::value::RawValue>),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_a_payload_with_raw_line_breaks_intact() {
+    let hub = Hub::<RawEvent>::new();
+    let server = Server::start(ChannelRouter::new(hub.clone()).into_router()).await;
+    // LF, CRLF, a lone CR and an empty line, each where JSON allows whitespace.
+    let text = "{\n  \"a\": [1,\r\n2],\r\"b\": \"x\"\n\n}";
+    let raw = serde_json::value::RawValue::from_string(text.to_owned()).expect("valid JSON");
+    let expected = serde_json::json!({"Raw": {"a": [1, 2], "b": "x"}});
+    for transport in TRANSPORTS {
+        let topic = format!("raw-{transport:?}");
+        let name = transport.route_name();
+        let mut conn = open(&server, transport, &format!("/raw/{topic}/{name}")).await;
+        conn.ready().await;
+        let mut cursors = Vec::new();
+        for _ in 0..2 {
+            let cursor = hub.publish(&topic, RawEvent::Raw(raw.clone())).await;
+            cursors.push(cursor.expect("publish").to_string());
+        }
+        let frames = conn.frames(2).await;
+        for (frame, cursor) in frames.iter().zip(&cursors) {
+            assert_eq!(
+                (&frame.cursor, frame.event.as_str(), &frame.data),
+                (cursor, "Raw", &expected),
+                "{transport:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_after_a_dropped_connection_without_loss_or_duplicates() {
     let hub = hub(1024);
@@ -671,6 +707,84 @@ async fn polls_answer_with_an_etag_and_304_when_nothing_is_new() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_url_revalidates_by_the_etag_of_its_answer() {
+    let hub = hub(64);
+    let server = serve(&hub).await;
+    for transport in POLLS {
+        let topic = format!("revalidate-{transport:?}");
+        let cursors = publish_all(&hub, &topic, (0..3).map(note)).await;
+        let start = format!("{}-0", cursors[0].split_once('-').unwrap().0);
+        // A long poll that has an answer gives it (or its 304) at once.
+        let wait = if transport == Transport::LongPoll {
+            "&timeout=5"
+        } else {
+            ""
+        };
+        let url = route(transport, &topic, &format!("after={start}{wait}"));
+
+        // The same URL, revalidated with the ETag of its answer: 304 while
+        // nothing changed, as an HTTP cache or a CDN revalidates.
+        let first = get(&server, &url, None).await;
+        assert_eq!((first.status, cursors_of(&first)), (200, cursors.clone()));
+        let tag = first.etag.clone().expect("an etag");
+        let started = std::time::Instant::now();
+        let again = get(&server, &url, Some(&tag)).await;
+        assert_eq!(again.status, 304, "{transport:?}: {:?}", again.body);
+        assert_eq!(again.etag.as_ref(), Some(&tag), "{transport:?}");
+        assert_eq!(again.body, "", "{transport:?}: a 304 has no body");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{transport:?}: held"
+        );
+        let weak = get(&server, &url, Some(&format!("W/{tag}"))).await;
+        assert_eq!(weak.status, 304, "{transport:?}");
+
+        // New events change the answer to the same URL: a new tag, 200.
+        let more = publish_all(&hub, &topic, [note(3)]).await;
+        let changed = get(&server, &url, Some(&tag)).await;
+        assert_eq!(changed.status, 200, "{transport:?}");
+        let all: Vec<String> = cursors.iter().chain(&more).cloned().collect();
+        assert_eq!(cursors_of(&changed), all, "{transport:?}");
+        let new_tag = changed.etag.clone().expect("an etag");
+        assert_ne!(new_tag, tag, "{transport:?}");
+        assert_eq!(get(&server, &url, Some(&new_tag)).await.status, 304);
+
+        // An answer cut short by `limit` is another answer than the same
+        // items complete: same last cursor, other tag.
+        let limited = route(
+            transport,
+            &topic,
+            &format!("after={}&limit=2{wait}", cursors[2]),
+        );
+        let complete = get(&server, &limited, None).await;
+        assert_eq!(
+            (cursors_of(&complete), &complete.body["more"]),
+            (more.clone(), &serde_json::json!(false))
+        );
+        let later = publish_all(&hub, &topic, [note(4), note(5)]).await;
+        let cut = get(&server, &limited, complete.etag.as_deref()).await;
+        assert_eq!(cut.status, 200, "{transport:?}");
+        assert_eq!(
+            (cursors_of(&cut), &cut.body["more"]),
+            (
+                vec![more[0].clone(), later[0].clone()],
+                &serde_json::json!(true)
+            )
+        );
+        let cut_tag = cut.etag.clone().expect("an etag");
+        // Still cut at the same place after more events: unchanged, 304.
+        publish_all(&hub, &topic, [note(6)]).await;
+        assert_eq!(get(&server, &limited, Some(&cut_tag)).await.status, 304);
+
+        // The tag of any answer is also a position, as If-None-Match alone.
+        let bare = route(transport, &topic, wait.trim_start_matches('&'));
+        let rest = get(&server, &bare, Some(&cut_tag)).await;
+        assert_eq!(rest.status, 200, "{transport:?}: {:?}", rest.body);
+        assert_eq!(cursors_of(&rest).len(), 2, "{transport:?}: after {cut_tag}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polls_without_a_position_answer_from_now() {
     let hub = hub(64);
     let server = serve(&hub).await;
@@ -1142,6 +1256,22 @@ async fn iframe_ends_after_max_bytes_with_a_resume_cursor() {
     let all: Vec<String> = seen.iter().map(|f| f.cursor.clone()).collect();
     assert_eq!(all, cursors);
     assert!(frames > 2, "{frames} frames of 4 KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iframe_max_bytes_below_the_prelude_still_leaves_room_for_items() {
+    let hub = hub(64);
+    // Smaller than the prelude (about 1.2 KiB with the default padding).
+    let server = serve_iframe(&hub, IframeConfig::default().max_bytes(100)).await;
+    let mut conn = open(&server, Transport::Iframe, "/t/tiny/iframe").await;
+    conn.ready().await;
+    let cursors = publish_all(&hub, "tiny", (0..3).map(note)).await;
+    let frames = conn.frames(3).await;
+    assert_eq!(
+        frames.iter().map(|f| f.cursor.clone()).collect::<Vec<_>>(),
+        cursors,
+        "every document carries items, never only push.ready and push.end"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

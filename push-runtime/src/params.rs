@@ -20,8 +20,60 @@ pub(crate) const LAST_EVENT_ID: &str = "last-event-id";
 pub(crate) struct SubscribeRequest {
     pub(crate) start: Start,
     pub(crate) filter: Option<KindFilter>,
-    /// The cursor of `If-None-Match`, on the routes that read it (polls).
-    pub(crate) tag: Option<Cursor>,
+    /// The tag of `If-None-Match`, on the routes that read it (polls).
+    pub(crate) tag: Option<PollTag>,
+}
+
+/// The entity tag of a poll answer, which identifies the answer to its URL:
+/// `"<cursor>"`, the answer's cursor (where to ask from next), followed by
+/// `;gap=<cursor>` when the answer starts with a gap (to that cursor), and
+/// `;more` when the batch limit cut it short. Events are immutable once
+/// they have a cursor, so for one URL (one `after`, `events` and `limit`)
+/// these say which answer it is. The cursor alone is also a position, which
+/// is what `If-None-Match` is when `after` is absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PollTag {
+    pub(crate) cursor: Cursor,
+    pub(crate) gap: Option<Cursor>,
+    pub(crate) more: bool,
+}
+
+impl PollTag {
+    /// The `ETag` header: the quoted tag.
+    pub(crate) fn header(&self) -> Option<axum::http::HeaderValue> {
+        if self.gap.is_none() && !self.more {
+            return self.cursor.etag();
+        }
+        let mut text = Vec::with_capacity(96);
+        text.push(b'"');
+        self.cursor.put(&mut text);
+        if let Some(gap) = self.gap {
+            text.extend_from_slice(b";gap=");
+            gap.put(&mut text);
+        }
+        if self.more {
+            text.extend_from_slice(b";more");
+        }
+        text.push(b'"');
+        axum::http::HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
+    }
+
+    /// Parses the text between the quotes.
+    fn parse(text: &str) -> Result<Self, SubscribeRejection> {
+        let (text, more) = match text.strip_suffix(";more") {
+            Some(rest) => (rest, true),
+            None => (text, false),
+        };
+        let (cursor, gap) = match text.split_once(";gap=") {
+            Some((cursor, gap)) => (cursor, Some(parse_cursor("If-None-Match", gap)?)),
+            None => (text, None),
+        };
+        Ok(Self {
+            cursor: parse_cursor("If-None-Match", cursor)?,
+            gap,
+            more,
+        })
+    }
 }
 
 /// Why a subscription request was refused.
@@ -187,8 +239,9 @@ impl<'q> Query<'q> {
     }
 }
 
-/// `If-None-Match: "<cursor>"` (a weak tag is accepted too; `*` is ignored).
-pub(crate) fn if_none_match(headers: &HeaderMap) -> Result<Option<Cursor>, SubscribeRejection> {
+/// `If-None-Match: "<tag>"`, a [`PollTag`] (a weak tag is accepted too,
+/// compared the same; `*` is ignored).
+pub(crate) fn if_none_match(headers: &HeaderMap) -> Result<Option<PollTag>, SubscribeRejection> {
     let Some(value) = headers.get(header::IF_NONE_MATCH) else {
         return Ok(None);
     };
@@ -201,7 +254,7 @@ pub(crate) fn if_none_match(headers: &HeaderMap) -> Result<Option<Cursor>, Subsc
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(tag);
-    parse_cursor("If-None-Match", tag).map(Some)
+    PollTag::parse(tag).map(Some)
 }
 
 /// Validates a subscription request for channel `C`: where it starts and
@@ -229,7 +282,7 @@ pub(crate) fn parse<C: Channel>(
     let start = match (last_event_id, after, tag) {
         (Some(id), _, _) => Start::After(parse_cursor("Last-Event-ID", id)?),
         (None, Some(after), _) => Start::After(parse_cursor("after", after)?),
-        (None, None, Some(tag)) => Start::After(tag),
+        (None, None, Some(tag)) => Start::After(tag.cursor),
         (None, None, None) => Start::Now,
     };
     let filter = events.map(parse_filter::<C>).transpose()?;
@@ -245,16 +298,39 @@ mod tests {
     fn parses_if_none_match() {
         let mut headers = HeaderMap::new();
         assert_eq!(if_none_match(&headers).unwrap(), None);
+        let tag = |gap: Option<Cursor>, more| PollTag {
+            cursor: Cursor::new(5, 7),
+            gap,
+            more,
+        };
         for (value, expected) in [
-            ("\"5-7\"", Some(Cursor::new(5, 7))),
-            ("W/\"5-7\"", Some(Cursor::new(5, 7))),
+            ("\"5-7\"", Some(tag(None, false))),
+            ("W/\"5-7\"", Some(tag(None, false))),
+            ("\"5-7;more\"", Some(tag(None, true))),
+            ("\"5-7;gap=5-3\"", Some(tag(Some(Cursor::new(5, 3)), false))),
+            (
+                "\"5-7;gap=5-3;more\"",
+                Some(tag(Some(Cursor::new(5, 3)), true)),
+            ),
             ("*", None),
         ] {
             headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static(value));
-            assert_eq!(if_none_match(&headers).unwrap(), expected, "{value}");
+            let parsed = if_none_match(&headers).unwrap();
+            assert_eq!(parsed, expected, "{value}");
+            if let Some(parsed) = parsed {
+                let written = parsed.header().unwrap();
+                assert_eq!(written, value.trim_start_matches("W/"), "written back");
+            }
         }
-        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
-        let error = if_none_match(&headers).unwrap_err().to_string();
-        assert!(error.contains("in `If-None-Match`"), "{error}");
+        for bad in [
+            "\"x\"",
+            "\"5-7;less\"",
+            "\"5-7;gap=x\"",
+            "\"5-7;more;gap=5-3\"",
+        ] {
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static(bad));
+            let error = if_none_match(&headers).unwrap_err().to_string();
+            assert!(error.contains("in `If-None-Match`"), "{bad}: {error}");
+        }
     }
 }

@@ -10,9 +10,8 @@
 
 use crate::admission::{self, Admission, Admitted, RouteKind};
 use crate::channel::Channel;
-use crate::cursor::Cursor;
 use crate::history::{Start, Subscription};
-use crate::params::{self, Query, SubscribeRejection, SubscribeRequest};
+use crate::params::{self, PollTag, Query, SubscribeRejection, SubscribeRequest};
 use crate::state::ChannelState;
 use crate::topic::Topic;
 use axum::extract::Request;
@@ -29,8 +28,8 @@ pub(crate) struct Subscribed<P> {
     pub(crate) admission: Admission,
     /// Where it asked to start.
     pub(crate) start: Start,
-    /// The cursor of `If-None-Match`, on the routes of kind [`RouteKind::Poll`].
-    pub(crate) tag: Option<Cursor>,
+    /// The tag of `If-None-Match`, on the routes of kind [`RouteKind::Poll`].
+    pub(crate) tag: Option<PollTag>,
     /// The transport's own parameters.
     pub(crate) params: P,
 }

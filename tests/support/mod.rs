@@ -387,11 +387,14 @@ impl PollConn {
         assert_eq!(response.status(), 200, "poll answer status");
         let text = response.text().await.ok()?;
         let answer: PollAnswer<'_> = serde_json::from_str(&text).expect("poll answer is JSON");
-        assert_eq!(
-            self.etag.as_deref(),
-            Some(&*format!("\"{}\"", answer.cursor)),
-            "etag is the quoted cursor"
-        );
+        // `"<cursor>"`, with `;gap=<cursor>` and `;more` where they apply.
+        let etag = self.etag.as_deref().expect("an answer has an etag");
+        let tag = etag.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+        let (position, qualifiers) = tag
+            .map(|t| t.split_once(';').unwrap_or((t, "")))
+            .unwrap_or_else(|| panic!("etag {etag:?} is quoted"));
+        assert_eq!(position, answer.cursor, "the etag starts with the cursor");
+        assert_eq!(qualifiers.ends_with("more"), answer.more, "{etag}");
         self.last_empty = answer.events.is_empty();
         for item in &answer.events {
             self.pending.push_back(Item::Frame(parse_item(item.get())));
@@ -541,7 +544,14 @@ fn parse_sse_block(block: &str) -> Option<Item> {
         match field {
             "id" => id = Some(value.to_owned()),
             "event" => event = Some(value.to_owned()),
-            "data" => data = Some(value.to_owned()),
+            // Several `data:` lines are joined with LF, as the SSE spec says.
+            "data" => match &mut data {
+                None => data = Some(value.to_owned()),
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+            },
             "retry" => retry = Some(value.parse().expect("retry is a number")),
             other => panic!("unexpected SSE field {other:?} in {block:?}"),
         }

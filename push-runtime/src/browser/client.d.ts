@@ -41,7 +41,7 @@ export interface SubscribeOptions<K extends keyof Events = keyof Events> {
   persist?: boolean | string;
   /** The channel's base URL; default: where `client.js` was loaded from. */
   base?: string;
-  /** Reconnect delay in ms: `min` doubling up to `max`, each with jitter (default 250 and 30000). */
+  /** Reconnect delay in ms: `min` doubling up to `max`, each with jitter (default 250 and 30000). A forever frame the server ended (`push.end`) is reopened at once when it brought events, after `min` when it brought nothing. */
   retry?: { min?: number; max?: number };
   /** Pause between short polls in ms (default 1000). */
   pollInterval?: number;

@@ -131,10 +131,19 @@ export class Subscription {
         this.#drop();
         this.#retry(reason);
       },
-      ended: () => {
+      // The server ended the response (`push.end`): reopen at once after
+      // progress; after the reconnection delay when it brought nothing, so
+      // that client and server never spin without progress.
+      ended: (progressed) => {
         if (!live()) return;
         this.#drop();
-        this.#connect();
+        if (progressed) {
+          this.#connect();
+          return;
+        }
+        const min = this.options.retry?.min ?? 250;
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => this.#connect(), min * (0.5 + Math.random() / 2));
       },
     });
   }
@@ -286,6 +295,8 @@ function openIframe(sub, on) {
   frame.title = "push";
   let ended = false;
   let first = true;
+  // An event or a gap arrived since `push.ready`.
+  let progressed = false;
   const listener = (message) => {
     if (message.source !== frame.contentWindow || message.origin !== url.origin) return;
     const item = message.data;
@@ -293,8 +304,9 @@ function openIframe(sub, on) {
     on.bytes(byteLength(`<script>m(${JSON.stringify(item)})</script>\n`) + (first ? 1200 : 0));
     first = false;
     if (item.event === "push.end") ended = true;
+    else if (item.event !== "push.ready") progressed = true;
     on.item(item);
-    if (ended) on.ended();
+    if (ended) on.ended(progressed);
   };
   window.addEventListener("message", listener);
   // The document finishing to load means the response ended: without

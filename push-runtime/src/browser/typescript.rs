@@ -7,7 +7,8 @@
 //!
 //! Field types must implement [`TsType`]. It is implemented for strings,
 //! numbers, `bool`, `Option`, sequences, string-keyed maps, tuples, smart
-//! pointers and `serde_json::Value`; implement it for your own nested types:
+//! pointers, `serde_json::Value` and `serde_json::value::RawValue`; implement
+//! it for your own nested types:
 //!
 //! ```
 //! use push_runtime::typescript::TsType;
@@ -72,6 +73,13 @@ impl TsType for () {
 }
 
 impl TsType for serde_json::Value {
+    fn ts_type() -> String {
+        "unknown".into()
+    }
+}
+
+/// JSON written verbatim: any value.
+impl TsType for serde_json::value::RawValue {
     fn ts_type() -> String {
         "unknown".into()
     }
@@ -431,6 +439,7 @@ mod tests {
         assert_eq!(<(String, i64)>::ts_type(), "[string, number]");
         assert_eq!(<Box<&str>>::ts_type(), "string");
         assert_eq!(<Option<Option<bool>>>::ts_type(), "boolean | null | null");
+        assert_eq!(<Box<serde_json::value::RawValue>>::ts_type(), "unknown");
     }
 
     #[test]

@@ -24,6 +24,12 @@ use std::time::Duration;
 /// from `initial_delay` whenever a connection succeeds (the server's
 /// `push.ready` arrives). The server's SSE `retry:` hint is not used: these
 /// settings govern.
+///
+/// A response the server ends on purpose (`push.end`: the forever frame's
+/// size or age limit, a shutdown) is no failure: it is reopened at once
+/// when it brought an event or a gap, and after `initial_delay` (with
+/// jitter) when it brought nothing since its `push.ready`, so that a
+/// client never spins on responses that make no progress.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
     pub(crate) initial_delay: Duration,

@@ -50,6 +50,17 @@ impl Reconnect {
         self.failures
     }
 
+    /// The first delay of the schedule (the initial delay, with jitter when
+    /// configured), without counting an attempt: the wait before reopening
+    /// a response that ended normally but brought nothing.
+    pub(crate) fn initial_delay(&self) -> Duration {
+        self.builder
+            .without_max_times()
+            .build()
+            .next()
+            .unwrap_or_default()
+    }
+
     /// A connection succeeded: the next failure starts from the initial delay.
     pub(crate) fn reset(&mut self) {
         self.delays = self.builder.build();

@@ -392,6 +392,17 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_on_several_data_lines_is_joined_with_lf() {
+        // How the server writes a payload that holds raw line breaks.
+        let block: &[u8] = b"id: 2-5\nevent: e\ndata: {\ndata:  \"a\":1,\ndata: \ndata: }\n\n";
+        let expected = vec![event(Some("2-5"), "e", "{\n \"a\":1,\n\n}")];
+        for size in 1..block.len() {
+            let chunks: Vec<&[u8]> = block.chunks(size).collect();
+            assert_eq!(parse(1024, &chunks), expected, "chunks of {size}");
+        }
+    }
+
+    #[test]
     fn comments_and_heartbeats_are_silent() {
         assert_eq!(parse(1024, &[b":\n\n: keepalive\n\n:\r\n\r\n"]), vec![]);
         assert_eq!(

@@ -59,6 +59,7 @@ impl<C: Channel> Subscription<C> {
             position: after,
             connection: None,
             delay: None,
+            progressed: false,
             finished: false,
         };
         let inner = futures_util::stream::unfold(driver, |mut driver| async move {
@@ -259,6 +260,8 @@ struct Driver<C> {
     connection: Option<Connection>,
     /// The wait before the next connection attempt.
     delay: Option<Duration>,
+    /// The current response brought an event or a gap since its `push.ready`.
+    progressed: bool,
     finished: bool,
 }
 
@@ -275,7 +278,10 @@ impl<C: Channel> Driver<C> {
                         tokio::time::sleep(delay).await;
                     }
                     match connect(&self.target, self.fallback.current(), self.position).await {
-                        Ok(connection) => self.connection.insert(connection),
+                        Ok(connection) => {
+                            self.progressed = false;
+                            self.connection.insert(connection)
+                        }
                         Err(error) => return Some(self.failed(error)),
                     }
                 }
@@ -306,22 +312,36 @@ impl<C: Channel> Driver<C> {
                     return Some(Ok(Update::Ready { cursor }));
                 }
                 Meaning::Gap(gap) => {
+                    self.progressed = true;
                     self.position = Some(gap.to);
                     return Some(Ok(Update::Gap(gap)));
                 }
                 Meaning::Event { cursor, event } => {
+                    self.progressed = true;
                     self.position = Some(cursor);
                     return Some(Ok(Update::Event { cursor, event }));
                 }
                 Meaning::End(cursor) => {
-                    // Not a failure: the server asks for a fresh response.
-                    tracing::debug!(%cursor, "the server ended the response; resuming at once");
+                    // Not a failure: the server asks for a fresh response,
+                    // at once after progress. A response that brought
+                    // nothing (a server whose documents hold only
+                    // `push.ready`, or one idle until its age limit) is
+                    // reopened after the reconnection delay, so that client
+                    // and server never spin without progress.
                     self.connection = None;
                     self.position = Some(cursor);
+                    if !self.progressed {
+                        let delay = self.reconnect.initial_delay();
+                        tracing::debug!(%cursor, ?delay, "the server ended a response that brought nothing; resuming after the delay");
+                        self.delay = Some(delay);
+                    } else {
+                        tracing::debug!(%cursor, "the server ended the response; resuming at once");
+                    }
                 }
                 Meaning::Ignored => {}
                 Meaning::Invalid(error) => {
                     if let ClientError::Decode { cursor, .. } = &error {
+                        self.progressed = true;
                         self.position = Some(*cursor);
                     }
                     return Some(Err(error));

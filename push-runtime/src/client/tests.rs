@@ -902,6 +902,46 @@ async fn iframe_reconnects_at_once_after_push_end() {
     );
 }
 
+#[tokio::test]
+async fn iframe_backs_off_after_a_document_that_brought_nothing() {
+    let ready = |cursor: &str| item(cursor, "push.ready", &format!(r#"{{"cursor":"{cursor}"}}"#));
+    // A server that ends every document right after `push.ready` (a byte
+    // limit below its prelude): no event, no gap, then `push.end`.
+    let empty = forever_frame(&[ready("4-0")], Some("4-0"));
+    let (base, mut requests) = scripted_http_server(vec![
+        empty.clone(),
+        empty.clone(),
+        empty,
+        bad_request("enough"),
+    ])
+    .await;
+    let delay = Duration::from_millis(300);
+    let config = ClientConfig::default().initial_delay(delay).jitter(false);
+    let client = Client::<Chat>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::Iframe)
+        .stream();
+    for _ in 0..3 {
+        assert!(matches!(next_ok(&mut stream).await, Update::Ready { .. }));
+    }
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Rejected { status: 400, .. }))
+    ));
+    let mut times = Vec::new();
+    for _ in 0..4 {
+        times.push(requests.recv().await.expect("a request").at);
+    }
+    for pair in times.windows(2) {
+        let waited = pair[1] - pair[0];
+        assert!(
+            waited >= delay,
+            "reopened after {waited:?}, not the reconnection delay"
+        );
+    }
+}
+
 fn sse_stream(cursor: &str, events: &str) -> String {
     format!(
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\

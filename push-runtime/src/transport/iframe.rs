@@ -54,6 +54,11 @@ impl Default for IframeConfig {
 }
 
 impl IframeConfig {
+    /// The room a document keeps for items after its prelude, at least
+    /// (256 bytes): see [`IframeConfig::max_bytes`]. The item that reaches
+    /// the limit is written whole, so any room lets a document carry items.
+    pub const MIN_ITEM_ROOM: usize = 256;
+
     /// The origins of the pages allowed to embed the frame and receive its
     /// messages, each `scheme://host[:port]` (or `*`, which allows any page
     /// to read the stream: only for public data). Default: none, i.e. only
@@ -108,6 +113,11 @@ impl IframeConfig {
 
     /// After how many body bytes the response ends with `push.end`
     /// (default 256 KiB), so that the browser can free the document.
+    ///
+    /// A document always has room for items: a limit below its prelude (the
+    /// padding and the `<script>` head, about 1.2 KiB by default) plus
+    /// [`IframeConfig::MIN_ITEM_ROOM`] is raised to that, so that no
+    /// document ends right after `push.ready` with nothing in it.
     pub fn max_bytes(mut self, bytes: usize) -> Self {
         self.max_bytes = bytes;
         self
@@ -175,12 +185,14 @@ impl IntoResponse for IframeRejection {
 
 /// Copies a JSON text, escaping what could end a script element or a line
 /// of JavaScript. These characters only occur inside JSON strings, where the
-/// `\uXXXX` escapes mean the same.
+/// `\uXXXX` escapes mean the same. A raw line break (CR or LF) only occurs
+/// outside strings, as whitespace: it is written as a space, so that an item
+/// stays on one line.
 fn put_escaped(out: &mut BytesMut, json: &[u8]) {
     let mut rest = json;
     while let Some(at) = rest
         .iter()
-        .position(|&b| matches!(b, b'<' | b'>' | b'&' | 0xE2))
+        .position(|&b| matches!(b, b'<' | b'>' | b'&' | b'\n' | b'\r' | 0xE2))
     {
         let (head, tail) = rest.split_at(at);
         out.put_slice(head);
@@ -197,6 +209,7 @@ fn escape(tail: &[u8]) -> (&[u8], usize) {
         [b'<', ..] => (b"\\u003c", 1),
         [b'>', ..] => (b"\\u003e", 1),
         [b'&', ..] => (b"\\u0026", 1),
+        [b'\n' | b'\r', ..] => (b" ", 1),
         [0xE2, 0x80, 0xA8, ..] => (b"\\u2028", 3),
         [0xE2, 0x80, 0xA9, ..] => (b"\\u2029", 3),
         _ => (tail.get(..1).unwrap_or_default(), 1),
@@ -379,6 +392,11 @@ fn stream_body(
     let now = Instant::now();
     // A duration too large for the clock means "no age limit".
     let deadline = after(now, config.max_duration);
+    // Room for items whatever the limit: a document that could hold nothing
+    // but `push.ready` would make its client reopen it again and again.
+    let max_bytes = config
+        .max_bytes
+        .max(prelude.len().saturating_add(IframeConfig::MIN_ITEM_ROOM));
     let frame = Frame {
         written: prelude.len(),
         waiting: false,
@@ -386,7 +404,7 @@ fn stream_body(
         subscription,
         batch: Vec::new(),
         heartbeat: config.heartbeat,
-        max_bytes: config.max_bytes,
+        max_bytes,
         max_batch: config.max_batch,
         deadline,
         ended: false,
@@ -465,6 +483,19 @@ mod tests {
         let back: serde_json::Value = serde_json::from_str(text).unwrap();
         let original: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(back, original);
+    }
+
+    #[test]
+    fn raw_line_breaks_become_spaces() {
+        let json = "{\n\"a\":\r\n[1,\r2]}";
+        let mut out = BytesMut::new();
+        put_escaped(&mut out, json.as_bytes());
+        assert_eq!(out, "{ \"a\":  [1, 2]}");
+        let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            back,
+            serde_json::from_str::<serde_json::Value>(json).unwrap()
+        );
     }
 
     #[test]

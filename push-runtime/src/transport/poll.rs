@@ -9,7 +9,7 @@ use crate::admission::RouteKind;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, Start};
-use crate::params::{Query, SubscribeRejection};
+use crate::params::{PollTag, Query, SubscribeRejection};
 use crate::state::{ChannelState, RouteState};
 use crate::subscribe::{self, Subscribed};
 use crate::wire;
@@ -212,8 +212,19 @@ async fn answer<C: Channel>(channel: &ChannelState<C>, subscribed: Subscribed<As
         (true, Some(last)) => last.cursor(),
         _ => subscription.position(),
     };
-    let etag = cursor.etag();
-    if items.is_empty() && !waited && tag == Some(cursor) {
+    // The tag identifies this answer to this URL: a request that holds it
+    // already (If-None-Match) gets 304, as HTTP caches expect. A held long
+    // poll answered after its wait is new to the client either way.
+    let this = PollTag {
+        cursor,
+        gap: match items.first() {
+            Some(Delivery::Gap(gap)) => Some(gap.to),
+            _ => None,
+        },
+        more,
+    };
+    let etag = this.header();
+    if !waited && tag == Some(this) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -1,7 +1,7 @@
 //! Server-Sent Events: `GET {base}/{topic}/sse`.
 //!
-//! Each event is framed once (`id:` cursor, `event:` wire name, `data:` JSON)
-//! and those bytes are shared by every subscriber; everything pending for a
+//! Each event is framed once (`id:` cursor, `event:` wire name, a `data:`
+//! line per line of its JSON) and those bytes are shared by every subscriber; everything pending for a
 //! connection is written in one chunk.
 
 use crate::admission::RouteKind;
@@ -64,13 +64,25 @@ impl SseConfig {
 }
 
 /// Appends one SSE block.
+///
+/// The payload goes on one `data:` line per line of it: a payload may hold
+/// raw line breaks (JSON whitespace, e.g. from a `serde_json::value::RawValue`),
+/// and an SSE parser ends a line at CRLF, LF or a lone CR, then joins the
+/// `data:` lines of a block with LF. So each of the three ends a line here.
 fn put_block(out: &mut BytesMut, cursor: Cursor, name: &str, data: &[u8]) {
     out.put_slice(b"id: ");
     cursor.put(out);
     out.put_slice(b"\nevent: ");
     out.put_slice(name.as_bytes());
+    let mut rest = data;
+    while let Some(at) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        out.put_slice(b"\ndata: ");
+        out.put_slice(&rest[..at]);
+        let crlf = rest[at] == b'\r' && rest.get(at + 1) == Some(&b'\n');
+        rest = &rest[at + 1 + usize::from(crlf)..];
+    }
     out.put_slice(b"\ndata: ");
-    out.put_slice(data);
+    out.put_slice(rest);
     out.put_slice(b"\n\n");
 }
 
@@ -263,6 +275,28 @@ mod tests {
                 "id: 9-3\nevent: tick\ndata: {\"n\":3}\n\n",
             )
         );
+    }
+
+    #[test]
+    fn a_payload_with_line_breaks_goes_on_one_data_line_per_line() {
+        let mut out = BytesMut::new();
+        put_block(
+            &mut out,
+            Cursor::new(2, 5),
+            "e",
+            b"{\n \"a\":1,\r\n\"b\":\r2\n\n}",
+        );
+        assert_eq!(
+            out,
+            concat!(
+                "id: 2-5\nevent: e\n",
+                "data: {\ndata:  \"a\":1,\ndata: \"b\":\ndata: 2\ndata: \ndata: }\n\n"
+            )
+        );
+        // A trailing line break is a last, empty line.
+        let mut out = BytesMut::new();
+        put_block(&mut out, Cursor::new(2, 6), "e", b"1\r");
+        assert_eq!(out, "id: 2-6\nevent: e\ndata: 1\ndata: \n\n");
     }
 
     #[test]
