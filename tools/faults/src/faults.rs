@@ -119,6 +119,18 @@ pub fn parse_kinds(list: &str) -> Result<Vec<Kind>, String> {
 }
 
 /// `120s`, `2m`, `500ms`, or a bare number of seconds.
+/// `LOW..HIGH`, two durations: the bounds of the pause between faults.
+pub fn parse_pause(text: &str) -> Result<(Duration, Duration), String> {
+    let (low, high) = text
+        .split_once("..")
+        .ok_or_else(|| format!("not a range: {text:?} (e.g. 1s..3s)"))?;
+    let (low, high) = (parse_duration(low)?, parse_duration(high)?);
+    if low > high {
+        return Err(format!("{text:?}: the low bound is above the high one"));
+    }
+    Ok((low, high))
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text
@@ -159,6 +171,16 @@ mod tests {
                 .map(|_| rng.range(2, 5))
                 .all(|n| (2..=5).contains(&n))
         );
+    }
+
+    #[test]
+    fn pauses_parse() {
+        assert_eq!(
+            parse_pause("200ms..1s"),
+            Ok((Duration::from_millis(200), Duration::from_secs(1)))
+        );
+        assert!(parse_pause("3s..1s").is_err());
+        assert!(parse_pause("1s").is_err());
     }
 
     #[test]

@@ -93,6 +93,10 @@ enum Mode {
         /// redis-rollback, replica-promote.
         #[arg(long, default_value = "")]
         faults: String,
+        /// The pause between two faults, drawn between these bounds
+        /// (`LOW..HIGH`, each a duration: e.g. 200ms..600ms for a long run).
+        #[arg(long, default_value = "1s..3s", value_parser = faults::parse_pause)]
+        pause: (std::time::Duration, std::time::Duration),
         /// The longest wait for every client to catch up at the end.
         #[arg(long, default_value = "30s", value_parser = faults::parse_duration)]
         catch_up: std::time::Duration,
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
             publishers,
             rate,
             faults,
+            pause,
             catch_up,
             keep,
         } => {
@@ -169,6 +174,7 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 },
+                pause,
                 catch_up,
                 keep,
             };

@@ -24,6 +24,8 @@ pub struct Options {
     pub publishers: u32,
     pub rate: f64,
     pub faults: Vec<Kind>,
+    /// The bounds of the pause between two faults.
+    pub pause: (Duration, Duration),
     /// The longest wait for clients to catch up at the end.
     pub catch_up: Duration,
     /// Keep the run's directory (logs, Redis files) even when it passes.
@@ -201,7 +203,8 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
                 clock.ms() - started
             );
             *injected.entry(kind).or_default() += 1;
-            let pause = world.rng.millis(1000, 3000);
+            let (low, high) = o.pause;
+            let pause = world.rng.millis(millis(low), millis(high));
             tokio::time::sleep(pause.min(faults_end.saturating_duration_since(Instant::now())))
                 .await;
         }
@@ -265,4 +268,9 @@ fn newest(acks: &[check::Ack]) -> Option<Cursor> {
         .filter(|ack| ack.cursor.epoch() == last.cursor.epoch())
         .map(|ack| ack.cursor)
         .max()
+}
+
+/// A duration in whole milliseconds.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
