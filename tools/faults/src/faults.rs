@@ -69,6 +69,15 @@ impl Kind {
         Kind::ReplicaPromote,
     ];
 
+    /// Whether the fault kills or restarts Redis, so needs one of the
+    /// harness's own.
+    pub fn needs_own_redis(self) -> bool {
+        matches!(
+            self,
+            Kind::RedisRestart | Kind::RedisRollback | Kind::ReplicaPromote
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::NodeKill => "node-kill",

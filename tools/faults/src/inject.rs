@@ -20,15 +20,15 @@ pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
             Ok(())
         }
         Kind::RedisRestart => {
-            world.redis.kill_and_forget().await;
+            world.own_redis()?.kill_and_forget().await;
             tokio::time::sleep(world.rng.millis(200, 1500)).await;
-            world.redis.restart().await
+            world.own_redis()?.restart().await
         }
         Kind::RedisRollback => {
-            crate::procs::redis_cmd(world.redis.port, &["SAVE"]).await?;
+            crate::procs::redis_cmd(world.own_redis()?.port, &["SAVE"]).await?;
             tokio::time::sleep(world.rng.millis(500, 2500)).await;
-            world.redis.kill().await;
-            world.redis.restart().await
+            world.own_redis()?.kill().await;
+            world.own_redis()?.restart().await
         }
         Kind::ReplicaPromote => replica_promote(world).await,
         Kind::SlowClient => {
@@ -68,7 +68,7 @@ async fn replica_promote(world: &mut World) -> Result<(), String> {
         link.block();
     }
     tokio::time::sleep(world.rng.millis(500, 2500)).await;
-    world.redis.kill_and_forget().await;
+    world.own_redis()?.kill_and_forget().await;
     let mut promoted = world.replica.take().ok_or("no replica")?;
     promoted.promote().await?;
     world
@@ -76,6 +76,6 @@ async fn replica_promote(world: &mut World) -> Result<(), String> {
         .set_target(0, Some(loopback(promoted.port)));
     world.redis_proxy.cut();
     // The old primary is gone for good; the promoted replica is the primary.
-    let _old = std::mem::replace(&mut world.redis, promoted);
+    let _old = world.redis.replace(promoted);
     world.start_replica().await
 }

@@ -93,6 +93,12 @@ enum Mode {
         /// redis-rollback, replica-promote.
         #[arg(long, default_value = "")]
         faults: String,
+        /// Use this Redis (host:port, e.g. the one of your own deployment)
+        /// instead of starting one; the harness's keys get a prefix of the
+        /// run's own. The faults that kill Redis (redis-restart,
+        /// redis-rollback, replica-promote) need a Redis of its own.
+        #[arg(long)]
+        redis: Option<std::net::SocketAddr>,
         /// The pause between two faults, drawn between these bounds
         /// (`LOW..HIGH`, each a duration: e.g. 200ms..600ms for a long run).
         #[arg(long, default_value = "1s..3s", value_parser = faults::parse_pause)]
@@ -156,6 +162,7 @@ fn main() -> ExitCode {
             publishers,
             rate,
             faults,
+            redis,
             pause,
             catch_up,
             keep,
@@ -174,6 +181,7 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 },
+                redis,
                 pause,
                 catch_up,
                 keep,

@@ -9,6 +9,7 @@ use crate::report::{self, Report};
 use crate::traffic::{Clock, Published, Publisher, Subscriber, TRANSPORTS};
 use push_runtime::Cursor;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,9 @@ pub struct Options {
     pub publishers: u32,
     pub rate: f64,
     pub faults: Vec<Kind>,
+    /// An existing Redis to use (e.g. the one of your own deployment)
+    /// instead of starting one; the faults that kill Redis are refused then.
+    pub redis: Option<SocketAddr>,
     /// The bounds of the pause between two faults.
     pub pause: (Duration, Duration),
     /// The longest wait for clients to catch up at the end.
@@ -38,8 +42,8 @@ pub struct World {
     pub prefix: String,
     pub clock: Clock,
     pub rng: Rng,
-    /// The primary.
-    pub redis: Redis,
+    /// The primary, when the harness runs its own (else `--redis`).
+    pub redis: Option<Redis>,
     /// With `replica-promote`: a replica of the primary, through `repl_proxy`.
     pub replica: Option<Redis>,
     /// The replica's link to the primary: the harness cuts it to make the replica lag.
@@ -55,6 +59,13 @@ pub struct World {
 }
 
 impl World {
+    /// The Redis the harness started, for the faults that kill or restart it.
+    pub fn own_redis(&mut self) -> Result<&mut Redis, String> {
+        self.redis
+            .as_mut()
+            .ok_or_else(|| "this fault needs a Redis of the harness's own (no --redis)".to_owned())
+    }
+
     pub fn node_log(&self, index: usize) -> PathBuf {
         self.dir.join(format!("node-{index}.log"))
     }
@@ -62,7 +73,7 @@ impl World {
     /// Starts a replica of the current primary, through the replication
     /// proxy (made on first use), and waits until it has synced.
     pub async fn start_replica(&mut self) -> Result<(), String> {
-        let primary = Some(loopback(self.redis.port));
+        let primary = Some(loopback(self.own_redis()?.port));
         let link = match &self.repl_proxy {
             Some(proxy) => {
                 proxy.set_target(0, primary);
@@ -100,6 +111,13 @@ impl World {
 }
 
 pub async fn run(o: Options) -> Result<bool, String> {
+    if o.redis.is_some()
+        && let Some(kind) = o.faults.iter().find(|kind| kind.needs_own_redis())
+    {
+        return Err(format!(
+            "{kind} needs a Redis of the harness's own: drop --redis"
+        ));
+    }
     let dir = std::env::temp_dir().join(format!("faults-{}-seed{}", std::process::id(), o.seed));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -116,8 +134,19 @@ pub async fn run(o: Options) -> Result<bool, String> {
 async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
     let clock = Clock(Instant::now());
     let mut rng = Rng::new(o.seed);
-    let redis = Redis::start(&dir.join("redis-0"), None).await?;
-    let redis_proxy = Proxy::start(vec![Some(loopback(redis.port))])
+    let (redis, redis_addr, prefix) = match o.redis {
+        Some(addr) => {
+            // Keys of their own in a Redis that others use.
+            let prefix = format!("faults:{}:{}:{}", o.seed, std::process::id(), clock_nanos());
+            (None, addr, prefix)
+        }
+        None => {
+            let redis = Redis::start(&dir.join("redis-0"), None).await?;
+            let addr = loopback(redis.port);
+            (Some(redis), addr, format!("faults:{}", o.seed))
+        }
+    };
+    let redis_proxy = Proxy::start(vec![Some(redis_addr)])
         .await
         .map_err(|e| e.to_string())?;
     let front = Proxy::start(vec![None; o.nodes])
@@ -125,7 +154,7 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let mut world = World {
         dir: dir.to_owned(),
-        prefix: format!("faults:{}", o.seed),
+        prefix,
         clock,
         rng: Rng::new(rng.next_u64()),
         redis,
@@ -273,4 +302,12 @@ fn newest(acks: &[check::Ack]) -> Option<Cursor> {
 /// A duration in whole milliseconds.
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Nanoseconds since the Unix epoch, to tell runs apart.
+fn clock_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
 }
