@@ -24,13 +24,11 @@ use push_runtime::{
     Channel, Cursor, DEFAULT_MAX_TOPICS, Delivery, Gap, Hub, HubConfig, PublishError, Start,
     SubscribeError, Topic,
 };
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use support::PATIENCE;
 use support::channel::{TestEvent, note};
+use support::redis_setup::{OwnRedis, admin, shared_redis, unique_prefix};
 use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------
@@ -297,137 +295,6 @@ impl Drop for Redis {
         if !keys.is_empty() {
             let _: Result<u64, _> = ::redis::cmd("DEL").arg(keys).query(&mut conn);
         }
-    }
-}
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-async fn ping(url: &str) -> Result<(), String> {
-    let attempt = async {
-        let client = ::redis::Client::open(url).map_err(|e| e.to_string())?;
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| e.to_string())?;
-        ::redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map_err(|e| e.to_string())
-    };
-    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err("no answer within 2 s".to_owned()),
-    }
-}
-
-async fn admin(url: &str) -> ::redis::aio::MultiplexedConnection {
-    let connect = async {
-        ::redis::Client::open(url)
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("admin connection to redis")
-    };
-    tokio::time::timeout(PATIENCE, connect)
-        .await
-        .expect("admin connection to redis in time")
-}
-
-/// The shared Redis's URL, or `None` (after saying why) when the test must skip.
-async fn shared_redis(test: &str) -> Option<String> {
-    let url = redis_url();
-    match ping(&url).await {
-        Ok(()) => Some(url),
-        Err(error) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: no Redis at {url} under CI: {error}")
-        }
-        Err(error) => {
-            eprintln!(
-                "SKIPPED {test}: no Redis at {url} ({error}); set REDIS_URL or start redis-server"
-            );
-            None
-        }
-    }
-}
-
-/// A key prefix no other test (or run) uses.
-fn unique_prefix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "push-test:broker:{}:{nanos}:{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A `redis-server` of our own, on a fixed free port, so it can be restarted.
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    /// `None` (after saying why) when the test must skip.
-    async fn start(test: &str) -> Option<Self> {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            if std::env::var_os("CI").is_some() {
-                panic!("{test}: redis-server is not on PATH under CI");
-            }
-            eprintln!("SKIPPED {test}: redis-server is not on PATH");
-            return None;
-        }
-        let port = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut redis = Self { port, child: None };
-        redis.restart().await;
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it (empty: no persistence) and waits until it answers.
-    async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + PATIENCE;
-        while ping(&self.url()).await.is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -305,21 +305,7 @@ impl TopicLog {
     /// Appends an event whose sequence number was assigned elsewhere (by a
     /// shared store), if it is the next one, and wakes every waiting subscriber.
     pub fn append_at(&self, seq: u64, event: Outgoing) -> AppendAt {
-        let outcome = {
-            let mut ring = self.write();
-            if seq <= ring.head {
-                AppendAt::Duplicate
-            } else if seq > ring.head + 1 {
-                AppendAt::NotNext
-            } else {
-                self.push(&mut ring, seq, event);
-                AppendAt::Appended
-            }
-        };
-        if outcome == AppendAt::Appended {
-            self.published.wake_all();
-        }
-        outcome
+        self.put_at(seq, Some(event))
     }
 
     /// Declares the event at `seq` lost, if it is the next one (a shared
@@ -327,6 +313,11 @@ impl TopicLog {
     /// subscribers get a gap of one event where it stands, and the events
     /// around it stay. Wakes every waiting subscriber.
     pub fn lose_at(&self, seq: u64) -> AppendAt {
+        self.put_at(seq, None)
+    }
+
+    /// The event (`None`: a lost one) at `seq`, if it is the next one.
+    fn put_at(&self, seq: u64, event: Option<Outgoing>) -> AppendAt {
         let outcome = {
             let mut ring = self.write();
             if seq <= ring.head {
@@ -334,7 +325,12 @@ impl TopicLog {
             } else if seq > ring.head + 1 {
                 AppendAt::NotNext
             } else {
-                self.push_slot(&mut ring, seq, None);
+                match event {
+                    Some(event) => {
+                        self.push(&mut ring, seq, event);
+                    }
+                    None => self.push_slot(&mut ring, seq, None),
+                }
                 AppendAt::Appended
             }
         };

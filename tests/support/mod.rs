@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod channel;
+pub mod redis_setup;
 
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
