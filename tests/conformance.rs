@@ -1440,3 +1440,135 @@ async fn extreme_settings_are_served_without_panics() {
         );
     }
 }
+
+/// A note whose JSON payload (`{"note":"xx…"}`) is exactly `size` bytes.
+fn note_of_size(size: usize) -> TestEvent {
+    let event = TestEvent::Note("x".repeat(size - r#"{"note":""}"#.len()));
+    assert_eq!(serde_json::to_vec(&event).expect("encode").len(), size);
+    event
+}
+
+const CLIENT_TRANSPORTS: [push_runtime::client::Transport; 5] = [
+    push_runtime::client::Transport::Sse,
+    push_runtime::client::Transport::WebSocket,
+    push_runtime::client::Transport::ShortPoll,
+    push_runtime::client::Transport::LongPoll,
+    push_runtime::client::Transport::Iframe,
+];
+
+/// The Rust client, with its default limits, reads `expected` after `after`
+/// on one connection (no reconnection, no error).
+async fn client_reads(
+    server: &Server,
+    transport: push_runtime::client::Transport,
+    topic: &str,
+    after: &str,
+    expected: &[TestEvent],
+) {
+    use push_runtime::client::{Client, ClientConfig, Update};
+    let config = ClientConfig::default().max_retries(Some(0));
+    let client = Client::<TestEvent>::with_config(&server.url(""), config).expect("client");
+    let mut stream = client
+        .subscribe(topic)
+        .transport(transport)
+        .after(after.parse().expect("cursor"))
+        .stream();
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        match tokio::time::timeout(PATIENCE, stream.next()).await {
+            Ok(Some(Ok(Update::Ready { .. }))) => {}
+            Ok(Some(Ok(Update::Event { event, .. }))) => got.push(event),
+            other => panic!("{transport:?}: {other:?} after {} events", got.len()),
+        }
+    }
+    assert!(got == expected, "{transport:?}: other events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_the_max_size_reaches_every_transport_and_a_larger_one_is_refused() {
+    // The default limit, so that the Rust client's default limits are checked too.
+    let hub = hub(16);
+    let max = hub.config().max_event_size;
+    assert_eq!(max, push_runtime::DEFAULT_MAX_EVENT_SIZE);
+    assert_eq!(max, 1024 * 1024);
+    let server = Server::start(
+        ChannelRouter::new(hub.clone())
+            .publish(
+                |request: push_runtime::PublishRequest<TestEvent>| async move { Ok(request.event) },
+            )
+            .max_publish_body(2 * max)
+            // One document holds both items (the raw reader does not reopen it).
+            .iframe(IframeConfig::default().max_bytes(4 * max))
+            .into_router(),
+    )
+    .await;
+    let largest = note_of_size(max);
+    for transport in TRANSPORTS {
+        let topic = format!("largest-{transport:?}");
+        let mut conn = open(&server, transport, &route(transport, &topic, "")).await;
+        let ready = conn.ready().await;
+        let cursors = publish_all(&hub, &topic, [largest.clone(), note(1)]).await;
+        let frames = conn.frames(2).await;
+        assert_eq!(
+            frames.iter().map(decode).collect::<Vec<_>>(),
+            [largest.clone(), note(1)],
+            "{transport:?}"
+        );
+        assert_eq!(frames[1].cursor, cursors[1], "{transport:?}");
+        // One byte more is refused, by the hub and by the publish route.
+        match hub.publish(&topic, note_of_size(max + 1)).await {
+            Err(push_runtime::PublishError::TooLarge { size, max: limit }) => {
+                assert_eq!((size, limit), (max + 1, max));
+            }
+            other => panic!("{other:?}"),
+        }
+        let body = serde_json::to_vec(&note_of_size(max + 1)).expect("encode");
+        let response = reqwest::Client::new()
+            .post(server.url(&format!("/t/{topic}")))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status().as_u16(), 413, "{transport:?}");
+        let message = response.text().await.expect("body");
+        assert!(message.contains("over the hub's limit"), "{message}");
+        drop(conn);
+        for client_transport in CLIENT_TRANSPORTS {
+            client_reads(
+                &server,
+                client_transport,
+                &topic,
+                &ready,
+                &[largest.clone(), note(1)],
+            )
+            .await;
+        }
+    }
+}
+
+/// A WebSocket subscriber of a hub whose events may be larger than the old
+/// fixed 4 MiB write cap gets them all on one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_gets_events_up_to_a_raised_max_size_without_reconnecting() {
+    for max in [2 * 1024 * 1024, 5 * 1024 * 1024] {
+        let mut config = HubConfig::default();
+        config.history_len = 16;
+        config.max_event_size = max;
+        let hub = Hub::<TestEvent>::with_config(config);
+        let server = serve(&hub).await;
+        let mut conn = open(&server, Transport::WebSocket, "/t/big/ws").await;
+        conn.ready().await;
+        // A burst: one batch of several maximal events.
+        let events = vec![note_of_size(max), note_of_size(max), note(1)];
+        let cursors = publish_all(&hub, "big", events.clone()).await;
+        let frames = conn.frames(3).await;
+        assert_eq!(
+            frames.iter().map(decode).collect::<Vec<_>>(),
+            events,
+            "{max}"
+        );
+        assert_eq!(frames[2].cursor, cursors[2]);
+        assert_eq!(hub.stats().connections, 1, "still the one connection");
+    }
+}

@@ -106,6 +106,10 @@ impl EncodedEvent {
     }
 }
 
+/// The largest event payload (its JSON, in bytes) a hub accepts by default:
+/// 1 MiB, the same as the Redis broker's default limit.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
+
 /// What a publisher hands to a broker: the event, already encoded.
 #[derive(Debug, Clone)]
 pub struct Outgoing {

@@ -13,6 +13,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+pub use crate::history::DEFAULT_MAX_EVENT_SIZE;
+
 /// Events kept per topic by default.
 pub const DEFAULT_HISTORY_LEN: usize = 1024;
 
@@ -38,6 +40,17 @@ pub struct HubConfig {
     /// subscribing to a new topic fails (`503` over HTTP). The Redis broker
     /// has its own limit on the topics a node mirrors (`RedisConfig::max_topics`).
     pub max_topics: usize,
+    /// The largest event accepted, in bytes of its JSON payload (default
+    /// [`DEFAULT_MAX_EVENT_SIZE`], 1 MiB, the Redis broker's default
+    /// `RedisConfig::max_event_size`). [`Hub::publish`] refuses a larger
+    /// event with [`PublishError::TooLarge`] (`413` on the publish route).
+    ///
+    /// Every transport delivers every event up to this size: the WebSocket
+    /// write buffer is sized from it, and the Rust client's default
+    /// `ClientConfig::max_item_size` holds such an event with its framing.
+    /// Raise a client's `max_item_size` with it. With the Redis broker, keep
+    /// `RedisConfig::max_event_size` at least this large.
+    pub max_event_size: usize,
 }
 
 /// Topics alive at once by default.
@@ -49,6 +62,7 @@ impl Default for HubConfig {
             history_len: DEFAULT_HISTORY_LEN,
             max_topic_len: DEFAULT_MAX_TOPIC_LEN,
             max_topics: DEFAULT_MAX_TOPICS,
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
         }
     }
 }
@@ -63,6 +77,15 @@ pub enum PublishError {
     /// The event could not be serialized to JSON.
     #[error("could not serialize the event: {0}")]
     Encode(#[source] serde_json::Error),
+    /// The event's JSON is larger than [`HubConfig::max_event_size`]; it
+    /// was not published.
+    #[error("the event is {size} bytes, over the hub's limit of {max}")]
+    TooLarge {
+        /// The size of the event's JSON, in bytes.
+        size: usize,
+        /// The hub's [`HubConfig::max_event_size`].
+        max: usize,
+    },
     /// The broker failed; the event was not published.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -210,7 +233,9 @@ impl<C: Channel> Hub<C> {
     /// Publishes `event` to `topic` and returns its cursor.
     ///
     /// The event is serialized once; every subscriber on every transport
-    /// shares those bytes.
+    /// shares those bytes. An event whose JSON is larger than
+    /// [`HubConfig::max_event_size`] is refused with
+    /// [`PublishError::TooLarge`].
     pub async fn publish(
         &self,
         topic: &str,
@@ -219,6 +244,13 @@ impl<C: Channel> Hub<C> {
         let topic = self.topic(topic)?;
         let event = event.borrow();
         let data = serde_json::to_vec(event).map_err(PublishError::Encode)?;
+        let max = self.shared.config.max_event_size;
+        if data.len() > max {
+            return Err(PublishError::TooLarge {
+                size: data.len(),
+                max,
+            });
+        }
         let kind = event.kind();
         let outgoing = Outgoing {
             name: kind.name(),

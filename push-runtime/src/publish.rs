@@ -116,6 +116,9 @@ async fn publish<C: Channel>(
             format!("could not serialize the event: {error}"),
         )
             .into_response(),
+        Err(error @ PublishError::TooLarge { .. }) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, error.to_string()).into_response()
+        }
         Err(PublishError::Broker(error)) if error.is_transient() => {
             tracing::warn!(%error, "publishing over HTTP failed for now");
             limits::unavailable(error.to_string())

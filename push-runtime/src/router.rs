@@ -176,6 +176,15 @@ impl<C: Channel> ChannelRouter<C> {
 
     /// The largest publish body accepted, in bytes (default 64 KiB); larger
     /// ones get `413 Payload Too Large`.
+    ///
+    /// The body is read against this limit first; the event it holds is
+    /// then serialized again and checked against the hub's
+    /// [`HubConfig::max_event_size`](crate::HubConfig::max_event_size)
+    /// (1 MiB by default), also answered `413`. So the route accepts events
+    /// up to the smaller of the two (the re-serialized JSON may be a little
+    /// shorter or longer than the body: whitespace goes, escapes may
+    /// change). To publish events up to the hub's limit over HTTP, raise
+    /// this to it.
     pub fn max_publish_body(mut self, bytes: usize) -> Self {
         self.max_publish_body = bytes;
         self

@@ -67,6 +67,10 @@ fn put_message(out: &mut BytesMut, cursor: Cursor, name: &str, data: &[u8]) {
 }
 
 /// The JSON message of any item: valid UTF-8 (see [`put_message`]).
+/// The most bytes a message adds to its payload: `{"cursor":"…","event":"…","data":`
+/// and `}` around a cursor of at most 41 bytes and a wire name of at most 128.
+pub(crate) const MAX_MESSAGE_OVERHEAD: usize = 256;
+
 pub(crate) fn message(cursor: Cursor, name: &str, data: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + name.len() + 48);
     put_message(&mut out, cursor, name, data);

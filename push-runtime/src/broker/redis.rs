@@ -133,8 +133,8 @@ return 0
 
 /// Most entries one `XREAD` returns per stream.
 const READ_BATCH: usize = 1024;
-/// Default for [`RedisConfig::max_event_size`].
-const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
+/// Default for [`RedisConfig::max_event_size`]: the hub's default limit.
+const DEFAULT_MAX_EVENT_SIZE: usize = crate::history::DEFAULT_MAX_EVENT_SIZE;
 /// Most distinct event names accepted from Redis (they are interned for good).
 const MAX_NAMES: usize = 4096;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 /// | [`jitter`](Self::jitter) | on |
 /// | [`connect_timeout`](Self::connect_timeout) | 10 s |
 /// | [`idle_timeout`](Self::idle_timeout) | 60 s |
-/// | [`max_item_size`](Self::max_item_size) | 1 MiB |
+/// | [`max_item_size`](Self::max_item_size) | [`DEFAULT_MAX_ITEM_SIZE`](Self::DEFAULT_MAX_ITEM_SIZE): 1 MiB + 16 KiB |
 /// | [`poll_interval`](Self::poll_interval) | 1 s |
 /// | [`long_poll_timeout`](Self::long_poll_timeout) | 25 s |
 /// | [`fallback_after`](Self::fallback_after) | 3 |
@@ -53,7 +53,7 @@ impl Default for ClientConfig {
             jitter: true,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(60)),
-            max_item_size: 1024 * 1024,
+            max_item_size: Self::DEFAULT_MAX_ITEM_SIZE,
             poll_interval: Duration::from_secs(1),
             long_poll_timeout: Duration::from_secs(25),
             fallback_after: 3,
@@ -62,6 +62,21 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// The default [`max_item_size`](Self::max_item_size): the server's
+    /// default largest event ([`DEFAULT_MAX_EVENT_SIZE`](crate::DEFAULT_MAX_EVENT_SIZE),
+    /// 1 MiB) plus [`ITEM_FRAMING`](Self::ITEM_FRAMING), so that every event
+    /// a server with default settings accepts reaches the client on every
+    /// transport.
+    pub const DEFAULT_MAX_ITEM_SIZE: usize = crate::DEFAULT_MAX_EVENT_SIZE + Self::ITEM_FRAMING;
+
+    /// What [`DEFAULT_MAX_ITEM_SIZE`](Self::DEFAULT_MAX_ITEM_SIZE) allows for
+    /// the framing of one item around its payload (16 KiB): the JSON
+    /// message's cursor and name, SSE's `id:`/`event:`/`data:` lines, the
+    /// forever frame's `<script>m(…)</script>`. Against a server with a
+    /// larger `HubConfig::max_event_size`, set `max_item_size` to that plus
+    /// this.
+    pub const ITEM_FRAMING: usize = 16 * 1024;
+
     /// The delay before the first reconnection attempt after a failure.
     pub fn initial_delay(mut self, delay: Duration) -> Self {
         self.initial_delay = delay;

@@ -170,7 +170,7 @@ fn open<C: Channel>(
         // control frames; a larger frame grows the buffer as it arrives.
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(budget)
-        .max_write_buffer_size(budget.saturating_mul(4).max(MIN_WRITE_CAP))
+        .max_write_buffer_size(write_cap(budget, channel.hub.config().max_event_size))
         .on_upgrade(move |socket| {
             let link = Link {
                 outbound,
@@ -181,9 +181,26 @@ fn open<C: Channel>(
         })
 }
 
-/// The hard cap of tungstenite's write buffer is at least this: one batch
-/// of large events must fit.
-const MIN_WRITE_CAP: usize = 4 * 1024 * 1024;
+/// The hard cap of tungstenite's write buffer, given its soft size (`budget`:
+/// past it tungstenite writes out) and the hub's largest event.
+///
+/// tungstenite refuses a message that does not fit under the cap
+/// (`WriteBufferFull`), which ends the connection; the client would resume
+/// from the same cursor and fail on the same event forever. A message is
+/// queued only while the buffer holds at most `budget` bytes (past it, a
+/// write drains the buffer before the next message is taken), so the cap
+/// must hold `budget` plus one message of the largest event, its JSON
+/// envelope, the frame header and a queued pong or close: whatever the size
+/// of a batch, every event the hub accepts can be sent. At least four
+/// budgets, so that small events are queued without waiting as before.
+fn write_cap(budget: usize, max_event_size: usize) -> usize {
+    /// A frame header (at most 14 bytes) and a queued control frame (at most 131).
+    const FRAMING: usize = 1024;
+    let largest = max_event_size
+        .saturating_add(wire::MAX_MESSAGE_OVERHEAD)
+        .saturating_add(FRAMING);
+    budget.saturating_add(largest).max(budget.saturating_mul(4))
+}
 
 /// What a connection keeps beside its socket and subscription.
 struct Link {
@@ -392,6 +409,24 @@ enum Next {
     Shutdown,
     Incoming(Option<Result<Message, axum::Error>>),
     Ping,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_cap_holds_a_budget_and_one_maximal_message() {
+        for max in [0, 1024, 1024 * 1024, 2 * 1024 * 1024, 64 * 1024 * 1024] {
+            for budget in [1, 64 * 1024, 1024 * 1024] {
+                let cap = write_cap(budget, max);
+                let message = max + wire::MAX_MESSAGE_OVERHEAD + 14;
+                assert!(cap >= budget + message, "{budget} {max}");
+                assert!(cap >= 4 * budget);
+            }
+        }
+        assert_eq!(write_cap(usize::MAX, usize::MAX), usize::MAX);
+    }
 }
 
 fn close_for(error: &axum::Error) -> End {
