@@ -688,3 +688,47 @@ async fn delivers_a_payload_with_raw_line_breaks_on_every_transport() {
     })
     .await;
 }
+
+/// A backlog of large events larger than one poll answer's budget arrives
+/// over several answers: the client asks for what it can hold (`limit=`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_read_a_backlog_of_large_events_over_several_answers() {
+    within(async {
+        let mut hub_config = HubConfig::default();
+        hub_config.history_len = 64;
+        let hub = Hub::<Feed>::with_config(hub_config);
+        let address = serve(&hub).await;
+        let start = publish(&hub, "backlog", &Feed::Tick).await;
+        let events: Vec<Feed> = (0..40)
+            .map(|n| Feed::Wrapped(format!("{n:03}{}", "x".repeat(200 * 1024))))
+            .collect();
+        for event in &events {
+            publish(&hub, "backlog", event).await;
+        }
+        // An answer holds 16 items of 256 KiB: 4 MiB, fewer than the 8 MiB backlog.
+        let item = 256 * 1024;
+        assert!(item * ClientConfig::POLL_ANSWER_ITEMS < 40 * 200 * 1024);
+        for transport in [Transport::ShortPoll, Transport::LongPoll] {
+            let client = Client::<Feed>::with_config(
+                &format!("http://{address}"),
+                config().max_item_size(item).max_retries(Some(0)),
+            )
+            .expect("client");
+            let mut stream = client
+                .subscribe("backlog")
+                .transport(transport)
+                .after(start)
+                .stream();
+            let mut got = Vec::new();
+            while got.len() < events.len() {
+                match stream.next().await {
+                    Some(Ok(Update::Event { event, .. })) => got.push(event),
+                    Some(Ok(Update::Ready { .. })) => {}
+                    other => panic!("{transport:?}: {other:?} after {} events", got.len()),
+                }
+            }
+            assert!(got == events, "{transport:?}");
+        }
+    })
+    .await;
+}

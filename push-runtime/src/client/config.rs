@@ -125,16 +125,24 @@ impl ClientConfig {
     }
 
     /// The largest item the client accepts, in bytes: one SSE line or event
-    /// block, one WebSocket message, one forever-frame item (clamped to at
-    /// least 1 KiB). A whole short- or long-poll answer may be
-    /// [`POLL_ANSWER_ITEMS`](Self::POLL_ANSWER_ITEMS) times this.
+    /// block, one WebSocket message, one forever-frame item, one poll item
+    /// (clamped to at least 1 KiB; default
+    /// [`DEFAULT_MAX_ITEM_SIZE`](Self::DEFAULT_MAX_ITEM_SIZE)). On SSE, the
+    /// forever frame and polls an item over it is skipped: the stream yields
+    /// [`ClientError::TooLarge`](super::ClientError::TooLarge) for it and
+    /// goes on. A whole short- or long-poll answer may be
+    /// [`POLL_ANSWER_ITEMS`](Self::POLL_ANSWER_ITEMS) times this; each poll
+    /// asks for as many items as fit (`limit=`), and for one at a time
+    /// after an answer over that size.
     pub fn max_item_size(mut self, bytes: usize) -> Self {
         self.max_item_size = bytes.max(1024);
         self
     }
 
     /// How many items' worth of bytes ([`max_item_size`](Self::max_item_size)
-    /// each) a poll answer may hold before the client refuses it.
+    /// each) a poll answer may hold. A poll asks for `limit=` one item less
+    /// (room for the answer's envelope), so a backlog of large events
+    /// arrives over several answers.
     pub const POLL_ANSWER_ITEMS: usize = 16;
 
     /// The largest poll answer body accepted, in bytes.

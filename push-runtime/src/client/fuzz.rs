@@ -89,6 +89,6 @@ proptest! {
                 .prop_map(String::into_bytes),
         ],
     ) {
-        let _ = parse_answer(&body);
+        let _ = parse_answer(&body, 1024);
     }
 }

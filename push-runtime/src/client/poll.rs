@@ -36,8 +36,9 @@ struct Body<'a> {
     events: Vec<&'a RawValue>,
 }
 
-/// Parses a `200` answer's body.
-pub(crate) fn parse_answer(body: &[u8]) -> Result<Answer, ClientError> {
+/// Parses a `200` answer's body; an item larger than `max_item` bytes is
+/// skipped with [`ClientError::TooLarge`], as SSE and the forever frame do.
+pub(crate) fn parse_answer(body: &[u8], max_item: usize) -> Result<Answer, ClientError> {
     let invalid = |reason: String| ClientError::UnexpectedResponse {
         reason: format!("poll answer: {reason}"),
     };
@@ -47,9 +48,14 @@ pub(crate) fn parse_answer(body: &[u8]) -> Result<Answer, ClientError> {
     let items = body
         .events
         .iter()
-        .map(|item| match parse_envelope(item.get()) {
-            Ok(frame) => Read::Frame(frame),
-            Err(error) => Read::Skipped(error),
+        .map(|item| {
+            if item.get().len() > max_item {
+                return Read::Skipped(ClientError::TooLarge { limit: max_item });
+            }
+            match parse_envelope(item.get()) {
+                Ok(frame) => Read::Frame(frame),
+                Err(error) => Read::Skipped(error),
+            }
         })
         .collect();
     Ok(Answer {
@@ -65,6 +71,8 @@ enum Fetched {
     Answer(Answer),
     /// `304`: nothing new since the `ETag` sent.
     NotModified,
+    /// The answer was over the size limit: ask again at once, for one item.
+    Narrow,
 }
 
 /// Builds the URL of one request: `after`, then the long-poll `timeout`.
@@ -90,6 +98,33 @@ pub(crate) struct PollConnection {
     long_timeout: u64,
     request_timeout: Duration,
     max_answer: usize,
+    max_item: usize,
+    /// The `limit=` asked for: as many items of `max_item` bytes as an
+    /// answer of `max_answer` bytes holds.
+    limit: usize,
+    /// The next request asks for one item only: the last answer was over
+    /// `max_answer` although it held at most `limit` items, so some item
+    /// is over `max_item`.
+    narrow: bool,
+}
+
+/// What an answer's envelope (`{"cursor":…,"more":…,"events":[…]}`, the
+/// commas between items) may take besides its items, in bytes.
+const ANSWER_ENVELOPE: usize = 1024;
+
+/// How many items to ask for (`limit=`) so that an answer of items of at
+/// most `max_item` bytes fits in `max_answer` bytes; at least 1.
+pub(crate) fn answer_limit(max_answer: usize, max_item: usize) -> usize {
+    (max_answer.saturating_sub(ANSWER_ENVELOPE) / max_item.max(1)).max(1)
+}
+
+/// The cursor an answer's `ETag` names (`"<cursor>[;gap=…][;more]"`,
+/// possibly weak): where the poll after it asks from.
+fn tag_cursor(etag: &HeaderValue) -> Option<Cursor> {
+    let tag = etag.to_str().ok()?;
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let tag = tag.strip_prefix('"')?.strip_suffix('"')?;
+    tag.split(';').next()?.parse().ok()
 }
 
 impl fmt::Debug for PollConnection {
@@ -126,6 +161,9 @@ impl PollConnection {
             long_timeout: config.long_poll_timeout.as_secs(),
             request_timeout: config.poll_request_timeout(long),
             max_answer: config.max_answer_size(),
+            max_item: config.max_item_size,
+            limit: answer_limit(config.max_answer_size(), config.max_item_size),
+            narrow: false,
         };
         // Without a position, learn it at once rather than wait for an event.
         let timeout = match (long, after) {
@@ -140,6 +178,13 @@ impl PollConnection {
                     reason: "304 Not Modified to a first poll".to_owned(),
                 });
             }
+            // Start with an empty answer at `after`: the next poll asks for
+            // one item.
+            Fetched::Narrow => Answer {
+                cursor: connection.cursor,
+                more: true,
+                items: Vec::new(),
+            },
         };
         match after {
             Some(after) => {
@@ -172,6 +217,7 @@ impl PollConnection {
                 // A long poll answers 304 only at once: waiting keeps a
                 // misbehaving server from being polled in a tight loop.
                 Fetched::NotModified => self.at_once = false,
+                Fetched::Narrow => self.at_once = true,
             }
         }
     }
@@ -188,7 +234,10 @@ impl PollConnection {
         after: Option<Cursor>,
         timeout: Option<u64>,
     ) -> Result<Fetched, ClientError> {
-        let url = (self.url_for)(after, timeout)?;
+        let mut url = (self.url_for)(after, timeout)?;
+        let limit = if self.narrow { 1 } else { self.limit };
+        url.query_pairs_mut()
+            .append_pair("limit", itoa::Buffer::new().format(limit));
         tracing::trace!(%url, "polling");
         let mut request = self
             .http
@@ -197,8 +246,10 @@ impl PollConnection {
         if let (false, Some(etag)) = (self.long, &self.etag) {
             request = request.header(header::IF_NONE_MATCH, etag.clone());
         }
+        let narrow = limit == 1;
         let limit = self.request_timeout;
         let max = self.max_answer;
+        let max_item = self.max_item;
         let exchange = async {
             let mut response = http::send(request, limit).await?;
             let etag = response.headers().get(header::ETAG).cloned();
@@ -206,8 +257,31 @@ impl PollConnection {
                 return Ok((Fetched::NotModified, etag));
             }
             http::expect_content_type(&response, "application/json")?;
-            let body = http::read_body(&mut response, max).await?;
-            Ok((Fetched::Answer(parse_answer(&body)?), etag))
+            let body = match http::read_body(&mut response, max).await {
+                Ok(body) => body,
+                // More bytes than `limit` items of `max_item` each: an item
+                // is over `max_item`. Ask for one item at a time; an answer
+                // of one item that is still too large is that item,
+                // skipped like any item over the limit, and its tag says
+                // where the next poll asks from.
+                Err(ClientError::TooLarge { .. }) if !narrow => {
+                    return Ok((Fetched::Narrow, None));
+                }
+                Err(ClientError::TooLarge { limit }) => {
+                    let Some(cursor) = etag.as_ref().and_then(tag_cursor) else {
+                        return Err(ClientError::TooLarge { limit });
+                    };
+                    let skipped = Read::Skipped(ClientError::TooLarge { limit: max_item });
+                    let answer = Answer {
+                        cursor,
+                        more: true,
+                        items: vec![skipped],
+                    };
+                    return Ok((Fetched::Answer(answer), None));
+                }
+                Err(error) => return Err(error),
+            };
+            Ok((Fetched::Answer(parse_answer(&body, max_item)?), etag))
         };
         let (fetched, etag) = match tokio::time::timeout(limit, exchange).await {
             Ok(result) => result?,
@@ -220,6 +294,7 @@ impl PollConnection {
         if etag.is_some() {
             self.etag = etag;
         }
+        self.narrow = matches!(fetched, Fetched::Narrow);
         Ok(fetched)
     }
 }
@@ -248,6 +323,7 @@ mod tests {
                 {"cursor":"5-1","event":"push.gap","data":{"from":"4-9","to":"5-1","missed":null}},
                 {"cursor":"5-2","event":"message","data":{"text":"\u003c/script\u003e","n":1.50}}
             ]}"#,
+            1024,
         )
         .expect("answer");
         assert_eq!(answer.cursor, Cursor::new(5, 3));
@@ -265,7 +341,7 @@ mod tests {
 
     #[test]
     fn an_empty_answer_and_a_missing_more_are_fine() {
-        let answer = parse_answer(br#"{"cursor":"5-3","events":[]}"#).expect("answer");
+        let answer = parse_answer(br#"{"cursor":"5-3","events":[]}"#, 1024).expect("answer");
         assert_eq!((answer.cursor, answer.more), (Cursor::new(5, 3), false));
         assert!(answer.items.is_empty());
     }
@@ -274,6 +350,7 @@ mod tests {
     fn a_bad_item_is_skipped_alone() {
         let answer = parse_answer(
             br#"{"cursor":"1-3","more":false,"events":[1,{"cursor":"1-3","event":"x","data":{}},"s"]}"#,
+            1024,
         )
         .expect("answer");
         let frames = frames(&answer);
@@ -296,12 +373,54 @@ mod tests {
             b"\xff\xfe",
             long.as_bytes(),
         ] {
-            match parse_answer(body) {
+            match parse_answer(body, 1024) {
                 Err(ClientError::UnexpectedResponse { reason }) => {
                     assert!(reason.len() < 400, "{reason}");
                 }
                 other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    #[test]
+    fn an_item_over_the_limit_is_skipped_alone() {
+        let big = "x".repeat(2000);
+        let body = format!(
+            r#"{{"cursor":"1-3","events":[{{"cursor":"1-1","event":"x","data":"{big}"}},{{"cursor":"1-2","event":"x","data":1}}]}}"#
+        );
+        let answer = parse_answer(body.as_bytes(), 1024).expect("answer");
+        assert!(matches!(
+            answer.items[0],
+            Read::Skipped(ClientError::TooLarge { limit: 1024 })
+        ));
+        assert!(matches!(&answer.items[1], Read::Frame(frame) if frame.data == "1"));
+    }
+
+    #[test]
+    fn the_limit_asked_fits_the_answer_budget() {
+        let item = ClientConfig::DEFAULT_MAX_ITEM_SIZE;
+        let answer = item * ClientConfig::POLL_ANSWER_ITEMS;
+        let limit = answer_limit(answer, item);
+        assert_eq!(limit, ClientConfig::POLL_ANSWER_ITEMS - 1);
+        assert!(limit * item + ANSWER_ENVELOPE <= answer);
+        assert_eq!(answer_limit(100, 1024), 1);
+    }
+
+    #[test]
+    fn the_tag_names_the_next_cursor() {
+        for (tag, cursor) in [
+            ("\"5-2\"", Some(Cursor::new(5, 2))),
+            ("W/\"5-9;more\"", Some(Cursor::new(5, 9))),
+            ("\"5-9;gap=5-4\"", Some(Cursor::new(5, 9))),
+            ("5-9", None),
+            ("\"nope\"", None),
+        ] {
+            assert_eq!(tag_cursor(&HeaderValue::from_static(tag)), cursor, "{tag}");
         }
     }
 }

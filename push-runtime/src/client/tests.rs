@@ -658,11 +658,11 @@ async fn short_poll_revalidates_with_the_etag_and_polls_again_at_once_when_more(
     assert_eq!(
         lines,
         [
-            "GET /chat/lobby/poll HTTP/1.1",
-            "GET /chat/lobby/poll?after=1-0 HTTP/1.1",
-            "GET /chat/lobby/poll?after=1-0 HTTP/1.1",
-            "GET /chat/lobby/poll?after=1-2 HTTP/1.1",
-            "GET /chat/lobby/poll?after=1-7 HTTP/1.1",
+            "GET /chat/lobby/poll?limit=15 HTTP/1.1",
+            "GET /chat/lobby/poll?after=1-0&limit=15 HTTP/1.1",
+            "GET /chat/lobby/poll?after=1-0&limit=15 HTTP/1.1",
+            "GET /chat/lobby/poll?after=1-2&limit=15 HTTP/1.1",
+            "GET /chat/lobby/poll?after=1-7&limit=15 HTTP/1.1",
         ]
     );
     assert!(!seen[0].head.contains("if-none-match"));
@@ -741,12 +741,12 @@ async fn long_poll_loops_at_once_over_empty_answers_and_resumes_after_a_failure(
     assert_eq!(
         lines,
         [
-            "GET /chat/lobby/long-poll?after=2-3&timeout=7 HTTP/1.1",
-            "GET /chat/lobby/long-poll?after=2-3&timeout=7 HTTP/1.1",
-            "GET /chat/lobby/long-poll?after=2-3&timeout=7 HTTP/1.1",
-            "GET /chat/lobby/long-poll?after=2-5&timeout=7 HTTP/1.1",
-            "GET /chat/lobby/long-poll?after=2-4&timeout=7 HTTP/1.1",
-            "GET /chat/lobby/long-poll?after=2-5&timeout=7 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=2-3&timeout=7&limit=15 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=2-3&timeout=7&limit=15 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=2-3&timeout=7&limit=15 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=2-5&timeout=7&limit=15 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=2-4&timeout=7&limit=15 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=2-5&timeout=7&limit=15 HTTP/1.1",
         ]
     );
 }
@@ -769,22 +769,25 @@ async fn long_poll_without_a_position_learns_it_at_once() {
     ));
     assert_eq!(
         next_line(&mut requests).await.as_deref(),
-        Some("GET /chat/lobby/long-poll?timeout=0 HTTP/1.1")
+        Some("GET /chat/lobby/long-poll?timeout=0&limit=15 HTTP/1.1")
     );
     assert_eq!(
         next_line(&mut requests).await.as_deref(),
-        Some("GET /chat/lobby/long-poll?after=6-9&timeout=25 HTTP/1.1")
+        Some("GET /chat/lobby/long-poll?after=6-9&timeout=25&limit=15 HTTP/1.1")
     );
 }
 
 #[tokio::test]
-async fn a_poll_answer_over_the_limit_ends_the_stream() {
+async fn a_poll_item_over_the_limit_is_skipped_with_an_error_item() {
     let big = format!(r#""{}""#, "x".repeat(20 * 1024));
-    let (base, _requests) = scripted_http_server(vec![poll_answer(
-        "1-1",
-        false,
-        &[&item("1-1", "cleared", &big)],
-    )])
+    let small = r#"{"type":"cleared"}"#;
+    let (base, mut requests) = scripted_http_server(vec![
+        // Over the answer's 16 KiB: asked again for one item.
+        poll_answer("1-1", false, &[&item("1-1", "cleared", &big)]),
+        // Still over: that item, skipped; the tag says where to go on.
+        poll_answer("1-1", false, &[&item("1-1", "cleared", &big)]),
+        poll_answer("1-2", false, &[&item("1-2", "cleared", small)]),
+    ])
     .await;
     let config = quick_config().max_item_size(1024);
     let client = Client::<Chat>::with_config(&base, config).expect("client");
@@ -793,11 +796,27 @@ async fn a_poll_answer_over_the_limit_ends_the_stream() {
         .transport(Transport::ShortPoll)
         .after(Cursor::new(1, 0))
         .stream();
+    assert!(matches!(next_ok(&mut stream).await, Update::Ready { .. }));
     assert!(matches!(
         stream.next().await,
-        Some(Err(ClientError::TooLarge { limit })) if limit == 16 * 1024
+        Some(Err(ClientError::TooLarge { limit: 1024 }))
     ));
-    assert!(stream.next().await.is_none());
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Event { cursor, .. } if cursor == Cursor::new(1, 2)
+    ));
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        lines.push(next_line(&mut requests).await);
+    }
+    assert_eq!(
+        lines,
+        [
+            Some("GET /chat/lobby/poll?after=1-0&limit=15 HTTP/1.1".to_owned()),
+            Some("GET /chat/lobby/poll?after=1-0&limit=1 HTTP/1.1".to_owned()),
+            Some("GET /chat/lobby/poll?after=1-1&limit=15 HTTP/1.1".to_owned()),
+        ]
+    );
 }
 
 /// A forever frame: the prelude, then each item in its script element.
@@ -1069,9 +1088,9 @@ async fn auto_goes_down_the_whole_order_when_routes_are_missing() {
         [
             "GET /chat/lobby/ws?after=8-0 HTTP/1.1",
             "GET /chat/lobby/sse?after=8-0 HTTP/1.1",
-            "GET /chat/lobby/long-poll?after=8-0&timeout=25 HTTP/1.1",
-            "GET /chat/lobby/poll?after=8-0 HTTP/1.1",
-            "GET /chat/lobby/poll?after=8-1 HTTP/1.1",
+            "GET /chat/lobby/long-poll?after=8-0&timeout=25&limit=15 HTTP/1.1",
+            "GET /chat/lobby/poll?after=8-0&limit=15 HTTP/1.1",
+            "GET /chat/lobby/poll?after=8-1&limit=15 HTTP/1.1",
         ]
     );
 }
