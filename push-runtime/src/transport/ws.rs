@@ -411,6 +411,20 @@ enum Next {
     Ping,
 }
 
+fn close_for(error: &axum::Error) -> End {
+    use tungstenite::error::{CapacityError, Error as WsError};
+    let cause = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
+    match cause {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+            End::Close(close_code::SIZE, "message too big")
+        }
+        Some(WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_)) => {
+            End::Close(close_code::PROTOCOL, "protocol error")
+        }
+        _ => End::Gone,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,19 +440,5 @@ mod tests {
             }
         }
         assert_eq!(write_cap(usize::MAX, usize::MAX), usize::MAX);
-    }
-}
-
-fn close_for(error: &axum::Error) -> End {
-    use tungstenite::error::{CapacityError, Error as WsError};
-    let cause = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
-    match cause {
-        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
-            End::Close(close_code::SIZE, "message too big")
-        }
-        Some(WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_)) => {
-            End::Close(close_code::PROTOCOL, "protocol error")
-        }
-        _ => End::Gone,
     }
 }
