@@ -276,3 +276,48 @@ fn typescript_shape_follows_serde_representation_and_field_renames() {
         },
     ));
 }
+
+#[test]
+fn serde_inside_cfg_attr_on_variants_and_fields_is_refused_where_it_is_written() {
+    let messages = error_messages(
+        quote!(),
+        quote! {
+            #[derive(Clone, Serialize)]
+            enum Ev {
+                #[cfg_attr(feature = "v2", serde(rename = "message"))]
+                Message {
+                    #[cfg_attr(all(), allow(unused), serde(skip_serializing_if = "Option::is_none"))]
+                    text: Option<String>,
+                },
+                #[cfg_attr(test, cfg_attr(unix, serde(untagged)))]
+                Other(#[cfg_attr(test, serde(skip))] u8),
+            }
+        },
+    );
+    assert_eq!(messages.len(), 4, "{messages:#?}");
+    for message in &messages {
+        assert!(
+            message.starts_with(
+                "`#[push_channel]` cannot honour a `serde` attribute inside `cfg_attr` on a variant or a field"
+            ) && message.contains("write the `#[serde(...)]` attribute without `cfg_attr`"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn cfg_attr_without_serde_is_fine() {
+    let messages = error_messages(
+        quote!(),
+        quote! {
+            #[derive(Clone, Serialize)]
+            #[cfg_attr(feature = "debug", derive(Debug))]
+            #[cfg_attr(test, cfg_attr(unix, allow(dead_code)))]
+            enum Ev {
+                #[cfg_attr(test, doc = "serde")]
+                Message { #[cfg_attr(test, allow(unused))] text: String },
+            }
+        },
+    );
+    assert_eq!(messages, Vec::<String>::new());
+}
