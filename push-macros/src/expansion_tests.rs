@@ -321,3 +321,54 @@ fn cfg_attr_without_serde_is_fine() {
     );
     assert_eq!(messages, Vec::<String>::new());
 }
+
+#[test]
+fn typescript_declares_what_serde_may_leave_out_or_writes_bare() {
+    insta::assert_snapshot!(pretty(
+        quote!(path = "/alerts"),
+        quote! {
+            #[derive(Clone, Serialize, Deserialize)]
+            #[serde(rename_all = "snake_case")]
+            pub enum AlertEvent {
+                Raised {
+                    id: u64,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    note: Option<String>,
+                    #[serde(default)]
+                    level: u8,
+                    #[serde(skip_serializing)]
+                    secret: String,
+                    #[serde(skip)]
+                    cache: u64,
+                    #[serde(flatten, skip_serializing_if = "Extra::is_empty")]
+                    extra: Extra,
+                },
+                Pair(u8, #[serde(skip)] u64),
+                Cleared(#[serde(skip)] u64),
+                Count(#[serde(skip_serializing_if = "is_zero")] u64),
+                #[serde(untagged)]
+                Raw(String),
+                #[serde(untagged)]
+                Nothing,
+            }
+        },
+    ));
+}
+
+#[test]
+fn skip_serializing_if_in_a_tuple_variant_is_refused_at_its_path() {
+    let messages = error_messages(
+        quote!(),
+        quote! {
+            enum Ev {
+                Pair(u8, #[serde(skip_serializing_if = "Option::is_none")] Option<u8>),
+            }
+        },
+    );
+    assert_eq!(
+        messages,
+        [
+            "`skip_serializing_if` in tuple variant `Pair` cannot be declared in TypeScript: serde leaves the element out of the array and shifts the ones after it; make `Pair` a struct variant, whose field is then declared optional (`name?: T`)"
+        ]
+    );
+}

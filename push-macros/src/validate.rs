@@ -1,7 +1,7 @@
 //! The rules a channel must follow, checked before anything is generated.
 
 use crate::errors::Errors;
-use crate::model::ChannelEnum;
+use crate::model::{ChannelEnum, Shape};
 use std::collections::HashMap;
 use syn::punctuated::Punctuated;
 use syn::{ItemEnum, LitStr, Meta, Token};
@@ -46,6 +46,7 @@ pub(crate) fn validate(
         errors.at(path.span(), message);
     }
     reject_conditional_serde(item, errors);
+    reject_optional_tuple_elements(channel, errors);
     let mut seen: HashMap<&str, &syn::Ident> = HashMap::new();
     for variant in &channel.variants {
         if let Err(rule) = check_wire_name(&variant.wire_name) {
@@ -108,6 +109,30 @@ fn conditional_serde(list: &syn::MetaList, errors: &mut Errors) {
             errors.push(syn::Error::new_spanned(meta.path(), CONDITIONAL_SERDE));
         } else if let Meta::List(nested) = meta {
             conditional_serde(nested, errors);
+        }
+    }
+}
+
+/// `skip_serializing_if` in a tuple variant of more than one field: serde
+/// drops the element and shifts the ones after it, which no TypeScript tuple
+/// describes. (A newtype variant ignores it, as serde does.)
+fn reject_optional_tuple_elements(channel: &ChannelEnum, errors: &mut Errors) {
+    for variant in &channel.variants {
+        if !matches!(variant.shape, Shape::Tuple) || variant.arity < 2 {
+            continue;
+        }
+        for literal in variant
+            .fields
+            .iter()
+            .filter_map(|field| field.skip_serializing_if.as_ref())
+        {
+            errors.at(
+                literal.span(),
+                format!(
+                    "`skip_serializing_if` in tuple variant `{}` cannot be declared in TypeScript: serde leaves the element out of the array and shifts the ones after it; make `{}` a struct variant, whose field is then declared optional (`name?: T`)",
+                    variant.ident, variant.ident
+                ),
+            );
         }
     }
 }
