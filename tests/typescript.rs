@@ -61,6 +61,43 @@ pub enum Loose {
     Text { text: String },
 }
 
+/// What serde may leave out or writes bare: `skip_serializing_if` fields are
+/// optional, skipped ones absent, `default` changes nothing serde writes, and
+/// a variant-level `untagged` variant is its bare content.
+#[push_channel(path = "/alerts")]
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AlertEvent {
+    Raised {
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tags: Vec<String>,
+        #[serde(default)]
+        level: u8,
+        #[serde(skip)]
+        cache: u64,
+        #[serde(skip_serializing)]
+        secret: String,
+    },
+    #[serde(untagged)]
+    Raw(String),
+}
+
+/// Skipped fields of tuple variants, as serde writes them.
+#[push_channel(path = "/tuples")]
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TupleEvent {
+    Pair(u8, #[serde(skip)] u64),
+    Cleared(#[serde(skip)] u64),
+    #[serde(untagged)]
+    Bare {
+        n: u8,
+    },
+}
+
 const GOOD: &str = r#"
 import { subscribe, PATH, NAMES, type ChatEvent, type ChatEventName, type Item } from "./chat/client.js";
 import * as shapes from "./shapes/client.js";
@@ -99,7 +136,54 @@ shapes.subscribe("t").on("drawn", (data) => {
 adjacent.subscribe("t").on("Say", (data) => { const s: string = data.c; const t: "Say" = data.t; console.log(s, t); });
 loose.subscribe("t").on("Number", (data) => { const n: number = data; console.log(n); });
 loose.subscribe("t").on("Text", (data) => console.log(data.text));
+
+import * as alerts from "./alerts/client.js";
+import * as tuples from "./tuples/client.js";
+alerts.subscribe("t").on("raised", (data) => {
+  const note: string | null | undefined = data.note;
+  const tags: string[] = data.tags ?? [];
+  const id: number = data.id;
+  const level: number = data.level;
+  const kind: "raised" = data.type;
+  console.log(note?.length, tags, id, level, kind);
+}).on("raw", (data) => { const s: string = data; console.log(s); });
+tuples.subscribe("t").on("pair", (data) => { const [n]: [number] = data.pair; console.log(n); })
+  .on("cleared", (data) => { const c: "cleared" = data; console.log(c); })
+  .on("bare", (data) => { const n: number = data.n; console.log(n); });
 "#;
+
+/// Programs that treat what serde may leave out as always there, or use what
+/// it never writes, each with the error `tsc` must report for it.
+const BAD_SERDE: &[(&str, &str)] = &[
+    (
+        r#"import { subscribe } from "./alerts/client.js"; subscribe("l").on("raised", (d) => { const n: string | null = d.note; });"#,
+        "error TS2322: Type 'string | null | undefined' is not assignable to type 'string | null'",
+    ),
+    (
+        r#"import { subscribe } from "./alerts/client.js"; subscribe("l").on("raised", (d) => d.tags.length);"#,
+        "error TS18048: 'd.tags' is possibly 'undefined'",
+    ),
+    (
+        r#"import { subscribe } from "./alerts/client.js"; subscribe("l").on("raised", (d) => d.cache);"#,
+        "error TS2339: Property 'cache' does not exist",
+    ),
+    (
+        r#"import { subscribe } from "./alerts/client.js"; subscribe("l").on("raised", (d) => d.secret);"#,
+        "error TS2339: Property 'secret' does not exist",
+    ),
+    (
+        r#"import { subscribe } from "./alerts/client.js"; subscribe("l").on("raw", (d) => d.type);"#,
+        "error TS2339: Property 'type' does not exist on type 'string'",
+    ),
+    (
+        r#"import { subscribe } from "./tuples/client.js"; subscribe("l").on("pair", (d) => { const [a, b]: [number, number] = d.pair; });"#,
+        "error TS2322: Type '[number]' is not assignable to type '[number, number]'",
+    ),
+    (
+        r#"import { subscribe } from "./tuples/client.js"; subscribe("l").on("bare", (d) => d.bare);"#,
+        "error TS2339: Property 'bare' does not exist",
+    ),
+];
 
 /// Each line is a mistake `tsc` must report.
 const BAD: &[&str] = &[
@@ -131,6 +215,8 @@ fn write_project(dir: &Path, program: &str) {
         ("shapes", ShapeEvent::typescript()),
         ("adjacent", Adjacent::typescript()),
         ("untagged", Loose::typescript()),
+        ("alerts", AlertEvent::typescript()),
+        ("tuples", TupleEvent::typescript()),
     ] {
         std::fs::create_dir_all(dir.join(path)).expect("create dir");
         std::fs::write(dir.join(path).join("client.d.ts"), text).expect("write d.ts");
@@ -191,6 +277,61 @@ fn misuse_of_the_event_types_is_a_type_error() {
         let (ok, output) = check(&tsc, &dir);
         assert!(!ok, "tsc accepted a wrong program: {program}");
         assert!(output.contains("error TS"), "{output}");
+    }
+}
+
+#[test]
+fn what_serde_may_leave_out_is_a_type_error_to_rely_on() {
+    let Some(tsc) = tsc() else { return };
+    for (index, (program, expected)) in BAD_SERDE.iter().enumerate() {
+        let dir = target_dir(&format!("bad_serde{index}"));
+        write_project(&dir, program);
+        let (ok, output) = check(&tsc, &dir);
+        assert!(!ok, "tsc accepted a wrong program: {program}");
+        assert!(
+            output.contains(expected),
+            "expected {expected:?} for {program}, got:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn declarations_follow_what_serde_writes() {
+    let alerts = AlertEvent::typescript();
+    assert!(
+        alerts.contains(r#""raised": { "type": "raised"; "id": number; "note"?: string | null; "tags"?: string[]; "level": number };"#),
+        "{alerts}"
+    );
+    assert!(alerts.contains(r#""raw": string;"#), "{alerts}");
+    let raised = AlertEvent::Raised {
+        id: 1,
+        note: None,
+        tags: Vec::new(),
+        level: 0,
+        cache: 0,
+        secret: String::new(),
+    };
+    assert_eq!(
+        serde_json::to_string(&raised).expect("json"),
+        r#"{"type":"raised","id":1,"level":0}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&AlertEvent::Raw("x".into())).expect("json"),
+        r#""x""#
+    );
+    let tuples = TupleEvent::typescript();
+    assert!(
+        tuples.contains(r#""pair": { "pair": [number] };"#),
+        "{tuples}"
+    );
+    assert!(tuples.contains(r#""cleared": "cleared";"#), "{tuples}");
+    assert!(tuples.contains(r#""bare": { "n": number };"#), "{tuples}");
+    for (event, json) in [
+        (TupleEvent::Pair(1, 2), r#"{"pair":[1]}"#),
+        (TupleEvent::Cleared(3), r#""cleared""#),
+        (TupleEvent::Bare { n: 4 }, r#"{"n":4}"#),
+    ] {
+        assert_eq!(serde_json::to_string(&event).expect("json"), json);
     }
 }
 

@@ -276,3 +276,99 @@ fn typescript_shape_follows_serde_representation_and_field_renames() {
         },
     ));
 }
+
+#[test]
+fn serde_inside_cfg_attr_on_variants_and_fields_is_refused_where_it_is_written() {
+    let messages = error_messages(
+        quote!(),
+        quote! {
+            #[derive(Clone, Serialize)]
+            enum Ev {
+                #[cfg_attr(feature = "v2", serde(rename = "message"))]
+                Message {
+                    #[cfg_attr(all(), allow(unused), serde(skip_serializing_if = "Option::is_none"))]
+                    text: Option<String>,
+                },
+                #[cfg_attr(test, cfg_attr(unix, serde(untagged)))]
+                Other(#[cfg_attr(test, serde(skip))] u8),
+            }
+        },
+    );
+    assert_eq!(messages.len(), 4, "{messages:#?}");
+    for message in &messages {
+        assert!(
+            message.starts_with(
+                "`#[push_channel]` cannot honour a `serde` attribute inside `cfg_attr` on a variant or a field"
+            ) && message.contains("write the `#[serde(...)]` attribute without `cfg_attr`"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn cfg_attr_without_serde_is_fine() {
+    let messages = error_messages(
+        quote!(),
+        quote! {
+            #[derive(Clone, Serialize)]
+            #[cfg_attr(feature = "debug", derive(Debug))]
+            #[cfg_attr(test, cfg_attr(unix, allow(dead_code)))]
+            enum Ev {
+                #[cfg_attr(test, doc = "serde")]
+                Message { #[cfg_attr(test, allow(unused))] text: String },
+            }
+        },
+    );
+    assert_eq!(messages, Vec::<String>::new());
+}
+
+#[test]
+fn typescript_declares_what_serde_may_leave_out_or_writes_bare() {
+    insta::assert_snapshot!(pretty(
+        quote!(path = "/alerts"),
+        quote! {
+            #[derive(Clone, Serialize, Deserialize)]
+            #[serde(rename_all = "snake_case")]
+            pub enum AlertEvent {
+                Raised {
+                    id: u64,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    note: Option<String>,
+                    #[serde(default)]
+                    level: u8,
+                    #[serde(skip_serializing)]
+                    secret: String,
+                    #[serde(skip)]
+                    cache: u64,
+                    #[serde(flatten, skip_serializing_if = "Extra::is_empty")]
+                    extra: Extra,
+                },
+                Pair(u8, #[serde(skip)] u64),
+                Cleared(#[serde(skip)] u64),
+                Count(#[serde(skip_serializing_if = "is_zero")] u64),
+                #[serde(untagged)]
+                Raw(String),
+                #[serde(untagged)]
+                Nothing,
+            }
+        },
+    ));
+}
+
+#[test]
+fn skip_serializing_if_in_a_tuple_variant_is_refused_at_its_path() {
+    let messages = error_messages(
+        quote!(),
+        quote! {
+            enum Ev {
+                Pair(u8, #[serde(skip_serializing_if = "Option::is_none")] Option<u8>),
+            }
+        },
+    );
+    assert_eq!(
+        messages,
+        [
+            "`skip_serializing_if` in tuple variant `Pair` cannot be declared in TypeScript: serde leaves the element out of the array and shifts the ones after it; make `Pair` a struct variant, whose field is then declared optional (`name?: T`)"
+        ]
+    );
+}

@@ -31,6 +31,8 @@ pub(crate) struct Field {
     pub(crate) json_name: String,
     pub(crate) ty: syn::Type,
     pub(crate) flatten: bool,
+    /// The `skip_serializing_if` path: serde may leave the field out.
+    pub(crate) skip_serializing_if: Option<LitStr>,
 }
 
 /// One variant and the name serde serializes it under.
@@ -39,6 +41,12 @@ pub(crate) struct Variant {
     pub(crate) shape: Shape,
     /// The serialized fields, for the TypeScript declarations.
     pub(crate) fields: Vec<Field>,
+    /// The number of fields as written, skipped ones included: serde writes
+    /// a newtype variant whose field is skipped as a unit variant, but a
+    /// tuple variant left with one field as a one-element array.
+    pub(crate) arity: usize,
+    /// `#[serde(untagged)]` on the variant: written as its content alone.
+    pub(crate) untagged: bool,
     pub(crate) wire_name: String,
     /// The `rename` literal if there is one, else the variant's ident.
     pub(crate) wire_span: Span,
@@ -92,6 +100,8 @@ impl ChannelEnum {
                 Variant {
                     ident: variant.ident.clone(),
                     fields: fields(&variant.fields, rule),
+                    arity: variant.fields.len(),
+                    untagged: serde_flag(&variant.attrs, "untagged"),
                     shape: match variant.fields {
                         Fields::Unit => Shape::Unit,
                         Fields::Unnamed(_) => Shape::Tuple,
@@ -157,6 +167,7 @@ fn fields(fields: &Fields, rule: Option<RenameRule>) -> Vec<Field> {
                 json_name,
                 ty: field.ty.clone(),
                 flatten: serde_flag(&field.attrs, "flatten"),
+                skip_serializing_if: serde_key(&field.attrs, "skip_serializing_if"),
             }
         })
         .collect()

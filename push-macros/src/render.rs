@@ -150,11 +150,26 @@ fn typescript_shape(channel: &ChannelEnum, runtime: &syn::Path) -> TokenStream {
         .iter()
         .map(|variant| {
             let wire_name = &variant.wire_name;
-            match variant.shape {
+            let described = match variant.shape {
                 Shape::Unit => quote!(__p::unit_variant(#wire_name)),
+                // serde writes a newtype variant whose field is skipped as a unit.
+                Shape::Tuple if variant.arity == 1 && variant.fields.is_empty() => {
+                    quote!(__p::unit_variant(#wire_name))
+                }
                 Shape::Tuple => {
                     let start = Literal::usize_unsuffixed(types.len());
-                    types.extend(variant.fields.iter().map(|field| ty_fn(&field.ty)));
+                    match variant.fields.as_slice() {
+                        // A tuple variant left with one field is still an array.
+                        [single] if variant.arity > 1 => {
+                            let ty = &single.ty;
+                            let span = syn::spanned::Spanned::span(ty);
+                            let one_tuple: syn::Type = syn::parse_quote_spanned!(span=> (#ty,));
+                            types.push(ty_fn(&one_tuple));
+                        }
+                        serialized => {
+                            types.extend(serialized.iter().map(|field| ty_fn(&field.ty)));
+                        }
+                    }
                     let end = Literal::usize_unsuffixed(types.len());
                     quote!(__p::tuple_variant(#wire_name, __PUSH_TYPES, #start, #end))
                 }
@@ -164,11 +179,20 @@ fn typescript_shape(channel: &ChannelEnum, runtime: &syn::Path) -> TokenStream {
                         let json_name = &field.json_name;
                         let ty = ty_fn(&field.ty);
                         let flatten = field.flatten;
-                        quote!(__p::field(#json_name, #ty, #flatten))
+                        if field.skip_serializing_if.is_some() {
+                            quote!(__p::optional_field(#json_name, #ty, #flatten))
+                        } else {
+                            quote!(__p::field(#json_name, #ty, #flatten))
+                        }
                     }));
                     let end = Literal::usize_unsuffixed(fields.len());
                     quote!(__p::struct_variant(#wire_name, __PUSH_FIELDS, #start, #end))
                 }
+            };
+            if variant.untagged {
+                quote!(__p::untagged(#described))
+            } else {
+                described
             }
         })
         .collect();

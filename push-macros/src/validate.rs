@@ -1,9 +1,10 @@
 //! The rules a channel must follow, checked before anything is generated.
 
 use crate::errors::Errors;
-use crate::model::ChannelEnum;
+use crate::model::{ChannelEnum, Shape};
 use std::collections::HashMap;
-use syn::LitStr;
+use syn::punctuated::Punctuated;
+use syn::{ItemEnum, LitStr, Meta, Token};
 
 /// The longest wire name, in bytes.
 pub(crate) const MAX_WIRE_NAME_LEN: usize = 128;
@@ -44,6 +45,8 @@ pub(crate) fn validate(
         };
         errors.at(path.span(), message);
     }
+    reject_conditional_serde(item, errors);
+    reject_optional_tuple_elements(channel, errors);
     let mut seen: HashMap<&str, &syn::Ident> = HashMap::new();
     for variant in &channel.variants {
         if let Err(rule) = check_wire_name(&variant.wire_name) {
@@ -65,6 +68,71 @@ pub(crate) fn validate(
             );
         } else {
             seen.insert(&variant.wire_name, &variant.ident);
+        }
+    }
+}
+
+/// Why a `serde` attribute inside a variant's or field's `cfg_attr` is
+/// refused, and what to write.
+pub(crate) const CONDITIONAL_SERDE: &str = "`#[push_channel]` cannot honour a `serde` attribute inside `cfg_attr` on a variant or a field: the compiler resolves it only after this macro has fixed the wire names and the TypeScript declarations, which could then silently differ from what serde writes; write the `#[serde(...)]` attribute without `cfg_attr`, or declare the whole enum twice, each under its own `#[cfg(...)]`";
+
+/// Every `serde` attribute inside `cfg_attr` (however nested) on a variant or
+/// a field, spanned at its `serde`. The enum's own `cfg_attr`s need no check:
+/// the compiler resolves them before it runs the macro, which then reads the
+/// serde attributes that apply. `cfg_attr` without serde is fine.
+fn reject_conditional_serde(item: &ItemEnum, errors: &mut Errors) {
+    let attrs = item.variants.iter().flat_map(|variant| {
+        variant
+            .attrs
+            .iter()
+            .chain(variant.fields.iter().flat_map(|field| &field.attrs))
+    });
+    for attr in attrs {
+        if let Meta::List(list) = &attr.meta {
+            conditional_serde(list, errors);
+        }
+    }
+}
+
+/// The serde attributes under one `cfg_attr(<predicate>, <attr>, …)`; one the
+/// compiler would reject anyway is left to it.
+fn conditional_serde(list: &syn::MetaList, errors: &mut Errors) {
+    if !list.path.is_ident("cfg_attr") {
+        return;
+    }
+    let parser = Punctuated::<Meta, Token![,]>::parse_terminated;
+    let Ok(metas) = list.parse_args_with(parser) else {
+        return;
+    };
+    for meta in metas.iter().skip(1) {
+        if meta.path().is_ident("serde") {
+            errors.push(syn::Error::new_spanned(meta.path(), CONDITIONAL_SERDE));
+        } else if let Meta::List(nested) = meta {
+            conditional_serde(nested, errors);
+        }
+    }
+}
+
+/// `skip_serializing_if` in a tuple variant of more than one field: serde
+/// drops the element and shifts the ones after it, which no TypeScript tuple
+/// describes. (A newtype variant ignores it, as serde does.)
+fn reject_optional_tuple_elements(channel: &ChannelEnum, errors: &mut Errors) {
+    for variant in &channel.variants {
+        if !matches!(variant.shape, Shape::Tuple) || variant.arity < 2 {
+            continue;
+        }
+        for literal in variant
+            .fields
+            .iter()
+            .filter_map(|field| field.skip_serializing_if.as_ref())
+        {
+            errors.at(
+                literal.span(),
+                format!(
+                    "`skip_serializing_if` in tuple variant `{}` cannot be declared in TypeScript: serde leaves the element out of the array and shifts the ones after it; make `{}` a struct variant, whose field is then declared optional (`name?: T`)",
+                    variant.ident, variant.ident
+                ),
+            );
         }
     }
 }

@@ -124,7 +124,28 @@ pub mod __private {
 
     /// A field of a struct variant.
     pub const fn field(name: &'static str, ty: TypeFn, flatten: bool) -> Field {
-        Field { name, ty, flatten }
+        Field {
+            name,
+            ty,
+            flatten,
+            optional: false,
+        }
+    }
+
+    /// A field of a struct variant that serde may leave out (`skip_serializing_if`).
+    pub const fn optional_field(name: &'static str, ty: TypeFn, flatten: bool) -> Field {
+        Field {
+            optional: true,
+            ..field(name, ty, flatten)
+        }
+    }
+
+    /// `variant` written as its content alone (`#[serde(untagged)]` on it).
+    pub const fn untagged(variant: Variant) -> Variant {
+        Variant {
+            untagged: true,
+            ..variant
+        }
     }
 
     /// A unit variant.
@@ -132,6 +153,7 @@ pub mod __private {
         Variant {
             wire_name,
             fields: Fields::Unit,
+            untagged: false,
         }
     }
 
@@ -145,6 +167,7 @@ pub mod __private {
         Variant {
             wire_name,
             fields: Fields::Tuple(range(types, start, end)),
+            untagged: false,
         }
     }
 
@@ -158,6 +181,7 @@ pub mod __private {
         Variant {
             wire_name,
             fields: Fields::Struct(range(fields, start, end)),
+            untagged: false,
         }
     }
 

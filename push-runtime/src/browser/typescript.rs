@@ -231,6 +231,9 @@ pub struct Field {
     pub ty: fn() -> String,
     /// `#[serde(flatten)]`: its fields are merged into the variant's object.
     pub flatten: bool,
+    /// `#[serde(skip_serializing_if = "…")]`: serde may leave it out, so it is
+    /// declared `name?: T` (a flattened one as `Partial<T>`).
+    pub optional: bool,
 }
 
 /// One variant: its wire name and its fields.
@@ -240,6 +243,9 @@ pub struct Variant {
     pub wire_name: &'static str,
     /// Its fields.
     pub fields: Fields,
+    /// `#[serde(untagged)]` on the variant: written as its content alone,
+    /// whatever the enum's tagging.
+    pub untagged: bool,
 }
 
 /// A channel enum as serde serializes it.
@@ -297,6 +303,11 @@ pub fn declarations(shape: &EnumShape, path: &str) -> String {
 
 /// What serde writes for `variant` under `tagging`.
 fn payload(tagging: Tagging, variant: &Variant) -> String {
+    let tagging = if variant.untagged {
+        Tagging::Untagged
+    } else {
+        tagging
+    };
     let wire = json_string(variant.wire_name);
     let content = content(&variant.fields);
     match tagging {
@@ -348,10 +359,12 @@ fn object(tag: Option<(&str, &str)>, fields: &[Field]) -> String {
     }
     let mut flattened = Vec::new();
     for field in fields {
-        if field.flatten {
-            flattened.push((field.ty)());
-        } else {
-            entries.push(format!("{}: {}", json_string(field.name), (field.ty)()));
+        let ty = (field.ty)();
+        match (field.flatten, field.optional) {
+            (true, false) => flattened.push(ty),
+            (true, true) => flattened.push(format!("Partial<{ty}>")),
+            (false, false) => entries.push(format!("{}: {ty}", json_string(field.name))),
+            (false, true) => entries.push(format!("{}?: {ty}", json_string(field.name))),
         }
     }
     let mut text = if entries.is_empty() {
@@ -406,25 +419,31 @@ mod tests {
                 name: "from",
                 ty: string,
                 flatten: false,
+                optional: false,
             },
             Field {
                 name: "n",
                 ty: number,
                 flatten: false,
+                optional: false,
             },
         ]),
+        untagged: false,
     };
     const LEFT: Variant = Variant {
         wire_name: "left",
         fields: Fields::Unit,
+        untagged: false,
     };
     const JOINED: Variant = Variant {
         wire_name: "joined",
         fields: Fields::Tuple(&[string]),
+        untagged: false,
     };
     const PAIR: Variant = Variant {
         wire_name: "pair",
         fields: Fields::Tuple(&[string, number]),
+        untagged: false,
     };
 
     #[test]
@@ -524,6 +543,41 @@ mod tests {
     }
 
     #[test]
+    fn a_field_serde_may_leave_out_is_optional() {
+        use crate::__private::{field, optional_field};
+        let fields = [
+            field("a", string, false),
+            optional_field("b", number, false),
+            optional_field("", string, true),
+        ];
+        assert_eq!(
+            object(None, &fields),
+            r#"{ "a": string; "b"?: number } & Partial<string>"#
+        );
+    }
+
+    #[test]
+    fn an_untagged_variant_is_its_content_under_every_tagging() {
+        use crate::__private::untagged;
+        for tagging in [
+            Tagging::External,
+            Tagging::Internal { tag: "type" },
+            Tagging::Adjacent {
+                tag: "t",
+                content: "c",
+            },
+            Tagging::Untagged,
+        ] {
+            assert_eq!(payload(tagging, &untagged(JOINED)), "string");
+            assert_eq!(payload(tagging, &untagged(LEFT)), "null");
+            assert_eq!(
+                payload(tagging, &untagged(MESSAGE)),
+                r#"{ "from": string; "n": number }"#
+            );
+        }
+    }
+
+    #[test]
     fn flattened_fields_are_intersected() {
         fn extra() -> String {
             "{ x: number }".into()
@@ -533,11 +587,13 @@ mod tests {
                 name: "a",
                 ty: string,
                 flatten: false,
+                optional: false,
             },
             Field {
                 name: "",
                 ty: extra,
                 flatten: true,
+                optional: false,
             },
         ];
         assert_eq!(object(None, &fields), r#"{ "a": string } & { x: number }"#);
