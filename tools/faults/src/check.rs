@@ -13,7 +13,12 @@
 //!   one epoch with a known count covers the seqs in `(from.seq, to.seq]`;
 //!   a gap across epochs (or with `missed: None`) covers everything in
 //!   `from`'s epoch after `from.seq`, and, across epochs, the seqs up to
-//!   `to.seq` in `to`'s epoch (the protocol: "everything up to `to` is gone").
+//!   `to.seq` in `to`'s epoch (the protocol: "everything up to `to` is gone"),
+//!   and every event of an epoch the client never saw that came and went
+//!   between the two (first seen in the run after `from`'s epoch and before
+//!   `to`'s): a Redis that went back in time twice in a row leaves such an
+//!   epoch behind, and each epoch change empties the topic's stream, so its
+//!   events are gone for every client that was not reading it then.
 //!
 //! Across all clients and publishers, **cursor conflicts**: one cursor that
 //! names two different ids.
@@ -76,6 +81,9 @@ pub struct ClientVerdict {
     /// those, how many only as the start of a new epoch a gap jumped into.
     pub covered: usize,
     pub covered_new_epoch: usize,
+    /// Of those, how many in an epoch the client never saw, which a gap
+    /// across epochs skipped.
+    pub covered_skipped_epoch: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -143,6 +151,17 @@ impl GapRange {
         (cursor.epoch() == from.epoch() && cursor.seq() > from.seq()) || self.starts_at(cursor)
     }
 
+    /// Covers an event of an epoch the client never saw, which came and went
+    /// between the two epochs this gap joins.
+    fn skips(&self, epoch: u64, first_seen: &HashMap<u64, u64>) -> bool {
+        let seen = |e: u64| first_seen.get(&e).copied();
+        self.from.epoch() != self.to.epoch()
+            && matches!(
+                (seen(self.from.epoch()), seen(epoch), seen(self.to.epoch())),
+                (Some(from), Some(between), Some(to)) if from < between && between < to
+            )
+    }
+
     /// Covered as the start of the new epoch a gap across epochs jumps into.
     fn starts_at(&self, cursor: Cursor) -> bool {
         self.from.epoch() != self.to.epoch()
@@ -160,15 +179,19 @@ fn check_client(
     let mut verdict = ClientVerdict::default();
     let mut received: HashMap<u64, usize> = HashMap::new();
     let mut position: HashMap<u64, u64> = HashMap::new();
+    // Every epoch the client heard of, in any form.
+    let mut heard: HashSet<u64> = HashSet::new();
     let mut gaps = Vec::new();
     for record in records {
         match &record.seen {
             Seen::Ready(cursor) => {
+                heard.insert(cursor.epoch());
                 verdict.readies += 1;
                 verdict.started.get_or_insert(*cursor);
                 verdict.last = Some(*cursor);
             }
             Seen::Event { cursor, id } => {
+                heard.insert(cursor.epoch());
                 verdict.deliveries += 1;
                 let count = received.entry(*id).or_default();
                 *count += 1;
@@ -186,6 +209,7 @@ fn check_client(
                 verdict.last = Some(*cursor);
             }
             Seen::Gap { from, to, missed } => {
+                heard.extend([from.epoch(), to.epoch()]);
                 verdict.gaps += 1;
                 let at = position.entry(to.epoch()).or_insert(0);
                 *at = (*at).max(to.seq());
@@ -220,7 +244,13 @@ fn check_client(
         }
         let covering: Vec<&GapRange> = gaps.iter().filter(|g| g.covers(ack.cursor)).collect();
         if covering.is_empty() {
-            lost.push(ack.cursor);
+            let epoch = ack.cursor.epoch();
+            if !heard.contains(&epoch) && gaps.iter().any(|g| g.skips(epoch, first_seen)) {
+                verdict.covered += 1;
+                verdict.covered_skipped_epoch += 1;
+            } else {
+                lost.push(ack.cursor);
+            }
         } else {
             verdict.covered += 1;
             if covering.iter().all(|g| g.starts_at(ack.cursor)) {
@@ -383,6 +413,37 @@ mod tests {
         // Without the event after the gap, the new epoch's event is lost.
         let verdict = check(&published, &[client[..3].to_vec()]);
         assert_eq!(verdict.clients[0].lost_sample, [c(9, 3)]);
+    }
+
+    #[test]
+    fn a_gap_across_epochs_covers_an_epoch_that_came_and_went_between() {
+        // Epoch 8 lived between 7 and 9; the client, away meanwhile, never
+        // heard of it, and its gap jumps from 7 to 9.
+        let mut published = acks(1);
+        published.extend([ack(8, 1, 81, 300), ack(8, 2, 82, 310)]);
+        published.push(ack(9, 1, 91, 600));
+        let client = vec![
+            rec(0, Seen::Ready(c(7, 0))),
+            ev(100, 7, 1, 1),
+            gap(650, c(7, 1), c(9, 0), None),
+            ev(700, 9, 1, 91),
+        ];
+        let verdict = check(&published, std::slice::from_ref(&client));
+        assert!(verdict.passed(), "{verdict:?}");
+        assert_eq!(verdict.clients[0].covered_skipped_epoch, 2);
+        // A client that heard of epoch 8 is owed its events.
+        let mut heard = client.clone();
+        heard.insert(2, ev(305, 8, 1, 81));
+        let verdict = check(&published, &[heard]);
+        assert_eq!(verdict.clients[0].lost_sample, [c(8, 2)]);
+        // A gap within epoch 7 covers nothing of epoch 8.
+        let within = vec![
+            rec(0, Seen::Ready(c(7, 0))),
+            gap(650, c(7, 0), c(7, 1), Some(1)),
+            ev(700, 9, 1, 91),
+        ];
+        let verdict = check(&published, &[within]);
+        assert_eq!(verdict.clients[0].silent_losses, 2);
     }
 
     #[test]

@@ -63,11 +63,12 @@ pub fn markdown(r: &Report) -> String {
         ("deliveries", v.sum(|c| c.deliveries).to_string()),
         ("gaps", v.sum(|c| c.gaps).to_string()),
         (
-            "owed events covered by gaps (of which: new epoch's start)",
+            "owed events covered by gaps (of which: new epoch's start, skipped epochs)",
             format!(
-                "{} ({})",
+                "{} ({}, {})",
                 v.sum(|c| c.covered),
-                v.sum(|c| c.covered_new_epoch)
+                v.sum(|c| c.covered_new_epoch),
+                v.sum(|c| c.covered_skipped_epoch)
             ),
         ),
         ("reconnects", v.sum(|c| c.reconnects).to_string()),
@@ -176,6 +177,7 @@ pub fn json(r: &Report) -> String {
         "gaps": v.sum(|c| c.gaps),
         "covered_by_gaps": v.sum(|c| c.covered),
         "covered_as_new_epoch_start": v.sum(|c| c.covered_new_epoch),
+        "covered_in_skipped_epochs": v.sum(|c| c.covered_skipped_epoch),
         "silent_losses": v.sum(|c| c.silent_losses),
         "duplicates": v.sum(|c| c.duplicates),
         "reorders": v.sum(|c| c.reorders),
