@@ -25,7 +25,7 @@ pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
             world.own_redis()?.restart().await
         }
         Kind::RedisRollback => {
-            crate::procs::redis_cmd(world.own_redis()?.port, &["SAVE"]).await?;
+            save(world.own_redis()?.port).await?;
             tokio::time::sleep(world.rng.millis(500, 2500)).await;
             world.own_redis()?.kill().await;
             world.own_redis()?.restart().await
@@ -78,4 +78,21 @@ async fn replica_promote(world: &mut World) -> Result<(), String> {
     // The old primary is gone for good; the promoted replica is the primary.
     let _old = world.redis.replace(promoted);
     world.start_replica().await
+}
+
+/// `SAVE`, waiting for a background save under way (a replica's sync) to
+/// end first: Redis refuses a `SAVE` meanwhile.
+async fn save(port: u16) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match crate::procs::redis_cmd(port, &["SAVE"]).await {
+            Err(error)
+                if error.contains("save already in progress")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            result => return result.map(drop),
+        }
+    }
 }
