@@ -510,18 +510,9 @@ mod tests {
             tuple_variant("joined", TYPES, 0, 1),
             tuple_variant("pair", TYPES, 1, 3),
         ];
-        let taggings = [
-            Tagging::External,
-            Tagging::Internal { tag: "type" },
-            Tagging::Adjacent {
-                tag: "t",
-                content: "c",
-            },
-            Tagging::Untagged,
-        ];
         for (built, written) in BUILT.iter().zip([MESSAGE, LEFT, JOINED, PAIR]) {
             assert_eq!(built.wire_name, written.wire_name);
-            for tagging in taggings {
+            for tagging in TAGGINGS {
                 assert_eq!(payload(tagging, built), payload(tagging, &written));
             }
         }
@@ -531,6 +522,17 @@ mod tests {
             r#"{ "f": {} & number }"#
         );
     }
+
+    /// One of each way serde tags an enum.
+    const TAGGINGS: [Tagging; 4] = [
+        Tagging::External,
+        Tagging::Internal { tag: "type" },
+        Tagging::Adjacent {
+            tag: "t",
+            content: "c",
+        },
+        Tagging::Untagged,
+    ];
 
     #[test]
     fn an_undescribed_channel_gets_unknown_payloads() {
@@ -559,15 +561,7 @@ mod tests {
     #[test]
     fn an_untagged_variant_is_its_content_under_every_tagging() {
         use crate::__private::untagged;
-        for tagging in [
-            Tagging::External,
-            Tagging::Internal { tag: "type" },
-            Tagging::Adjacent {
-                tag: "t",
-                content: "c",
-            },
-            Tagging::Untagged,
-        ] {
+        for tagging in TAGGINGS {
             assert_eq!(payload(tagging, &untagged(JOINED)), "string");
             assert_eq!(payload(tagging, &untagged(LEFT)), "null");
             assert_eq!(
