@@ -93,10 +93,11 @@ pub(crate) fn check<C: Channel>(
     if let Err(refusal) = limits::check_target(request.uri(), &state.limits) {
         return Err(refusal.into_response());
     }
-    let cross = match state
-        .origins
-        .judge(request.headers(), route == RouteKind::Frame)
-    {
+    let cross = match state.origins.judge_request(
+        Some(request.uri()),
+        request.headers(),
+        route == RouteKind::Frame,
+    ) {
         Verdict::Own => None,
         Verdict::Cross(origin) => Some(origin),
         Verdict::Refused(reason) => return Err(forbidden(&reason, request.uri().path())),

@@ -51,6 +51,8 @@ mod subscribe;
 mod publish;
 mod router;
 mod transport;
+// Serving an app: HTTP/1.1, HTTP/2, TLS, deadlines.
+pub mod serve;
 // The clients.
 pub mod browser;
 #[cfg(feature = "client")]

@@ -1,6 +1,7 @@
 //! The one origin policy of a channel: which web pages may use its routes.
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use std::fmt;
 
 /// A configured origin that is not an origin.
@@ -101,9 +102,10 @@ pub(crate) fn parse_origin(origin: &str) -> Result<String, InvalidOrigin> {
 ///    [`ChannelRouter::authorize`](crate::ChannelRouter::authorize) for that.
 ///
 /// The server's own origin is, unless configured with
-/// [`OriginPolicy::own_origin`], the request's `Host` header with the
-/// `Origin`'s scheme (`http` or `https`): a browser always sends the `Host`
-/// it connected to, so a page served by this server has exactly that origin.
+/// [`OriginPolicy::own_origin`], the request's `Host` header (over HTTP/2,
+/// which has none, the request's `:authority`) with the `Origin`'s scheme
+/// (`http` or `https`): a browser always sends the authority it connected
+/// to, so a page served by this server has exactly that origin.
 /// Behind a reverse proxy that rewrites `Host`, or to guard against DNS
 /// rebinding (an attacker's name resolving to this server), configure the
 /// public origin instead; then `Host` is not trusted at all.
@@ -210,7 +212,24 @@ impl OriginPolicy {
     }
 
     /// Judges a request by its `Origin`, `Host` and `Sec-Fetch-*` headers.
+    #[cfg(test)]
     pub(crate) fn judge(&self, headers: &HeaderMap, frame_route: bool) -> Verdict {
+        self.judge_request(None, headers, frame_route)
+    }
+
+    /// [`judge`](Self::judge), where the server's own authority is the
+    /// `Host` header or, without one (HTTP/2 sends `:authority` instead),
+    /// the authority of the request's `uri`.
+    pub(crate) fn judge_request(
+        &self,
+        uri: Option<&Uri>,
+        headers: &HeaderMap,
+        frame_route: bool,
+    ) -> Verdict {
+        let host = match headers.get(header::HOST) {
+            Some(host) => host.to_str().ok(),
+            None => uri.and_then(Uri::authority).map(Authority::as_str),
+        };
         let Some(origin) = headers.get(header::ORIGIN) else {
             return self.judge_fetch_metadata(headers, frame_route);
         };
@@ -221,7 +240,7 @@ impl OriginPolicy {
         if origin == "null" {
             return Verdict::Refused("an opaque `Origin: null`".into());
         }
-        if self.is_own(origin, headers) {
+        if self.is_own(origin, host) {
             return Verdict::Own;
         }
         if let Some(allowed) = self
@@ -254,13 +273,13 @@ impl OriginPolicy {
         }
     }
 
-    /// Whether `origin` is the server's own (configured, or `Host` under
+    /// Whether `origin` is the server's own (configured, or `host` under
     /// the origin's `http`/`https` scheme).
-    fn is_own(&self, origin: &str, headers: &HeaderMap) -> bool {
+    fn is_own(&self, origin: &str, host: Option<&str>) -> bool {
         if let Some(own) = &self.own {
             return own.eq_ignore_ascii_case(origin);
         }
-        let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        let Some(host) = host else {
             return false;
         };
         let authority = origin
@@ -407,6 +426,32 @@ mod tests {
 
         let any = OriginPolicy::default().allow(["*"]).unwrap();
         assert_eq!(any.judge(&other, false), Verdict::Cross("*".into()));
+    }
+
+    #[test]
+    fn without_host_the_uri_authority_is_the_servers_own() {
+        // An HTTP/2 request: `:authority` in the URI, no `Host` header.
+        let uri: Uri = "https://s.example:8443/chat/lobby/sse".parse().unwrap();
+        let policy = OriginPolicy::default();
+        let own = headers(&[("origin", "https://s.example:8443")]);
+        assert_eq!(policy.judge_request(Some(&uri), &own, false), Verdict::Own);
+        assert!(matches!(policy.judge(&own, false), Verdict::Refused(_)));
+        let other = headers(&[("origin", "https://evil.example")]);
+        assert!(matches!(
+            policy.judge_request(Some(&uri), &other, false),
+            Verdict::Refused(_)
+        ));
+        // `Host`, when present, wins over the URI's authority.
+        let hosted = headers(&[("origin", "https://s.example:8443"), ("host", "t.example")]);
+        assert!(matches!(
+            policy.judge_request(Some(&uri), &hosted, false),
+            Verdict::Refused(_)
+        ));
+        let path_only: Uri = "/chat/lobby/sse".parse().unwrap();
+        assert!(matches!(
+            policy.judge_request(Some(&path_only), &own, false),
+            Verdict::Refused(_)
+        ));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::transport::ws::{self, WsConfig};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, get, on, post};
 use std::fmt;
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ use std::sync::Arc;
 /// | route | transport |
 /// |---|---|
 /// | `GET {base}/{topic}/sse` | Server-Sent Events |
-/// | `GET {base}/{topic}/ws` | WebSocket |
+/// | `GET {base}/{topic}/ws` | WebSocket (HTTP/1.1 upgrade; over HTTP/2 an extended `CONNECT`, RFC 8441) |
 /// | `GET {base}/{topic}/poll` | short polling |
 /// | `GET {base}/{topic}/long-poll` | long polling |
 /// | `GET {base}/{topic}/iframe` | forever frame (hidden iframe) |
@@ -214,9 +214,13 @@ impl<C: Channel> ChannelRouter<C> {
             )
             .route(
                 &format!("{base}/{{topic}}/ws"),
-                get(ws::handler::<C>)
-                    .options(ws::handler::<C>)
-                    .with_state(RouteState::new(&channel, self.ws)),
+                // `CONNECT`: WebSocket over HTTP/2 (RFC 8441, extended CONNECT).
+                on(
+                    MethodFilter::GET.or(MethodFilter::CONNECT),
+                    ws::handler::<C>,
+                )
+                .options(ws::handler::<C>)
+                .with_state(RouteState::new(&channel, self.ws)),
             )
             .route(
                 &format!("{base}/{{topic}}/poll"),
