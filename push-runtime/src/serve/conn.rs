@@ -64,8 +64,8 @@ impl ConnectionStats {
         self.inner.http2.load(Ordering::Relaxed)
     }
 
-    /// Connections closed because their TLS handshake or first request did
-    /// not finish in time.
+    /// Connections closed because their TLS handshake or a request head
+    /// did not arrive in time (see [`ServeConfig`](super::ServeConfig)).
     pub fn timed_out(&self) -> u64 {
         self.inner.timed_out.load(Ordering::Relaxed)
     }
@@ -294,6 +294,10 @@ async fn drive<F: GracefulConnection>(
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(error) = result {
+                    if error.is_timeout() {
+                        // An HTTP/1.1 request head that did not come in time.
+                        stats.inner.timed_out.fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::debug!(%peer, %error, "connection ended with an error");
                 }
                 return;
