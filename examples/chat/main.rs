@@ -13,14 +13,26 @@
 //! of those origins use every route (default: the server's own pages only).
 //! Ctrl-C or SIGTERM ends every stream, telling clients to reconnect, and
 //! stops the server.
+//!
+//! It serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port,
+//! or, with `PUSH_TLS_CERT` and `PUSH_TLS_KEY` set to PEM files, HTTPS
+//! with HTTP/2 or HTTP/1.1 chosen by ALPN (`push_runtime::serve::Server`):
+//!
+//! ```text
+//! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+//!     -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+//!     -keyout key.pem -out cert.pem
+//! PUSH_TLS_CERT=cert.pem PUSH_TLS_KEY=key.pem cargo run --example chat
+//! curl -k --http2 -N https://localhost:3000/chat/lobby/sse
+//! ```
 
 mod event;
 
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use event::ChatEvent;
+use push_runtime::serve::{Server, TlsConfig};
 use push_runtime::{ChannelRouter, Hub, OriginPolicy, PublishRequest, Refusal};
 use std::net::SocketAddr;
 
@@ -76,25 +88,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .into_router(),
     );
 
+    let tls = match (std::env::var_os("PUSH_TLS_CERT"), std::env::var_os("PUSH_TLS_KEY")) {
+        (Some(cert), Some(key)) => Some(
+            TlsConfig::from_pem_files(&cert, &key)
+                .map_err(|e| format!("PUSH_TLS_CERT, PUSH_TLS_KEY: {e}"))?,
+        ),
+        (None, None) => None,
+        _ => return Err("set both PUSH_TLS_CERT and PUSH_TLS_KEY (PEM files), or neither".into()),
+    };
+
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tracing::info!("chat server listening on http://{local}");
-    println!("listening on http://{local}");
-    // TCP_NODELAY: events are small writes that must not wait for an ACK.
-    // `into_make_service`: `Router` itself, served per connection, rebuilds
-    // its route maps for every connection (about 7 KiB per idle stream).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(async move {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("chat server listening on {scheme}://{local}");
+    println!("listening on {scheme}://{local}");
+    // TCP_NODELAY, HTTP/2, deadlines on stalled peers: see `Server`.
+    let mut server = Server::new(listener, app);
+    if let Some(tls) = tls {
+        server = server.tls(tls);
+    }
+    server
+        .run_until(async move {
             shutdown_requested().await;
             // Streams end (clients are told to resume), so the server can stop.
             hub.shutdown();
         })
-        .await?;
+        .await;
     Ok(())
 }
 
