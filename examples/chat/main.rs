@@ -88,7 +88,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .into_router(),
     );
 
-    let tls = match (std::env::var_os("PUSH_TLS_CERT"), std::env::var_os("PUSH_TLS_KEY")) {
+    let tls = match (
+        std::env::var_os("PUSH_TLS_CERT"),
+        std::env::var_os("PUSH_TLS_KEY"),
+    ) {
         (Some(cert), Some(key)) => Some(
             TlsConfig::from_pem_files(&cert, &key)
                 .map_err(|e| format!("PUSH_TLS_CERT, PUSH_TLS_KEY: {e}"))?,
