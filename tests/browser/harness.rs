@@ -42,6 +42,12 @@ impl Browser {
     /// Starts chromedriver and a fresh headless Chromium, or `None` (outside
     /// CI) when they are not installed.
     pub async fn start() -> Option<Self> {
+        Self::start_with_args(&[]).await
+    }
+
+    /// As [`Browser::start`], with more Chromium command-line arguments
+    /// (e.g. `--ignore-certificate-errors` for a test's own certificate).
+    pub async fn start_with_args(extra: &[&str]) -> Option<Self> {
         let chromium = program(
             "CHROME_BIN",
             &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
@@ -75,6 +81,7 @@ impl Browser {
             "--window-size=1500,1150",
         ]
         .iter()
+        .chain(extra)
         .map(|arg| arg.to_string())
         .chain([format!("--user-data-dir={}", profile.0.display())])
         .collect::<Vec<_>>();
