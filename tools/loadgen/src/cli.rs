@@ -217,6 +217,20 @@ pub struct Flags {
     /// serve push: served by hyper-util with flat writes, not axum::serve
     #[arg(long, help_heading = "Serve")]
     pub hyper: bool,
+    /// serve push: served by push_runtime::serve::Server (HTTP/1.1 and h2c
+    /// on one port); fanout, idle: the started push server is served so
+    #[arg(long, help_heading = "Serve")]
+    pub serve: bool,
+    /// fanout, idle (sse, iframe): subscribers share HTTP/2 (h2c)
+    /// connections, this many streams on each, and the push server is
+    /// started with --serve; 0: one HTTP/1.1 connection per subscriber
+    #[arg(
+        long,
+        value_name = "STREAMS",
+        default_value_t = 0,
+        help_heading = "Load"
+    )]
+    pub http2: usize,
 }
 
 impl Flags {
@@ -239,6 +253,8 @@ impl Flags {
             lockstep: self.lockstep,
             epoll: self.epoll,
             hyper: self.hyper,
+            serve: self.serve,
+            http2: self.http2,
             size: self.size,
             connections: self.connections,
             batch: self.batch.max(1),
@@ -271,6 +287,8 @@ mod tests {
             lockstep: false,
             epoll: false,
             hyper: false,
+            serve: false,
+            http2: 0,
             size: 100,
             connections: 1000,
             batch: 1,
@@ -454,6 +472,22 @@ mod tests {
             options("serve push", "serve push --hyper"),
             Options {
                 hyper: true,
+                ..defaults()
+            }
+        );
+        assert_eq!(
+            options("serve push", "serve push --serve"),
+            Options {
+                serve: true,
+                ..defaults()
+            }
+        );
+        assert_eq!(
+            options("idle", "idle --transport sse --connections 10000 --http2 250"),
+            Options {
+                transport: Transport::Sse,
+                connections: 10_000,
+                http2: 250,
                 ..defaults()
             }
         );

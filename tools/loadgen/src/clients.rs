@@ -178,12 +178,16 @@ pub type Ready = mpsc::Sender<Result<(), String>>;
 /// once the subscription exists (first bytes received, or first poll
 /// answered), or the error that ended the subscriber (also after `Ok`).
 /// `base` is `http://host:port/chat/<topic>`.
+/// With `h2`, SSE and forever-frame subscribers open their streams on the
+/// pool's shared HTTP/2 (h2c) connections instead of one HTTP/1.1
+/// connection each.
 pub async fn subscribe(
     transport: Transport,
     base: String,
     events: usize,
     ready: Ready,
     progress: Arc<Progress>,
+    h2: Option<Arc<H2Pool>>,
 ) -> Result<Seen, String> {
     let seen = Seen::new(events);
     let rest = base
@@ -192,13 +196,21 @@ pub async fn subscribe(
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let (host, path) = (host.to_owned(), path.to_owned());
     let failed = ready.clone();
-    let result = match transport {
-        Transport::Sse => stream(host, format!("{path}/sse"), seen, ready, progress, false).await,
-        Transport::Iframe => {
+    let result = match (transport, h2) {
+        (Transport::Sse | Transport::Iframe, Some(pool)) => {
+            let segment = transport.name();
+            h2_stream(pool, format!("{path}/{segment}"), seen, ready, progress).await
+        }
+        (_, Some(_)) => Err(format!(
+            "--http2 takes --transport sse or iframe, not {}",
+            transport.name()
+        )),
+        (Transport::Sse, None) => stream(host, format!("{path}/sse"), seen, ready, progress, false).await,
+        (Transport::Iframe, None) => {
             stream(host, format!("{path}/iframe"), seen, ready, progress, true).await
         }
-        Transport::Ws => ws(host, format!("{path}/ws"), seen, ready, progress).await,
-        Transport::Poll | Transport::LongPoll => {
+        (Transport::Ws, None) => ws(host, format!("{path}/ws"), seen, ready, progress).await,
+        (Transport::Poll | Transport::LongPoll, None) => {
             poll(transport, host, path, seen, ready, progress).await
         }
     };
@@ -423,6 +435,93 @@ async fn stream(
                 return Err("stream ended".into());
             }
         }
+    }
+    Ok(seen)
+}
+
+/// HTTP/2 connections with prior knowledge (h2c) shared by subscribers:
+/// a new one every `streams` subscribers.
+pub struct H2Pool {
+    host: String,
+    streams: usize,
+    current: tokio::sync::Mutex<Option<(h2::client::SendRequest<bytes::Bytes>, usize)>>,
+    /// Connections opened so far.
+    pub connections: AtomicUsize,
+}
+
+impl H2Pool {
+    /// A pool of connections to `host` (`ip:port`), `streams` streams each.
+    pub fn new(host: &str, streams: usize) -> Self {
+        Self {
+            host: host.to_owned(),
+            streams: streams.max(1),
+            current: tokio::sync::Mutex::new(None),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// A handle on a connection with room for one more stream.
+    async fn sender(&self) -> Result<h2::client::SendRequest<bytes::Bytes>, String> {
+        let mut current = self.current.lock().await;
+        if let Some((sender, used)) = current.as_mut()
+            && *used < self.streams
+        {
+            *used += 1;
+            return Ok(sender.clone());
+        }
+        let socket = Conn::open(&self.host).await?.socket;
+        // Windows large enough that flow control never holds a fan-out back:
+        // the subscribers give every byte back as soon as they have read it.
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(1 << 30)
+            .max_concurrent_streams(self.streams as u32)
+            .handshake::<_, bytes::Bytes>(socket)
+            .await
+            .map_err(|e| format!("h2 handshake with {}: {e}", self.host))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        *current = Some((sender.clone(), 1));
+        Ok(sender)
+    }
+}
+
+/// SSE or the forever frame as one stream of a shared HTTP/2 connection:
+/// the body's data frames read as they come (no chunked coding to undo).
+async fn h2_stream(
+    pool: Arc<H2Pool>,
+    path: String,
+    mut seen: Seen,
+    ready: Ready,
+    progress: Arc<Progress>,
+) -> Result<Seen, String> {
+    let mut opening = connecting().await?;
+    let sender = pool.sender().await?;
+    let mut sender = sender.ready().await.map_err(|e| e.to_string())?;
+    let request = http::Request::get(format!("http://{}{path}", pool.host))
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let (response, _) = sender
+        .send_request(request, true)
+        .map_err(|e| format!("{path}: {e}"))?;
+    let response = response.await.map_err(|e| format!("{path}: {e}"))?;
+    if response.status() != 200 {
+        return Err(format!("{path}: {}", response.status()));
+    }
+    let mut body = response.into_body();
+    let mut buffer = Vec::with_capacity(READ_CHUNK);
+    while !seen.done() {
+        let Some(data) = body.data().await else {
+            return Err("stream ended".into());
+        };
+        let data = data.map_err(|e| e.to_string())?;
+        let _ = body.flow_control().release_capacity(data.len());
+        announce(&mut opening, &ready).await;
+        buffer.extend_from_slice(&data);
+        let used = seen.scan(&buffer, &progress);
+        buffer.drain(..used);
     }
     Ok(seen)
 }

@@ -54,6 +54,12 @@ pub struct Options {
     pub epoll: bool,
     /// `serve push --hyper`: served by hyper-util with flat writes, not axum::serve.
     pub hyper: bool,
+    /// `serve push --serve`: served by `push_runtime::serve::Server`; the
+    /// measuring modes start the server so with `--serve` or `--http2`.
+    pub serve: bool,
+    /// `--http2 <streams>`: SSE and forever-frame subscribers share h2c
+    /// connections, this many streams each (0: HTTP/1.1, one each).
+    pub http2: usize,
     pub size: usize,
     pub connections: usize,
     pub batch: usize,
@@ -71,7 +77,7 @@ fn execute(mode: &Mode) -> Result<(), String> {
     match mode {
         Mode::Serve { kind, .. } => match kind {
             ServeKind::Push => runtime
-                .block_on(server::push(&o.addr, o.history, o.hyper))
+                .block_on(server::push(&o.addr, o.history, o.hyper, o.serve))
                 .map_err(|e| e.to_string()),
             ServeKind::Baseline => runtime
                 .block_on(server::baseline(&o.addr))

@@ -101,10 +101,27 @@ fn server(o: &Options) -> Result<Server, String> {
             let mut args = vec![kind.to_owned(), "--history".into(), o.history.to_string()];
             if kind == "baseline" {
                 args.truncate(1);
+            } else if o.serve || o.http2 > 0 {
+                args.push("--serve".into());
             }
             spawn(o, &args)
         }
         other => Err(format!("unknown server {other}: push|baseline|external")),
+    }
+}
+
+/// The pool of shared HTTP/2 connections of `--http2`, if given.
+fn h2_pool(o: &Options, server: &Server) -> Option<Arc<clients::H2Pool>> {
+    let host = server.base.strip_prefix("http://").unwrap_or(&server.base);
+    (o.http2 > 0).then(|| Arc::new(clients::H2Pool::new(host, o.http2)))
+}
+
+/// What the subscribers spoke: `http/1.1`, or `h2c×<streams per connection>`.
+fn protocol(o: &Options) -> String {
+    if o.http2 > 0 {
+        format!("h2c×{}", o.http2)
+    } else {
+        "http/1.1".into()
     }
 }
 
@@ -152,6 +169,7 @@ pub async fn fanout(o: &Options) -> Result<Report, String> {
     let server = server(o)?;
     let topic = format!("lg{}", std::process::id());
     let base = format!("{}/chat/{topic}", server.base);
+    let pool = h2_pool(o, &server);
     let progress = Arc::new(Progress::default());
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(2 * o.subscribers.max(1));
     let mut tasks = Vec::with_capacity(o.subscribers);
@@ -159,7 +177,12 @@ pub async fn fanout(o: &Options) -> Result<Report, String> {
         let (base, ready, progress) = (base.clone(), ready_tx.clone(), Arc::clone(&progress));
         let (transport, events) = (o.transport, o.events);
         tasks.push(tokio::spawn(clients::subscribe(
-            transport, base, events, ready, progress,
+            transport,
+            base,
+            events,
+            ready,
+            progress,
+            pool.clone(),
         )));
     }
     drop(ready_tx);
@@ -422,12 +445,14 @@ pub async fn idle(o: &Options) -> Result<Report, String> {
     // Warm the server up (topic, first allocations) before the first reading.
     let warm = Arc::new(Progress::default());
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let pool = h2_pool(o, &server);
     let warmup = tokio::spawn(clients::subscribe(
         o.transport,
         base.clone(),
         1,
         tx,
         Arc::clone(&warm),
+        pool.clone(),
     ));
     rx.recv()
         .await
@@ -445,6 +470,7 @@ pub async fn idle(o: &Options) -> Result<Report, String> {
             1,
             ready,
             progress,
+            pool.clone(),
         )));
     }
     drop(ready_tx);
@@ -463,7 +489,14 @@ pub async fn idle(o: &Options) -> Result<Report, String> {
     report
         .set("server", o.server.clone())
         .set("transport", o.transport.name())
+        .set("protocol", protocol(o))
         .set("connections", o.connections)
+        .set(
+            "tcp_connections",
+            pool.as_ref().map_or(o.connections + 1, |p| {
+                p.connections.load(Ordering::Relaxed)
+            }),
+        )
         .set("rss_before_kib", before.rss_kib)
         .set("rss_after_kib", after.rss_kib)
         .num("kib_per_connection", per_connection, 2)

@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use bytes::Bytes;
 use event::ChatEvent;
+use push_runtime::serve::{ServeConfig, Server};
 use push_runtime::{ChannelRouter, Hub, HubConfig, Limits, PublishRequest, Refusal};
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
@@ -40,7 +41,11 @@ async fn allow(request: PublishRequest<ChatEvent>) -> Result<ChatEvent, Refusal>
 /// a few thousand events never overtake a subscriber, and connection limits
 /// above the benchmark's 10,000 subscribers of one topic (the defaults are
 /// 10,000 in all and 5,000 per topic).
-pub async fn push(addr: &str, history: usize, hyper: bool) -> std::io::Result<()> {
+///
+/// `serve`: served by `push_runtime::serve::Server`, which speaks HTTP/1.1
+/// and h2c on one port (the `--http2` runs), with room for every stream of a
+/// run on few connections.
+pub async fn push(addr: &str, history: usize, hyper: bool, serve: bool) -> std::io::Result<()> {
     let mut config = HubConfig::default();
     config.history_len = history;
     let hub = Hub::<ChatEvent>::with_config(config);
@@ -53,6 +58,13 @@ pub async fn push(addr: &str, history: usize, hyper: bool) -> std::io::Result<()
         .into_router();
     let listener = tokio::net::TcpListener::bind(addr).await?;
     announce(&listener)?;
+    if serve {
+        let config = ServeConfig::default()
+            .max_connections(60_000)
+            .http2_max_concurrent_streams(20_000);
+        Server::new(listener, app).config(config).run().await;
+        return Ok(());
+    }
     if hyper {
         // `serve push --hyper`: the router served by hyper-util directly,
         // with each response's pieces copied into one buffer per write
