@@ -1,6 +1,10 @@
 //! End-to-end tests in headless Chromium: the chat example's demo page
 //! (`examples/chat/index.html`, the browser client `/chat/client.js`) over all
-//! five transports, and pages of other origins.
+//! five transports, pages of other origins, and credentials: cookies from a
+//! page of another site (127.0.0.1 and localhost are different sites to
+//! Chromium) with the page's origin allowed to read with credentials or only
+//! to read, the client's credentials provider on every transport, and its
+//! handling of an expired authorization (against a scripted server).
 //!
 //! `apt-get install chromium chromium-driver`, then `cargo test --test browser`.
 //! The demo page's screenshot is written to `target/browser/demo.png`.
@@ -617,6 +621,684 @@ async fn a_forever_frame_that_brings_nothing_is_reopened_after_the_delay() {
                 (2..=6).contains(&count),
                 "{count} documents in 2 s: reopened at once instead of after the delay"
             );
+        })
+        .await;
+}
+
+// ------------------------------------------------------------ credentials
+
+/// What the authorization hook saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    route: String,
+    cookie: Option<String>,
+    authorization: Option<String>,
+    ticket: Option<String>,
+}
+
+type Record = std::sync::Arc<std::sync::Mutex<Vec<Seen>>>;
+
+/// A hook that records what it sees; topics named `private…` need the
+/// `session=ann` cookie, the others are open to anyone.
+fn recording_hook(
+    record: Record,
+) -> impl Fn(push_runtime::AuthRequest) -> std::future::Ready<Result<push_runtime::Principal, Refusal>>
++ Clone {
+    move |request: push_runtime::AuthRequest| {
+        let header = |name| {
+            request
+                .parts
+                .headers
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("?").to_owned())
+        };
+        let route = request.parts.uri.path().rsplit('/').next().unwrap_or("");
+        let ticket = request.parts.uri.query().and_then(|query| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("ticket="))
+                .map(str::to_owned)
+        });
+        let cookie = header("cookie");
+        record.lock().unwrap().push(Seen {
+            route: route.to_owned(),
+            cookie: cookie.clone(),
+            authorization: header("authorization"),
+            ticket,
+        });
+        let signed_in = cookie.is_some_and(|c| c.split("; ").any(|c| c == "session=ann"));
+        std::future::ready(
+            if request.topic.as_str().starts_with("private") && !signed_in {
+                Err(Refusal::unauthorized("sign in first"))
+            } else {
+                Ok(push_runtime::Principal::new("someone"))
+            },
+        )
+    }
+}
+
+/// A channel on `policy` with the recording hook, publishing open, and
+/// `/login`, which gives the browser a session cookie that a page of another
+/// site may carry (`SameSite=None; Secure`, which Chromium accepts from
+/// `http://localhost`).
+fn credentials_app(policy: push_runtime::OriginPolicy, record: Record) -> axum::Router {
+    let login = || async {
+        (
+            [(
+                axum::http::header::SET_COOKIE,
+                "session=ann; Path=/; SameSite=None; Secure; HttpOnly",
+            )],
+            Html("signed in"),
+        )
+    };
+    axum::Router::new().route("/login", get(login)).merge(
+        ChannelRouter::new(Hub::<ChatEvent>::new())
+            .origins(policy)
+            .authorize(recording_hook(record))
+            .publish(allow)
+            .into_router(),
+    )
+}
+
+/// A page that imports the channel's client from `channel` and subscribes
+/// with each transport; `auth` picks a credentials provider: `"ticket"`
+/// (a header on polls, a fresh `ticket` elsewhere, each call recorded in
+/// `__authCalls`), `"decline"` (always `null`), `"once"` (a ticket for the
+/// first connection, `null` after), or none.
+fn credentials_page(channel: &str) -> String {
+    format!(
+        r#"<!doctype html><meta charset="utf-8"><title>credentials</title><body><script type="module">
+const {{ subscribe, NAMES }} = await import("{channel}/chat/client.js");
+window.__subs = {{}};
+window.__authCalls = [];
+let tickets = 0;
+const providers = {{
+  ticket: async (context) => {{
+    window.__authCalls.push(context);
+    tickets += 1;
+    if (context.transport === "poll" || context.transport === "long-poll") return {{ headers: {{ authorization: `Bearer b-${{tickets}}` }} }};
+    return {{ query: {{ ticket: `t-${{tickets}}` }} }};
+  }},
+  decline: (context) => {{ window.__authCalls.push(context); return null; }},
+  once: (context) => {{ window.__authCalls.push(context); return context.reason === "connect" ? {{ query: {{ ticket: "t-once" }} }} : null; }},
+}};
+window.__start = (topic, transports, options, auth) => {{
+  for (const transport of transports) {{
+    const state = {{ events: [], status: "connecting", error: null, sub: null }};
+    state.sub = subscribe(topic, {{ transport, retry: {{ min: 100, max: 400 }}, ...options,
+      // A frame of another origin posts to this page's (which that origin's policy lists).
+      ...(transport === "iframe" && "{channel}" ? {{ iframeOrigin: location.origin }} : {{}}),
+      ...(auth ? {{ auth: providers[auth] }} : {{}}),
+      onStatus: (status, info) => {{ state.status = status; if (info.error) state.error = info.error; }} }});
+    for (const name of NAMES) state.sub.on(name, (data) => state.events.push(data.text));
+    window.__subs[transport] = state;
+  }}
+}};
+window.__ready = true;
+</script>"#
+    )
+}
+
+/// Expression: each subscription's events, status, error and requests.
+const CREDENTIAL_SUBS: &str = "Object.fromEntries(Object.entries(window.__subs).map(([t, s]) => [t, { events: s.events, status: s.status, error: s.error, requests: s.sub.stats.requests }]))";
+
+/// Waits until `condition` (an expression over `s`, the page's
+/// subscriptions as [`CREDENTIAL_SUBS`] shows them) holds; on a timeout the
+/// panic shows the subscriptions and what the hook saw.
+async fn wait_subs(browser: &Browser, record: &Record, what: &str, condition: &str) -> Value {
+    let script = format!("const s = {CREDENTIAL_SUBS}; return ({condition}) ? s : false;");
+    let deadline = std::time::Instant::now() + harness::PATIENCE;
+    loop {
+        let value = browser.js(&script, vec![]).await;
+        if value != json!(false) {
+            return value;
+        }
+        if std::time::Instant::now() > deadline {
+            let subs = browser
+                .js(&format!("return {CREDENTIAL_SUBS};"), vec![])
+                .await;
+            let seen = record.lock().unwrap().clone();
+            panic!("timed out waiting for {what}; subscriptions {subs:#}; the hook saw {seen:#?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The page's site (127.0.0.1) and the channel's (localhost) are different
+/// sites to Chromium: every request of the page to the channel is cross-site.
+struct CrossSite {
+    page: Site,
+    channel: Site,
+    record: Record,
+}
+
+impl CrossSite {
+    async fn start(policy: impl FnOnce(&str) -> push_runtime::OriginPolicy) -> Self {
+        let mut page = Site::bind().await;
+        let mut channel = Site::bind().await;
+        let record = Record::default();
+        channel.serve(credentials_app(policy(&page.origin()), record.clone()));
+        let html = credentials_page(&Self::channel_origin(&channel));
+        page.serve(axum::Router::new().route("/", get(move || async move { Html(html) })));
+        Self {
+            page,
+            channel,
+            record,
+        }
+    }
+
+    fn channel_origin(channel: &Site) -> String {
+        format!("http://localhost:{}", channel.addr.port())
+    }
+
+    /// Signs the browser in on the channel's site, then opens the page.
+    async fn open(&self, browser: &Browser) {
+        let login = format!("{}/login", Self::channel_origin(&self.channel));
+        browser.client.goto(&login).await.expect("sign in");
+        browser
+            .wait_for(
+                "the session cookie",
+                "return document.body.textContent === 'signed in';",
+            )
+            .await;
+        browser
+            .client
+            .goto(&self.page.url("/"))
+            .await
+            .expect("open the page");
+        browser
+            .wait_for("the page", "return window.__ready === true;")
+            .await;
+    }
+
+    /// The routes whose requests reached the hook, with whether each carried the cookie.
+    fn cookies_seen(&self) -> std::collections::BTreeMap<String, Vec<bool>> {
+        let mut map = std::collections::BTreeMap::<String, Vec<bool>>::new();
+        for seen in self.record.lock().unwrap().iter() {
+            map.entry(seen.route.clone())
+                .or_default()
+                .push(seen.cookie.is_some());
+        }
+        map
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentialed_origin_s_cookies_reach_the_hook_on_every_transport() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let sites = CrossSite::start(|page| {
+        push_runtime::OriginPolicy::default()
+            .allow_credentials([page])
+            .expect("a valid origin")
+    })
+    .await;
+    browser
+        .run(|browser| async move {
+            sites.open(browser).await;
+            browser
+                .js(
+                    "window.__start('private-c', arguments[0], { credentials: 'include' });",
+                    vec![json!(TRANSPORTS)],
+                )
+                .await;
+            wait_subs(
+                browser,
+                &sites.record,
+                "every transport to be live with the cookie",
+                "Object.values(s).every(x => x.status === 'live')",
+            )
+            .await;
+            let channel = &sites.channel;
+            publish_all(channel, "private-c", &texts("c", 1..=3)).await;
+            wait_subs(
+                browser,
+                &sites.record,
+                "every transport to receive c1..c3",
+                "Object.values(s).every(x => x.events.join() === 'c1,c2,c3')",
+            )
+            .await;
+            let seen = sites.cookies_seen();
+            for route in ["sse", "poll", "long-poll", "ws", "iframe"] {
+                let cookies = seen.get(route).cloned().unwrap_or_default();
+                assert!(
+                    !cookies.is_empty() && cookies.iter().all(|c| *c),
+                    "{route}: the hook saw the cookie on every request: {seen:?}"
+                );
+            }
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_origin_s_cookies_never_reach_the_hook() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let sites = CrossSite::start(|page| {
+        push_runtime::OriginPolicy::default()
+            .allow([page])
+            .expect("a valid origin")
+    })
+    .await;
+    browser
+        .run(|browser| async move {
+            sites.open(browser).await;
+            // A public topic, asking for cookies: the WebSocket and the frame
+            // (whose cookies the browser sends anyway) go live anonymously;
+            // the browser refuses SSE and the polls their answers, which grant
+            // no credentials.
+            browser
+                .js(
+                    "window.__start('open', arguments[0], { credentials: 'include' });",
+                    vec![json!(TRANSPORTS)],
+                )
+                .await;
+            wait_subs(browser, &sites.record, "the websocket and the frame to be live, the others to have retried", "s.websocket.status === 'live' && s.iframe.status === 'live' && s.sse.requests >= 2 && s.poll.requests >= 2 && s['long-poll'].requests >= 2").await;
+            let channel = &sites.channel;
+            publish_all(channel, "open", &texts("r", 1..=2)).await;
+            let subs = wait_subs(browser, &sites.record, "the websocket and the frame to receive r1, r2", "s.websocket.events.join() === 'r1,r2' && s.iframe.events.join() === 'r1,r2'").await;
+            for transport in ["sse", "poll", "long-poll"] {
+                assert_eq!(subs[transport]["events"], json!([]), "{transport}: {subs}");
+                assert_ne!(subs[transport]["status"], json!("live"), "{transport}: {subs}");
+            }
+
+            // A topic that needs the cookie: a page of this origin cannot
+            // open a cookie-authenticated WebSocket or frame.
+            browser
+                .js(
+                    "window.__subs = {}; window.__start('private-r', ['websocket', 'iframe'], { credentials: 'include' });",
+                    vec![],
+                )
+                .await;
+            let subs = wait_subs(browser, &sites.record, "the private websocket and frame to be refused twice", "s.websocket.requests >= 2 && s.iframe.requests >= 2").await;
+            publish_all(channel, "private-r", &texts("p", 1..=2)).await;
+            for transport in ["websocket", "iframe"] {
+                assert_ne!(subs[transport]["status"], json!("live"), "{transport}: {subs}");
+            }
+            let seen = sites.cookies_seen();
+            for route in ["sse", "poll", "long-poll", "ws", "iframe"] {
+                let cookies = seen.get(route).cloned().unwrap_or_default();
+                assert!(
+                    !cookies.is_empty() && cookies.iter().all(|c| !c),
+                    "{route}: requests reached the hook, none with the cookie: {seen:?}"
+                );
+            }
+            let events = browser
+                .js("return Object.values(window.__subs).map(s => s.events);", vec![])
+                .await;
+            assert_eq!(events, json!([[], []]), "nothing private arrived");
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_provider_s_header_or_ticket_reaches_the_hook_on_every_transport() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let record = Record::default();
+    let mut site = Site::bind().await;
+    let page = credentials_page("");
+    site.serve(
+        credentials_app(push_runtime::OriginPolicy::default(), record.clone())
+            .route("/", get(move || async move { Html(page) })),
+    );
+    browser
+        .run(|browser| async move {
+            browser.client.goto(&site.url("/")).await.expect("open page");
+            browser.wait_for("the page", "return window.__ready === true;").await;
+            browser
+                .js("window.__start('tickets', arguments[0], {}, 'ticket');", vec![json!(TRANSPORTS)])
+                .await;
+            wait_subs(browser, &record, "every transport to be live", "Object.values(s).length === 5 && Object.values(s).every(x => x.status === 'live')").await;
+            // A reconnect asks the provider again: a fresh ticket each time.
+            for transport in TRANSPORTS {
+                browser
+                    .js("window.__subs[arguments[0]].sub.disconnect();", vec![json!(transport)])
+                    .await;
+            }
+            publish_all(&site, "tickets", &texts("k", 1..=2)).await;
+            wait_subs(browser, &record, "every transport to receive k1, k2 after its reconnect", "Object.values(s).every(x => x.status === 'live' && x.events.join() === 'k1,k2')").await;
+            let calls = browser.js("return window.__authCalls;", vec![]).await;
+            for transport in TRANSPORTS {
+                let reasons: Vec<&Value> = calls
+                    .as_array()
+                    .expect("calls")
+                    .iter()
+                    .filter(|c| c["transport"] == json!(transport))
+                    .map(|c| &c["reason"])
+                    .collect();
+                assert_eq!(reasons.first(), Some(&&json!("connect")), "{transport}: {calls}");
+                assert!(reasons.contains(&&json!("reconnect")), "{transport}: {calls}");
+            }
+            let seen = record.lock().unwrap().clone();
+            for route in ["sse", "poll", "long-poll", "ws", "iframe"] {
+                let mine: Vec<&Seen> = seen.iter().filter(|s| s.route == route).collect();
+                assert!(mine.len() >= 2, "{route}: connect and reconnect: {seen:?}");
+                let mut credentials: Vec<String> = Vec::new();
+                for s in &mine {
+                    let credential = if route.ends_with("poll") {
+                        assert_eq!(s.ticket, None, "{route}: no secret in the URL of a poll");
+                        s.authorization.clone().filter(|a| a.starts_with("Bearer b-"))
+                    } else {
+                        s.ticket.clone().filter(|t| t.starts_with("t-"))
+                    };
+                    let credential = credential
+                        .unwrap_or_else(|| panic!("{route}: every request has the provider's credential: {s:?}"));
+                    credentials.push(credential);
+                }
+                credentials.dedup();
+                assert!(credentials.len() >= 2, "{route}: a fresh one after the reconnect: {credentials:?}");
+            }
+
+            // A provider that declines: the subscription closes with an
+            // error, and nothing connects without credentials.
+            let before = record.lock().unwrap().len();
+            browser
+                .js("window.__subs = {}; window.__start('tickets', ['sse', 'poll'], {}, 'decline');", vec![])
+                .await;
+            let subs = wait_subs(browser, &record, "both to close with an error", "Object.values(s).every(x => x.status === 'closed')").await;
+            for transport in ["sse", "poll"] {
+                assert_eq!(subs[transport]["error"]["reason"], json!("connect"), "{subs}");
+                assert_eq!(subs[transport]["requests"], json!(0), "{subs}");
+            }
+            assert_eq!(record.lock().unwrap().len(), before, "no request without credentials");
+
+            // A 401 on a poll without a provider ends the subscription with
+            // the status (EventSource, WebSocket and frames hide it from pages).
+            browser
+                .js("window.__subs = {}; window.__start('private-x', ['poll', 'long-poll'], {});", vec![])
+                .await;
+            let subs = wait_subs(
+                browser,
+                &record,
+                "both polls to close on the 401",
+                "Object.values(s).every(x => x.status === 'closed')",
+            )
+            .await;
+            for transport in ["poll", "long-poll"] {
+                assert_eq!(subs[transport]["error"]["reason"], json!("refused"), "{subs}");
+                assert_eq!(subs[transport]["error"]["status"], json!(401), "{subs}");
+                assert_eq!(subs[transport]["requests"], json!(1), "no retry: {subs}");
+            }
+        })
+        .await;
+}
+
+// ------------------------------------------------- expiry (client side)
+
+/// A request to the scripted server below: its route, query and `Authorization`.
+type Request = (String, String, Option<String>);
+
+/// One item of the scripted server below: `(cursor, event, data)`.
+type Scripted = (&'static str, &'static str, Value);
+
+/// What a scripted channel answers: a connection from the start delivers
+/// `m1` and then says the authorization expired (as the protocol has it:
+/// `push.expired` with the cursor to resume from, then the end; a WebSocket
+/// closes with 4401; a poll is answered 401 `authorization expired`); one
+/// resuming after `5-1` gets `m2`, then nothing more.
+#[derive(Clone, Default)]
+struct ExpiringChannel {
+    /// Each request: its route, query and `Authorization`.
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
+}
+
+fn message(text: &str) -> Value {
+    json!({ "type": "message", "from": "ann", "text": text })
+}
+
+impl ExpiringChannel {
+    /// Records the request; whether it resumes after `5-1` and how many
+    /// such requests its route had (this one included).
+    fn record(&self, route: &str, request: &axum::http::request::Parts) -> (bool, usize) {
+        let mut requests = self.requests.lock().unwrap();
+        let authorization = request
+            .headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or("?").to_owned());
+        let query = request.uri.query().unwrap_or("").to_owned();
+        let resumes = |query: &str| query.split('&').any(|pair| pair == "after=5-1");
+        let resumed = resumes(&query);
+        requests.push((route.to_owned(), query, authorization));
+        let count = requests
+            .iter()
+            .filter(|r| r.0 == route && resumes(&r.1))
+            .count();
+        (resumed, count)
+    }
+
+    fn first() -> Vec<Scripted> {
+        vec![
+            ("5-0", "push.ready", json!({ "cursor": "5-0" })),
+            ("5-1", "message", message("m1")),
+            ("5-1", "push.expired", json!({ "cursor": "5-1" })),
+        ]
+    }
+
+    fn resumed() -> Vec<Scripted> {
+        vec![
+            ("5-1", "push.ready", json!({ "cursor": "5-1" })),
+            ("5-2", "message", message("m2")),
+        ]
+    }
+
+    fn router(self) -> axum::Router {
+        use axum::body::Body;
+        use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+        use futures_util::StreamExt;
+        let stream = |chunks: Vec<String>, end: bool| {
+            let chunks = futures_util::stream::iter(
+                chunks
+                    .into_iter()
+                    .map(|c| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(c))),
+            );
+            // A resumed stream stays open, as a live one does.
+            let rest = futures_util::stream::pending().take(if end { 0 } else { 1 });
+            Body::from_stream(chunks.chain(rest))
+        };
+        let sse = {
+            let this = self.clone();
+            move |request: axum::extract::Request| {
+                let this = this.clone();
+                async move {
+                    let (parts, _) = request.into_parts();
+                    let (resumed, _) = this.record("sse", &parts);
+                    let items = if resumed {
+                        Self::resumed()
+                    } else {
+                        Self::first()
+                    };
+                    let chunks = items
+                        .into_iter()
+                        .map(|(cursor, event, data)| {
+                            format!("id: {cursor}\nevent: {event}\ndata: {data}\n\n")
+                        })
+                        .collect();
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                        stream(chunks, !resumed),
+                    )
+                }
+            }
+        };
+        let iframe = {
+            let this = self.clone();
+            move |request: axum::extract::Request| {
+                let this = this.clone();
+                async move {
+                    let (parts, _) = request.into_parts();
+                    let (resumed, _) = this.record("iframe", &parts);
+                    let items = if resumed {
+                        Self::resumed()
+                    } else {
+                        Self::first()
+                    };
+                    let mut chunks = vec![format!(
+                        "<!doctype html><html><body>{}\n<script>\"use strict\";var t=location.origin;function m(x){{parent.postMessage(x,t)}}</script>\n",
+                        " ".repeat(1024)
+                    )];
+                    for (cursor, event, data) in items {
+                        let item = json!({ "cursor": cursor, "event": event, "data": data });
+                        chunks.push(format!("<script>m({item})</script>\n"));
+                    }
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                        stream(chunks, !resumed),
+                    )
+                }
+            }
+        };
+        let ws = {
+            let this = self.clone();
+            move |upgrade: WebSocketUpgrade, request: axum::extract::Request| {
+                let this = this.clone();
+                async move {
+                    let (parts, _) = request.into_parts();
+                    let (resumed, _) = this.record("ws", &parts);
+                    upgrade.on_upgrade(move |mut socket| async move {
+                        let items = if resumed {
+                            Self::resumed()
+                        } else {
+                            Self::first()
+                        };
+                        for (cursor, event, data) in items {
+                            let item = json!({ "cursor": cursor, "event": event, "data": data });
+                            let _ = socket.send(Message::Text(item.to_string().into())).await;
+                        }
+                        if !resumed {
+                            let close = CloseFrame {
+                                code: 4401,
+                                reason: "authorization expired".into(),
+                            };
+                            let _ = socket.send(Message::Close(Some(close))).await;
+                        }
+                        // Until the client goes.
+                        while let Some(Ok(_)) = socket.recv().await {}
+                    })
+                }
+            }
+        };
+        let poll = |route: &'static str| {
+            let this = self.clone();
+            move |request: axum::extract::Request| {
+                let this = this.clone();
+                async move {
+                    let (parts, _) = request.into_parts();
+                    let (resumed, count) = this.record(route, &parts);
+                    let from_start = !parts.uri.query().unwrap_or("").contains("after=");
+                    let answer = |cursor: &str, events: Value| {
+                        json!({ "cursor": cursor, "more": false, "events": events })
+                            .to_string()
+                            .into_response()
+                    };
+                    let item = |cursor: &str, text: &str| json!({ "cursor": cursor, "event": "message", "data": message(text) });
+                    match (from_start, resumed, count) {
+                        (true, ..) => answer("5-1", json!([item("5-1", "m1")])),
+                        (_, true, 1) => (
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            "authorization expired",
+                        )
+                            .into_response(),
+                        (_, true, _) => answer("5-2", json!([item("5-2", "m2")])),
+                        // Held for good: nothing more is published.
+                        _ => futures_util::future::pending::<axum::response::Response>().await,
+                    }
+                }
+            }
+        };
+        axum::Router::new()
+            .route("/x/{topic}/sse", get(sse))
+            .route("/x/{topic}/iframe", get(iframe))
+            .route("/x/{topic}/ws", get(ws))
+            .route("/x/{topic}/poll", get(poll("poll")))
+            .route("/x/{topic}/long-poll", get(poll("long-poll")))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_authorization_is_renewed_through_the_provider_and_nothing_is_lost() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let channel = ExpiringChannel::default();
+    let mut site = Site::bind().await;
+    let page = credentials_page("");
+    site.serve(
+        credentials_app(push_runtime::OriginPolicy::default(), Record::default())
+            .merge(channel.clone().router())
+            .route("/", get(move || async move { Html(page) })),
+    );
+    let record = Record::default();
+    browser
+        .run(|browser| async move {
+            browser.client.goto(&site.url("/")).await.expect("open page");
+            browser.wait_for("the page", "return window.__ready === true;").await;
+            browser
+                .js(
+                    "window.__start('e', arguments[0], { base: location.origin + '/x', pollInterval: 50 }, 'ticket');",
+                    vec![json!(TRANSPORTS)],
+                )
+                .await;
+            let subs = wait_subs(
+                browser,
+                &record,
+                "every transport to get m1 then m2 across the expiry",
+                "Object.values(s).length === 5 && Object.values(s).every(x => x.events.join() === 'm1,m2' && x.status === 'live')",
+            )
+            .await;
+            let calls = browser.js("return window.__authCalls;", vec![]).await;
+            let requests = channel.requests.lock().unwrap().clone();
+            for (transport, route) in [("sse", "sse"), ("websocket", "ws"), ("iframe", "iframe"), ("poll", "poll"), ("long-poll", "long-poll")] {
+                let reasons: Vec<&Value> = calls
+                    .as_array()
+                    .expect("calls")
+                    .iter()
+                    .filter(|c| c["transport"] == json!(transport))
+                    .map(|c| &c["reason"])
+                    .collect();
+                assert_eq!(reasons, [&json!("connect"), &json!("expired")], "{transport}: {calls}");
+                let mine: Vec<_> = requests.iter().filter(|r| r.0 == route).collect();
+                // The resumed request: from the expiry's cursor, with the fresh credential.
+                // (The last from 5-1: a poll's first one was answered 401.)
+                let resumed = mine
+                    .iter()
+                    .rev()
+                    .find(|r| r.1.contains("after=5-1") && (r.1.contains("ticket=t-") || r.2.is_some()))
+                    .unwrap_or_else(|| panic!("{transport}: no resume from 5-1: {mine:?}"));
+                let first = mine.first().expect("a first request");
+                let credential = |r: &&Request| {
+                    r.2.clone().unwrap_or_else(|| r.1.clone())
+                };
+                assert_ne!(credential(first), credential(resumed), "{transport}: a fresh credential");
+                assert_eq!(subs[transport]["error"], Value::Null, "{transport}: {subs}");
+            }
+
+            // Without a provider, an expiry ends the subscription with an error;
+            // with one that declines, too.
+            browser
+                .js(
+                    "window.__subs = {}; window.__start('e', ['sse'], { base: location.origin + '/x' }); window.__start('e', ['websocket'], { base: location.origin + '/x' }, 'once');",
+                    vec![],
+                )
+                .await;
+            let subs = wait_subs(
+                browser,
+                &record,
+                "both to close after m1",
+                "Object.values(s).every(x => x.status === 'closed')",
+            )
+            .await;
+            for transport in ["sse", "websocket"] {
+                assert_eq!(subs[transport]["events"], json!(["m1"]), "{transport}: {subs}");
+                assert_eq!(subs[transport]["error"]["reason"], json!("expired"), "{transport}: {subs}");
+            }
         })
         .await;
 }

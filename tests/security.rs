@@ -44,6 +44,7 @@ struct Answer {
     retry_after: Option<String>,
     allow_origin: Option<String>,
     allow_credentials: Option<String>,
+    csp: Option<String>,
     body: String,
 }
 
@@ -74,6 +75,7 @@ async fn answer(
                 retry_after: None,
                 allow_origin: None,
                 allow_credentials: None,
+                csp: None,
                 body: String::new(),
             },
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Answer {
@@ -81,6 +83,7 @@ async fn answer(
                 retry_after: header(response.headers(), "retry-after"),
                 allow_origin: None,
                 allow_credentials: None,
+                csp: None,
                 body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
                     .into_owned(),
             },
@@ -108,6 +111,7 @@ async fn answer(
         retry_after: header(&map, "retry-after"),
         allow_origin: header(&map, "access-control-allow-origin"),
         allow_credentials: header(&map, "access-control-allow-credentials"),
+        csp: header(&map, "content-security-policy"),
         body,
     }
 }
@@ -181,7 +185,10 @@ async fn the_origin_policy_is_applied_to_every_transport_before_subscribing() {
         );
         if transport != Transport::WebSocket {
             assert_eq!(listed.allow_origin.as_deref(), Some("https://app.example"));
-            assert_eq!(listed.allow_credentials.as_deref(), Some("true"));
+            assert_eq!(
+                listed.allow_credentials, None,
+                "allowed to read, not with credentials"
+            );
         }
         for headers in [
             &[("origin", own.as_str())][..],
@@ -318,6 +325,216 @@ async fn the_default_is_same_origin_only_and_a_wildcard_never_carries_credential
     assert_eq!(answer.status, 200);
     assert_eq!(answer.allow_origin.as_deref(), Some("*"));
     assert_eq!(answer.allow_credentials, None);
+}
+
+/// What the authorization hook saw of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    route: String,
+    cookie: Option<String>,
+    authorization: Option<String>,
+}
+
+/// A hook that records what it sees and allows everything.
+fn recording_hook(
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+) -> impl Fn(AuthRequest) -> std::future::Ready<Result<Principal, Refusal>> + Clone {
+    move |request: AuthRequest| {
+        let header = |name| {
+            request
+                .parts
+                .headers
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("?").to_owned())
+        };
+        let route = request.parts.uri.path().rsplit('/').next().unwrap_or("");
+        seen.lock().unwrap().push(Seen {
+            route: route.to_owned(),
+            cookie: header("cookie"),
+            authorization: header("authorization"),
+        });
+        std::future::ready(Ok(Principal::new("someone")))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambient_credentials_of_foreign_pages_never_reach_the_hook_unless_allowed() {
+    let hub = Hub::<TestEvent>::new();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let policy = OriginPolicy::default()
+        .allow(["https://read.example"])
+        .unwrap()
+        .allow_credentials(["https://me.example"])
+        .unwrap();
+    let server = Server::start(
+        ChannelRouter::new(hub.clone())
+            .origins(policy)
+            .authorize(recording_hook(seen.clone()))
+            .into_router(),
+    )
+    .await;
+    let own = format!("http://{}", server.addr);
+    let ambient = [("cookie", "session=ann"), ("authorization", "Bearer ann")];
+    // (origin class, its `Origin`, whether the hook gets its ambient
+    // credentials, `Access-Control-Allow-Credentials` on the answer).
+    let classes = [
+        ("own page", Some(own.as_str()), true, None),
+        ("not a browser", None, true, None),
+        (
+            "credentialed origin",
+            Some("https://me.example"),
+            true,
+            Some("true"),
+        ),
+        (
+            "read-only origin",
+            Some("https://read.example"),
+            false,
+            None,
+        ),
+    ];
+    for (class, origin, kept, credentials) in classes {
+        for transport in TRANSPORTS {
+            seen.lock().unwrap().clear();
+            let mut all = ambient.to_vec();
+            all.extend(origin.map(|origin| ("origin", origin)));
+            let answer = answer(&server, transport, &path(transport, "c"), &all).await;
+            assert_eq!(
+                answer.status,
+                accepted(transport),
+                "{class} {transport:?}: {answer:?}"
+            );
+            let seen = seen.lock().unwrap().clone();
+            assert_eq!(seen.len(), 1, "{class} {transport:?}: {seen:?}");
+            // A page's own `Authorization` (set by `fetch`) is never ambient;
+            // on a WebSocket or a frame only the browser could have set it.
+            let made_by_fetch = !matches!(transport, Transport::WebSocket | Transport::Iframe);
+            assert_eq!(
+                seen[0].cookie.is_some(),
+                kept,
+                "{class} {transport:?}: cookie seen by the hook: {seen:?}"
+            );
+            assert_eq!(
+                seen[0].authorization.is_some(),
+                kept || made_by_fetch,
+                "{class} {transport:?}: Authorization seen by the hook: {seen:?}"
+            );
+            if transport != Transport::WebSocket {
+                assert_eq!(
+                    answer.allow_credentials.as_deref(),
+                    credentials,
+                    "{class} {transport:?}"
+                );
+            }
+        }
+    }
+
+    // Frame navigations carry no `Origin`: the frame's declared parent
+    // (`origin=`) decides, and a frame with credentials is pinned to it.
+    let frame = |parent: &str| format!("/t/c/iframe?origin={parent}");
+    for site in ["cross-site", "same-site"] {
+        let navigation = [
+            ambient[0],
+            ambient[1],
+            ("sec-fetch-site", site),
+            ("sec-fetch-dest", "iframe"),
+        ];
+        seen.lock().unwrap().clear();
+        let me = answer(
+            &server,
+            Transport::Iframe,
+            &frame("https://me.example"),
+            &navigation,
+        )
+        .await;
+        assert_eq!(me.status, 200, "{site}: {me:?}");
+        assert_eq!(
+            me.csp.as_deref(),
+            Some("frame-ancestors https://me.example"),
+            "{site}: a frame with credentials is pinned to its parent"
+        );
+        let read = answer(
+            &server,
+            Transport::Iframe,
+            &frame("https://read.example"),
+            &navigation,
+        )
+        .await;
+        assert_eq!(read.status, 200, "{site}: {read:?}");
+        let csp = read.csp.unwrap_or_default();
+        assert!(
+            csp.starts_with("frame-ancestors 'self'") && csp.contains("https://read.example"),
+            "{site}: {csp}"
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen.iter()
+                .map(|s| (s.cookie.is_some(), s.authorization.is_some()))
+                .collect::<Vec<_>>(),
+            [(true, true), (false, false)],
+            "{site}: the credentialed parent's frame keeps them, the read-only one's loses both"
+        );
+    }
+    wait_until("connections released", || hub.stats().connections == 0).await;
+
+    // Any page may read a `*` channel, and none of them as the user.
+    let any = OriginPolicy::default().allow(["*"]).unwrap();
+    seen.lock().unwrap().clear();
+    let server = Server::start(
+        ChannelRouter::new(hub)
+            .origins(any)
+            .authorize(recording_hook(seen.clone()))
+            .into_router(),
+    )
+    .await;
+    for transport in TRANSPORTS {
+        let all = [ambient[0], ("origin", "https://anyone.example")];
+        let answer = answer(&server, transport, &path(transport, "w"), &all).await;
+        assert_eq!(answer.status, accepted(transport), "{transport:?}");
+        assert_eq!(answer.allow_credentials, None);
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 5);
+    assert!(seen.iter().all(|s| s.cookie.is_none()), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_hook_never_sees_a_read_only_origin_s_cookie() {
+    let hub = Hub::<TestEvent>::new();
+    let cookies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = cookies.clone();
+    let policy = OriginPolicy::default()
+        .allow(["https://read.example"])
+        .unwrap()
+        .allow_credentials(["https://me.example"])
+        .unwrap();
+    let router = ChannelRouter::new(hub)
+        .origins(policy)
+        .publish(move |request: push_runtime::PublishRequest<TestEvent>| {
+            let cookie = request.parts.headers.get("cookie").cloned();
+            record.lock().unwrap().push(cookie.is_some());
+            async move {
+                match cookie {
+                    Some(_) => Ok(request.event),
+                    None => Err(Refusal::unauthorized("sign in to publish")),
+                }
+            }
+        })
+        .into_router();
+    let server = Server::start(router).await;
+    for (origin, status) in [("https://me.example", 200), ("https://read.example", 401)] {
+        let response = reqwest::Client::new()
+            .post(server.url("/t/p"))
+            .header("origin", origin)
+            .header("cookie", "session=ann")
+            .header("content-type", "application/json")
+            .body(r#"{"note":"hi"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{origin}");
+    }
+    assert_eq!(*cookies.lock().unwrap(), [true, false]);
 }
 
 // ---------------------------------------------------------- authorization

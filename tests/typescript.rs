@@ -116,6 +116,27 @@ sub.onEvent((item: Item<"message" | "joined">) => {
   if (item.event === "joined") { const name: string = item.data.name; console.log(name); }
 });
 sub.onGap((gap) => { const missed: number | null = gap.missed; console.log(missed); });
+// Credentials: cookies to another origin, and a provider asked before every
+// connect: a header on polls, a short-lived ticket elsewhere.
+const ticket = async (): Promise<string> => "t-1";
+const withAuth = subscribe("lobby", {
+  credentials: "include",
+  auth: async ({ transport, reason, status }) => {
+    if (reason === "refused" && status === 403) return null;
+    if (transport === "poll" || transport === "long-poll") return { headers: { authorization: "Bearer abc" } };
+    return { query: { ticket: await ticket() } };
+  },
+  onStatus: (status, info) => {
+    if (status === "closed" && info.error) {
+      const why: "connect" | "reconnect" | "expired" | "refused" | "unsupported" = info.error.reason;
+      const code: number | undefined = info.error.status;
+      console.log(why, code, info.error.message);
+    }
+  },
+});
+const sync = subscribe("lobby", { credentials: "omit", auth: () => undefined });
+const failure: { reason: string; message: string } | null = withAuth.error;
+console.log(failure, sync.error?.status);
 const any: ChatEvent = { type: "left", name: "ann" };
 const path: "/chat" = PATH;
 const names: readonly ChatEventName[] = NAMES;
@@ -193,6 +214,11 @@ const BAD: &[&str] = &[
     r#"import { subscribe } from "./chat/client.js"; subscribe("l", { events: ["mesage"] });"#,
     r#"import { subscribe } from "./shapes/client.js"; subscribe("l").on("drawn", (d) => { const s: string = d.drawn.points[0].x; });"#,
     r#"import { subscribe } from "./untagged/client.js"; subscribe("l").on("Number", (d) => { const s: string = d; });"#,
+    r#"import { subscribe } from "./chat/client.js"; subscribe("l", { credentials: "always" });"#,
+    r#"import { subscribe } from "./chat/client.js"; subscribe("l", { auth: () => ({ headers: { authorization: 1 } }) });"#,
+    r#"import { subscribe } from "./chat/client.js"; subscribe("l", { auth: ({ reason }) => (reason === "expird" ? null : {}) });"#,
+    r#"import { subscribe } from "./chat/client.js"; subscribe("l", { auth: async () => "token" });"#,
+    r#"import { subscribe } from "./chat/client.js"; const s: string = subscribe("l").error.message;"#,
 ];
 
 fn tsc() -> Option<PathBuf> {

@@ -120,10 +120,31 @@ pub(crate) fn parse_origin(origin: &str) -> Result<String, InvalidOrigin> {
 /// let policy = OriginPolicy::from_list("https://a.example, https://b.example").unwrap();
 /// assert_eq!(policy.allowed().len(), 2);
 /// assert!(OriginPolicy::default().allow(["https://app.example/"]).is_err());
+/// // Pages of this origin may also read with the user's cookies:
+/// let policy = OriginPolicy::default()
+///     .allow_credentials(["https://app.example"])
+///     .expect("valid origins");
+/// assert_eq!(policy.credentialed(), ["https://app.example"]);
+/// assert!(OriginPolicy::default().allow_credentials(["*"]).is_err());
 /// ```
+///
+/// # Ambient credentials
+///
+/// Pages of the origins in [`allowed`](OriginPolicy::allowed) may read; those
+/// in [`credentialed`](OriginPolicy::credentialed) may also read *as the
+/// user*, with the cookies the browser attaches by itself. A request from a
+/// page of any other allowed origin reaches the authorization hook (and the
+/// publish hook) without its `Cookie` header, and, on a WebSocket handshake
+/// or a forever-frame request, without its `Authorization` header too (there
+/// only the browser's HTTP-authentication cache could have put it); an
+/// `Authorization` header on a poll or an event stream is left, since only
+/// the page's own script can set it there. Answers to a credentialed origin
+/// carry `Access-Control-Allow-Credentials: true`; no other answer does.
+/// docs/security.md has the full matrix.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct OriginPolicy {
     allowed: Vec<String>,
+    credentialed: Vec<String>,
     own: Option<String>,
 }
 
@@ -131,6 +152,7 @@ impl fmt::Debug for OriginPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OriginPolicy")
             .field("allowed", &self.allowed)
+            .field("credentialed", &self.credentialed)
             .field("own", &self.own)
             .finish()
     }
@@ -141,8 +163,18 @@ impl fmt::Debug for OriginPolicy {
 pub(crate) enum Verdict {
     /// A browser page of the server's own origin, or not a browser.
     Own,
-    /// A page of an allowed other origin: answer with CORS headers for it.
-    Cross(String),
+    /// A page of an allowed other origin: answer with CORS headers for it,
+    /// with `Access-Control-Allow-Credentials` when `credentials`.
+    Cross {
+        /// The origin to name in `Access-Control-Allow-Origin` (or `*`).
+        origin: String,
+        /// Whether the policy lets this origin read with ambient credentials.
+        credentials: bool,
+    },
+    /// A frame navigation from another site to the forever frame (no
+    /// `Origin`), allowed because the frame's `frame-ancestors` restricts
+    /// which pages may embed it.
+    Framed,
     /// Refused, and why (for the log line and the 403's body).
     Refused(String),
 }
@@ -162,6 +194,34 @@ impl OriginPolicy {
     {
         for origin in origins {
             let origin = parse_origin(origin.as_ref())?;
+            if !self.allowed.contains(&origin) {
+                self.allowed.push(origin);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Also allows these origins to read with the user's ambient credentials
+    /// (cookies; on WebSocket handshakes and frame navigations also HTTP
+    /// authentication), each `scheme://host[:port]`; they are added to
+    /// [`allowed`](OriginPolicy::allowed) too. `*` is refused: any page
+    /// reading as the user is exactly what an origin policy is there to stop.
+    pub fn allow_credentials<I, S>(mut self, origins: I) -> Result<Self, InvalidOrigin>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for origin in origins {
+            let origin = parse_origin(origin.as_ref())?;
+            if origin == "*" {
+                return Err(InvalidOrigin {
+                    origin,
+                    reason: "`*` can never carry credentials; list each origin whose pages may read as the user",
+                });
+            }
+            if !self.credentialed.contains(&origin) {
+                self.credentialed.push(origin.clone());
+            }
             if !self.allowed.contains(&origin) {
                 self.allowed.push(origin);
             }
@@ -206,6 +266,39 @@ impl OriginPolicy {
         &self.allowed
     }
 
+    /// The origins whose pages may read with ambient credentials,
+    /// normalized (each is also in [`allowed`](OriginPolicy::allowed)).
+    pub fn credentialed(&self) -> &[String] {
+        &self.credentialed
+    }
+
+    /// Whether pages of `origin` (normalized or not) may read with ambient
+    /// credentials.
+    pub(crate) fn allows_credentials(&self, origin: &str) -> bool {
+        self.credentialed_origin(origin).is_some()
+    }
+
+    /// `origin` as listed (normalized) when its pages may read with ambient
+    /// credentials.
+    pub(crate) fn credentialed_origin(&self, origin: &str) -> Option<&str> {
+        self.credentialed
+            .iter()
+            .find(|listed| listed.eq_ignore_ascii_case(origin))
+            .map(String::as_str)
+    }
+
+    /// The page a forever frame declares as its parent: its `origin`
+    /// parameter, or the one allowed origin when there is exactly one (the
+    /// `postMessage` target the frame transport picks the same way). `None`
+    /// when the frame posts to the server's own origin.
+    pub(crate) fn frame_parent<'a>(&'a self, requested: Option<&'a str>) -> Option<&'a str> {
+        match (requested, self.allowed.as_slice()) {
+            (Some(requested), _) => Some(requested),
+            (None, [only]) => Some(only),
+            (None, _) => None,
+        }
+    }
+
     /// Whether any page may use the routes.
     pub(crate) fn allows_any(&self) -> bool {
         self.allowed.iter().any(|o| o == "*")
@@ -248,10 +341,16 @@ impl OriginPolicy {
             .iter()
             .find(|allowed| allowed.eq_ignore_ascii_case(origin))
         {
-            return Verdict::Cross(allowed.clone());
+            return Verdict::Cross {
+                credentials: self.allows_credentials(allowed),
+                origin: allowed.clone(),
+            };
         }
         if self.allows_any() {
-            return Verdict::Cross("*".into());
+            return Verdict::Cross {
+                origin: "*".into(),
+                credentials: false,
+            };
         }
         Verdict::Refused(format!("origin `{}` is not allowed", quoted()))
     }
@@ -264,7 +363,7 @@ impl OriginPolicy {
             None | Some("same-origin" | "none") => Verdict::Own,
             Some(_) if frame_route && !self.allowed.is_empty() => {
                 // The browser enforces which pages may embed it (frame-ancestors).
-                Verdict::Own
+                Verdict::Framed
             }
             Some(site) => Verdict::Refused(format!(
                 "a `{}` request without `Origin`",
@@ -299,8 +398,16 @@ impl OriginPolicy {
     }
 }
 
-/// The CORS headers for an allowed cross-origin request.
-pub(crate) fn cors_headers(headers: &mut HeaderMap, origin: &str) {
+/// The `content-security-policy` of a forever frame that carries ambient
+/// credentials: only pages of `parent`, the credentialed origin it posts
+/// to, may embed it.
+pub(crate) fn pinned_frame_ancestors(parent: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("frame-ancestors {parent}")).ok()
+}
+
+/// The CORS headers for an allowed cross-origin request;
+/// `Access-Control-Allow-Credentials` only for a `credentials` origin.
+pub(crate) fn cors_headers(headers: &mut HeaderMap, origin: &str, credentials: bool) {
     headers.append(header::VARY, HeaderValue::from_static("origin"));
     if origin == "*" {
         // Never together with credentials.
@@ -310,10 +417,12 @@ pub(crate) fn cors_headers(headers: &mut HeaderMap, origin: &str) {
         );
     } else if let Ok(value) = HeaderValue::from_str(origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
+        if credentials {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
     }
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -408,10 +517,13 @@ mod tests {
         let listed = OriginPolicy::from_list(" https://App.example ,,").unwrap();
         assert_eq!(
             listed.judge(&headers(&[("origin", "https://app.example")]), false),
-            Verdict::Cross("https://app.example".into())
+            Verdict::Cross {
+                origin: "https://app.example".into(),
+                credentials: false
+            }
         );
         let framed = headers(&[("sec-fetch-site", "cross-site")]);
-        assert_eq!(listed.judge(&framed, true), Verdict::Own);
+        assert_eq!(listed.judge(&framed, true), Verdict::Framed);
         assert!(matches!(listed.judge(&framed, false), Verdict::Refused(_)));
 
         let pinned = OriginPolicy::default()
@@ -425,7 +537,13 @@ mod tests {
         assert!(OriginPolicy::default().own_origin("*").is_err());
 
         let any = OriginPolicy::default().allow(["*"]).unwrap();
-        assert_eq!(any.judge(&other, false), Verdict::Cross("*".into()));
+        assert_eq!(
+            any.judge(&other, false),
+            Verdict::Cross {
+                origin: "*".into(),
+                credentials: false
+            }
+        );
     }
 
     #[test]
@@ -455,17 +573,106 @@ mod tests {
     }
 
     #[test]
-    fn cors_never_pairs_a_wildcard_with_credentials() {
+    fn only_credentialed_origins_are_judged_to_carry_credentials() {
+        let policy = OriginPolicy::default()
+            .allow(["https://read.example", "*"])
+            .unwrap()
+            .allow_credentials(["HTTPS://Me.example"])
+            .unwrap();
+        assert_eq!(
+            policy.allowed(),
+            ["https://read.example", "*", "https://me.example"]
+        );
+        assert_eq!(policy.credentialed(), ["https://me.example"]);
+        let judge = |origin: &'static str| policy.judge(&headers(&[("origin", origin)]), false);
+        assert_eq!(
+            judge("https://me.example"),
+            Verdict::Cross {
+                origin: "https://me.example".into(),
+                credentials: true
+            }
+        );
+        assert_eq!(
+            judge("https://read.example"),
+            Verdict::Cross {
+                origin: "https://read.example".into(),
+                credentials: false
+            }
+        );
+        // Any other page reads through `*`, never with credentials.
+        assert_eq!(
+            judge("https://else.example"),
+            Verdict::Cross {
+                origin: "*".into(),
+                credentials: false
+            }
+        );
+        // Allowing an origin again to read keeps its credentials.
+        let again = policy.clone().allow(["https://me.example"]).unwrap();
+        assert!(again.allows_credentials("https://me.example"));
+        assert!(!again.allows_credentials("https://read.example"));
+    }
+
+    #[test]
+    fn a_wildcard_or_a_bad_origin_is_refused_for_credentials() {
+        let error = OriginPolicy::default()
+            .allow_credentials(["https://a.example", "*"])
+            .unwrap_err();
+        assert_eq!(error.origin(), "*");
+        assert!(
+            error
+                .to_string()
+                .contains("`*` can never carry credentials"),
+            "{error}"
+        );
+        assert!(
+            OriginPolicy::default()
+                .allow_credentials(["https://a.example/"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_frame_declares_its_parent_by_parameter_or_by_a_list_of_one() {
+        let none = OriginPolicy::default();
+        assert_eq!(none.frame_parent(None), None);
+        let one = OriginPolicy::default()
+            .allow_credentials(["https://me.example"])
+            .unwrap();
+        assert_eq!(one.frame_parent(None), Some("https://me.example"));
+        assert_eq!(
+            one.frame_parent(Some("https://x.example")),
+            Some("https://x.example")
+        );
+        let two = one.allow(["https://read.example"]).unwrap();
+        assert_eq!(two.frame_parent(None), None);
+        assert_eq!(
+            pinned_frame_ancestors("https://me.example").unwrap(),
+            "frame-ancestors https://me.example"
+        );
+    }
+
+    #[test]
+    fn cors_grants_credentials_only_to_a_credentialed_origin() {
         let mut map = HeaderMap::new();
-        cors_headers(&mut map, "*");
+        cors_headers(&mut map, "*", true);
         assert_eq!(map[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert!(map.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
         let mut map = HeaderMap::new();
-        cors_headers(&mut map, "https://a.example");
+        cors_headers(&mut map, "https://a.example", false);
+        assert_eq!(
+            map[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://a.example"
+        );
+        assert!(map.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
+        assert_eq!(map[header::VARY], "origin");
+        let mut map = HeaderMap::new();
+        cors_headers(&mut map, "https://a.example", true);
         assert_eq!(
             map[header::ACCESS_CONTROL_ALLOW_ORIGIN],
             "https://a.example"
         );
         assert_eq!(map[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        assert_eq!(map[header::VARY], "origin");
     }
 }

@@ -71,15 +71,15 @@ struct Published {
 pub(crate) async fn handler<C: Channel>(
     State(route): State<Arc<RouteState<C, PublishConfig<C>>>>,
     Path(topic): Path<String>,
-    request: Request,
+    mut request: Request,
 ) -> Response {
     let channel = &route.channel;
-    let cross = match admission::check(channel, RouteKind::Publish, &request) {
-        Ok(cross) => cross,
+    let grant = match admission::check(channel, RouteKind::Publish, &mut request) {
+        Ok(grant) => grant,
         Err(answer) => return answer,
     };
     let response = publish(channel, &*route.config.hook, &topic, request).await;
-    admission::finish(channel, cross, response)
+    admission::finish(channel, grant, response)
 }
 
 async fn publish<C: Channel>(

@@ -44,7 +44,7 @@ pub(crate) async fn subscribe<C, P, E, Fut>(
     channel: &ChannelState<C>,
     route: RouteKind,
     topic: &str,
-    request: Request,
+    mut request: Request,
     own: impl FnOnce(&mut Parts, &Query<'_>) -> Result<P, E>,
     open: impl FnOnce(Subscribed<P>) -> Fut,
 ) -> Response
@@ -53,8 +53,8 @@ where
     E: IntoResponse,
     Fut: Future<Output: IntoResponse>,
 {
-    let cross = match admission::check(channel, route, &request) {
-        Ok(cross) => cross,
+    let grant = match admission::check(channel, route, &mut request) {
+        Ok(grant) => grant,
         Err(answer) => return answer,
     };
     // One async layer (no nested async fn taking the request): each layer
@@ -82,7 +82,7 @@ where
             },
         },
     };
-    admission::finish(channel, cross, response)
+    admission::finish(channel, grant, response)
 }
 
 /// The own parameters of a transport that has none.

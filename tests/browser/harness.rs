@@ -88,7 +88,13 @@ impl Browser {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
-            json!({ "binary": chromium, "args": args }),
+            // Third-party cookies allowed, as in a default desktop profile:
+            // the credentials tests send a session cookie to another site.
+            json!({
+                "binary": chromium,
+                "args": args,
+                "prefs": { "profile.cookie_controls_mode": 0, "profile.block_third_party_cookies": false }
+            }),
         );
         // Do not wait for the load event: a page with a forever frame may not
         // see it for a long time.

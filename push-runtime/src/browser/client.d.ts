@@ -18,6 +18,65 @@ export interface Gap {
   missed: number | null;
 }
 
+/**
+ * Whether the browser attaches the user's cookies (as `fetch` names it): the
+ * polls' `fetch` `credentials` and `EventSource`'s `withCredentials`
+ * (`"include"`; `"omit"` is `"same-origin"` there, which is all an
+ * `EventSource` can do). A WebSocket handshake and the forever frame follow
+ * the browser's own cookie rules (`SameSite`) whatever this says. Cookies to
+ * another origin need that origin in the server's credentials list
+ * (`OriginPolicy::allow_credentials`); the server withholds them otherwise.
+ */
+export type Credentials = "omit" | "same-origin" | "include";
+
+/** Why the credentials provider is asked. */
+export type AuthReason =
+  /** The first connection. */
+  | "connect"
+  /** Any reconnection after a network failure or a server's `push.end`. */
+  | "reconnect"
+  /** The authorization expired (`push.expired`, WebSocket close 4401, a poll's 401 `authorization expired`). */
+  | "expired"
+  /** A 401 or 403 answer (`status`); only polls can see one: EventSource, WebSocket and frames hide the status from pages. */
+  | "refused";
+
+/** What the credentials provider is told. */
+export interface AuthContext {
+  /** The transport about to connect: only `long-poll` and `poll` can send `headers`. */
+  transport: Transport;
+  reason: AuthReason;
+  /** The HTTP status, for `refused`. */
+  status?: number;
+}
+
+/**
+ * What to send with the next connection. `headers` (e.g. `Authorization:
+ * Bearer …`) only on polls; elsewhere a `query` ticket: obtain it from your
+ * server just before (the provider is called before every connect),
+ * valid for seconds, single-use if you can. Never a long-lived secret in a
+ * URL: proxies and logs keep URLs.
+ */
+export interface AuthGrant {
+  headers?: Record<string, string>;
+  query?: Record<string, string>;
+}
+
+/**
+ * Called before every connect and reconnect. `null` or `undefined` declines:
+ * the subscription then closes with an `error` (it never goes on without
+ * the credentials once configured). A rejected promise is retried later.
+ */
+export type AuthProvider = (context: AuthContext) => AuthGrant | null | undefined | Promise<AuthGrant | null | undefined>;
+
+/** Why a subscription closed by itself (status `closed`). */
+export interface SubscriptionError {
+  /** `expired` or `refused` without a provider, the provider's reason when it declined, or `unsupported` (headers for a transport that cannot send them). */
+  reason: AuthReason | "unsupported";
+  /** The HTTP status of a refusal, when the transport could see it. */
+  status?: number;
+  message: string;
+}
+
 /** Where a subscription stands. */
 export type Status = "connecting" | "live" | "reconnecting" | "closed";
 
@@ -49,8 +108,12 @@ export interface SubscribeOptions<K extends keyof Events = keyof Events> {
   longPollTimeout?: number;
   /** Forever frame: the allowed origin the frame posts to (`origin=`). */
   iframeOrigin?: string;
+  /** Cookies on the requests (default `"same-origin"`). */
+  credentials?: Credentials;
+  /** The credentials provider, asked before every connect and reconnect, and after an expiry or a refusal. */
+  auth?: AuthProvider;
   onGap?: (gap: Gap, item: { cursor: string; event: "push.gap"; data: Gap }) => void;
-  onStatus?: (status: Status, info: { transport: Transport; detail?: string }) => void;
+  onStatus?: (status: Status, info: { transport: Transport; detail?: string; error?: SubscriptionError }) => void;
   onReady?: (cursor: string) => void;
 }
 
@@ -62,6 +125,8 @@ export declare class Subscription<K extends keyof Events = keyof Events> {
   /** The cursor of the last item received, to resume from. */
   readonly cursor: string | null;
   readonly stats: Readonly<Stats>;
+  /** Why it closed by itself, if it did (`null` while going, or after `close()`). */
+  readonly error: SubscriptionError | null;
   /** Calls `callback` for each event with wire name `name`. */
   on<N extends K>(name: N, callback: (data: Events[N], item: Item<N>) => void): this;
   /** Calls `callback` for every event. */
