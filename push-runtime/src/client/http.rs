@@ -3,7 +3,7 @@
 //! checking the content type, reading a body with a bound.
 
 use super::config::ClientConfig;
-use super::error::{ClientError, body_message, describe, from_status, quote};
+use super::error::{ClientError, body_message, connect_failure, describe, from_status, quote};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::header;
@@ -27,11 +27,7 @@ pub(crate) async fn send(
                 reason: format!("no response within {timeout:?}"),
             });
         }
-        Ok(Err(error)) => {
-            return Err(ClientError::Connect {
-                reason: describe(&error),
-            });
-        }
+        Ok(Err(error)) => return Err(connect_failure(&error)),
         Ok(Ok(response)) => response,
     };
     let status = response.status();
@@ -119,17 +115,19 @@ pub(crate) struct BodyReader {
 }
 
 impl BodyReader {
-    /// Sends `GET url` accepting `content_type`, checks the response head and
-    /// returns its body.
+    /// Sends `GET url` with `headers` accepting `content_type`, checks the
+    /// response head and returns its body.
     pub(crate) async fn open(
         client: &reqwest::Client,
         url: Url,
+        headers: &header::HeaderMap,
         config: &ClientConfig,
         content_type: &str,
         ended: &'static str,
     ) -> Result<Self, ClientError> {
         let request = client
             .get(url)
+            .headers(headers.clone())
             .header(header::ACCEPT, content_type)
             .header(header::CACHE_CONTROL, "no-store");
         let response = send(request, config.connect_timeout).await?;

@@ -83,6 +83,8 @@ pub(crate) type UrlFor =
 /// ends it (the subscription then reconnects with backoff).
 pub(crate) struct PollConnection {
     http: reqwest::Client,
+    /// Sent with every request of the run.
+    headers: header::HeaderMap,
     url_for: UrlFor,
     /// Long polling rather than short polling.
     long: bool,
@@ -138,11 +140,13 @@ impl fmt::Debug for PollConnection {
 }
 
 impl PollConnection {
-    /// Makes the first request. Its answer makes the connection live: the
+    /// Makes the first request (every request of the run sends `headers`).
+    /// Its answer makes the connection live: the
     /// first [`Read`] is [`Read::Ready`] at `after`, or, without `after`, at
     /// the answer's cursor.
     pub(crate) async fn open(
         http: reqwest::Client,
+        headers: header::HeaderMap,
         url_for: UrlFor,
         long: bool,
         after: Option<Cursor>,
@@ -150,6 +154,7 @@ impl PollConnection {
     ) -> Result<Self, ClientError> {
         let mut connection = Self {
             http,
+            headers,
             url_for,
             long,
             // Set from the first answer before the connection is returned.
@@ -242,6 +247,7 @@ impl PollConnection {
         let mut request = self
             .http
             .get(url)
+            .headers(self.headers.clone())
             .header(header::ACCEPT, "application/json");
         if let (false, Some(etag)) = (self.long, &self.etag) {
             request = request.header(header::IF_NONE_MATCH, etag.clone());
