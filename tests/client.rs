@@ -2,7 +2,10 @@
 //! delivery of every variant shape, order, resume across forced disconnects,
 //! gaps, filters and permanent errors; and `Transport::Auto`, which settles on
 //! WebSocket against the full router and falls back to SSE when a proxy
-//! drops the upgrade.
+//! drops the upgrade. Over `https://`/`wss://` (a TLS relay with a
+//! certificate from an authority made in the test) on every transport, an
+//! untrusted certificate refused, and a channel whose authorization hook
+//! wants a bearer token (a header, a provider, the typed 401/403).
 //!
 //! Every test waits on items (the client's `Ready`, events), never on sleeps,
 //! and runs under a deadline so that a hang fails instead of blocking CI.

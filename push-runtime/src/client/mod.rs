@@ -78,6 +78,43 @@
 //! `1002`/`1008`/`1009`…) end the stream after being yielded as `Err`. See
 //! [`ClientError`] for the full classification.
 //!
+//! # TLS and credentials
+//!
+//! With the `rustls` feature (on by default) the base URL may be `https://`:
+//! every transport then uses TLS (WebSocket as `wss://`) with the `ring`
+//! crypto provider, trusting Mozilla's roots (`webpki-roots`, compiled in;
+//! the platform's store is not read) and the authorities added with
+//! [`ClientConfig::root_certificate_pem`]. A certificate that is not trusted
+//! ends the stream with [`ClientError::Tls`].
+//!
+//! [`ClientConfig::header`] adds a header to every request, reconnection and
+//! WebSocket handshake. A [`CredentialsProvider`]
+//! ([`ClientConfig::credentials`], a closure will do) is asked before every
+//! connection attempt, told why ([`CredentialsReason`]), and answers the
+//! [`Credentials`] to send or declines:
+//!
+//! ```no_run
+//! # use push_runtime::client::{Client, ClientConfig, Credentials, CredentialsReason};
+//! # async fn token(_fresh: bool) -> Option<String> { None }
+//! # fn run<C: push_runtime::Channel>() -> Result<Client<C>, push_runtime::client::ClientError> {
+//! let config = ClientConfig::default().credentials(|why: CredentialsReason| async move {
+//!     let fresh = matches!(why, CredentialsReason::Expired { .. } | CredentialsReason::Refused { .. });
+//!     Credentials::bearer(&token(fresh).await?).ok()
+//! });
+//! Client::<C>::with_config("https://push.example.com", config)
+//! # }
+//! ```
+//!
+//! When the server refuses a connection (`401`/`403`) or the subscription's
+//! authorization expires (`push.expired`, WebSocket close `4401`, a poll
+//! answered `401 authorization expired`), the provider is asked for fresh
+//! credentials: with them the subscription goes on from its position,
+//! yielding [`Update::Reauthorized`] (at once after an expiry, nothing lost or
+//! repeated; after the reconnection delay after a refusal, so a refused
+//! retry loop backs off); without them (or without a provider) it ends with
+//! [`ClientError::Unauthorized`] or [`ClientError::Expired`]. A subscription
+//! never connects without the credentials it was given.
+//!
 //! The wire format is `docs/protocol.md` in the repository.
 
 mod config;
