@@ -2,7 +2,7 @@
 
 use super::credentials::{CredentialsProvider, HeaderNames, parse_header};
 use super::error::ClientError;
-use reqwest::header::HeaderMap;
+use axum::http::header::HeaderMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 use super::error::{ClientError, quote};
 use crate::cursor::Cursor;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::header::{HeaderMap, HeaderName, HeaderValue};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;

@@ -305,7 +305,7 @@ fn tls_hint(error: &rustls::Error) -> &'static str {
 }
 
 /// An error and its chain of causes on one line (`a: b: c`), since the
-/// top-level messages of reqwest and tungstenite often omit the cause.
+/// top-level messages of hyper and tungstenite often omit the cause.
 pub(crate) fn describe(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

@@ -150,7 +150,7 @@ use url::Url;
 pub struct Client<C> {
     /// The base URL with the segments of `C::PATH` appended.
     root: Url,
-    http: reqwest::Client,
+    http: http::HttpClient,
     /// The WebSocket transport's TLS: the same trust as `http`'s.
     #[cfg(feature = "rustls")]
     tls: std::sync::Arc<rustls::ClientConfig>,
@@ -368,19 +368,15 @@ impl<C: Channel> Client<C> {
             segments.pop_if_empty();
             segments.extend(C::PATH.split('/').filter(|part| !part.is_empty()));
         }
-        let builder = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            // Like the WebSocket transport, connect directly: no proxy from the environment.
-            .no_proxy();
-        // Given even for `http`: reqwest builds a TLS backend regardless, and
-        // without one of ours it would look for a process-wide crypto provider.
+        // Like the WebSocket transport, the pool connects directly: no proxy
+        // from the environment.
         #[cfg(feature = "rustls")]
         let tls = tls::client_config(&config.roots, config.built_in_roots)?;
-        #[cfg(feature = "rustls")]
-        let builder = builder.tls_backend_preconfigured((*tls).clone());
-        let http = builder
-            .build()
-            .map_err(|_| invalid("the http client could not be built"))?;
+        let http = http::HttpClient::new(
+            config.connect_timeout,
+            #[cfg(feature = "rustls")]
+            (*tls).clone(),
+        );
         Ok(Self {
             root,
             http,

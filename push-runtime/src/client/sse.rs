@@ -267,9 +267,9 @@ impl std::fmt::Debug for SseConnection {
 impl SseConnection {
     /// Sends the request with `headers` and checks the response head.
     pub(crate) async fn open(
-        client: &reqwest::Client,
+        client: &http::HttpClient,
         url: Url,
-        headers: &reqwest::header::HeaderMap,
+        headers: &axum::http::HeaderMap,
         config: &ClientConfig,
     ) -> Result<Self, ClientError> {
         let body = http::BodyReader::open(

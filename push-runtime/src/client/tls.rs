@@ -1,6 +1,6 @@
 //! TLS for `https://` and `wss://` (feature `rustls`): one rustls
 //! configuration per [`Client`](super::Client), with the `ring` crypto
-//! provider, used by reqwest and by the WebSocket connector alike, so every
+//! provider, used by the HTTP pool (hyper-rustls) and by the WebSocket connector alike, so every
 //! transport trusts the same roots.
 
 use super::error::ClientError;

@@ -5,8 +5,8 @@ use super::error::{
     ClientError, EXPIRED_CLOSE, body_message, connect_failure, describe, from_status, quote,
 };
 use super::frame::{Read, parse_envelope};
+use axum::http::header::HeaderMap;
 use futures_util::StreamExt;
-use reqwest::header::HeaderMap;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
