@@ -300,9 +300,11 @@ pub enum Update<C> {
     ///
     /// After an expiry on a live connection `delay` is zero, unless that
     /// connection brought no event or gap since an expiry before it (a
-    /// provider handing out credentials that expire at once): then, and
-    /// after a refusal, it is the reconnection delay, which grows with
-    /// each such failure in a row, so a refused retry loop never spins.
+    /// provider handing out credentials that expire at once): then it is
+    /// the initial reconnection delay (with jitter). After a refusal, or an
+    /// expiry answered to a connection attempt, it is the reconnection
+    /// delay, which grows with each failure in a row, so a refused retry
+    /// loop never spins.
     Reauthorized {
         /// Why the provider was asked.
         reason: CredentialsReason,
