@@ -2,23 +2,34 @@
 //! delivery of every variant shape, order, resume across forced disconnects,
 //! gaps, filters and permanent errors; and `Transport::Auto`, which settles on
 //! WebSocket against the full router and falls back to SSE when a proxy
-//! drops the upgrade.
+//! drops the upgrade. Over `https://`/`wss://` (a TLS relay with a
+//! certificate from an authority made in the test) on every transport, an
+//! untrusted certificate refused, and a channel whose authorization hook
+//! wants a bearer token (a header, a provider, the typed 401/403).
 //!
 //! Every test waits on items (the client's `Ready`, events), never on sleeps,
 //! and runs under a deadline so that a hang fails instead of blocking CI.
 
-// Only the relay: the rest of `support` is the raw wire readers of `conformance.rs`.
+// Only the relays: the rest of `support` is the raw wire readers of `conformance.rs`.
 #[path = "support/relay.rs"]
 mod relay;
+#[path = "support/tls.rs"]
+mod tls;
 
 use futures_util::StreamExt;
-use push_runtime::client::{Client, ClientConfig, ClientError, Subscription, Transport, Update};
-use push_runtime::{Channel, ChannelRouter, Cursor, EventKind, Gap, Hub, HubConfig};
+use push_runtime::client::{
+    Client, ClientConfig, ClientError, Credentials, CredentialsReason, Subscription, Transport,
+    Update,
+};
+use push_runtime::{
+    AuthRequest, Channel, ChannelRouter, Cursor, EventKind, Gap, Hub, HubConfig, Principal, Refusal,
+};
 use relay::Relay;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tls::{Authority, TlsRelay};
 
 /// Every variant shape serde has, externally tagged, one renamed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -224,6 +235,9 @@ all_transports!(
     rejects_a_bad_topic_with_the_servers_message,
     rejects_a_cursor_ahead_of_the_topic,
     skips_an_event_it_cannot_decode,
+    streams_over_tls_and_resumes_after_a_cut,
+    refuses_an_untrusted_certificate_with_a_clear_error,
+    streams_from_a_channel_that_requires_a_bearer_token,
 );
 
 async fn delivers_every_shape_in_order(transport: Transport) {
@@ -729,6 +743,177 @@ async fn polls_read_a_backlog_of_large_events_over_several_answers() {
             }
             assert!(got == events, "{transport:?}");
         }
+    })
+    .await;
+}
+
+/// A client trusting `authority`, for `https://` servers it signed for.
+fn trusting(authority: &Authority) -> ClientConfig {
+    config()
+        .root_certificate_pem(authority.pem().as_bytes())
+        .expect("the authority's certificate")
+}
+
+async fn streams_over_tls_and_resumes_after_a_cut(transport: Transport) {
+    let hub = Hub::<Feed>::new();
+    // client -(tls)-> TLS relay -> cuttable relay -> plain server.
+    let relay = Relay::start(serve(&hub).await).await.expect("relay");
+    let authority = Authority::new("push test ca");
+    let secure = TlsRelay::start(relay.address(), authority.server_config()).await;
+    let base = secure.url();
+    assert!(base.starts_with("https://"));
+    let client = Client::<Feed>::with_config(&base, trusting(&authority)).expect("client");
+    let mut stream = client.subscribe("secure").transport(transport).stream();
+    wait_ready(&mut stream).await;
+    let mut published = Vec::new();
+    for n in 0..10 {
+        if n == 5 {
+            // The TLS connection loses its upstream: the client reconnects over TLS.
+            relay.cut();
+        }
+        let sent = event(n);
+        published.push((publish(&hub, "secure", &sent).await, sent));
+    }
+    let mut received = Vec::new();
+    while received.len() < published.len() {
+        received.push(next_event(&mut stream).await);
+    }
+    assert_eq!(received, published);
+}
+
+async fn refuses_an_untrusted_certificate_with_a_clear_error(transport: Transport) {
+    let hub = Hub::<Feed>::new();
+    let plain = serve(&hub).await;
+    let authority = Authority::new("push test ca");
+    let secure = TlsRelay::start(plain, authority.server_config()).await;
+    // Mozilla's roots only; then another private authority.
+    let stranger = Authority::new("another ca");
+    for config in [config(), trusting(&stranger)] {
+        let client = Client::<Feed>::with_config(&secure.url(), config).expect("client");
+        let stream = client.subscribe("secure").transport(transport).stream();
+        match permanent_error(stream).await {
+            ClientError::Tls { reason } => {
+                assert!(reason.contains("UnknownIssuer"), "{reason}");
+                assert!(reason.contains("root_certificate_pem"), "{reason}");
+            }
+            other => panic!("expected a tls error, got {other}"),
+        }
+    }
+    // `https://` to a server that does not speak TLS.
+    let client = Client::<Feed>::with_config(&format!("https://{plain}"), trusting(&authority))
+        .expect("client");
+    let stream = client.subscribe("secure").transport(transport).stream();
+    match permanent_error(stream).await {
+        ClientError::Tls { reason } => assert!(reason.contains("speak tls"), "{reason}"),
+        other => panic!("expected a tls error, got {other}"),
+    }
+}
+
+/// An authorization hook that wants `Authorization: Bearer good`.
+async fn bearer(request: AuthRequest) -> Result<Principal, Refusal> {
+    let token = request
+        .parts
+        .headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match token {
+        Some("good") => Ok(Principal::new("ann")),
+        Some(_) => Err(Refusal::forbidden("unknown token")),
+        None => Err(Refusal::unauthorized("a bearer token is required")),
+    }
+}
+
+async fn streams_from_a_channel_that_requires_a_bearer_token(transport: Transport) {
+    let hub = Hub::<Feed>::new();
+    let app: axum::Router = ChannelRouter::new(hub.clone())
+        .authorize(bearer)
+        .into_router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the server");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // A fixed header.
+    let with_header = config()
+        .header("authorization", "Bearer good")
+        .expect("valid header");
+    let client = Client::<Feed>::with_config(&base, with_header).expect("client");
+    let mut stream = client.subscribe("private").transport(transport).stream();
+    wait_ready(&mut stream).await;
+    let first = publish(&hub, "private", &event(1)).await;
+    assert_eq!(next_event(&mut stream).await, (first, event(1)));
+    drop(stream);
+
+    // A provider whose first token is refused (403): asked again, it gives a good one.
+    let with_provider = config().credentials(|why: CredentialsReason| async move {
+        let token = match why {
+            CredentialsReason::Connect => "stale",
+            CredentialsReason::Refused { status: 403, .. } => "good",
+            _ => return None,
+        };
+        Credentials::bearer(token).ok()
+    });
+    let client = Client::<Feed>::with_config(&base, with_provider).expect("client");
+    let mut stream = client
+        .subscribe("private")
+        .transport(transport)
+        .after(first)
+        .stream();
+    match stream.next().await {
+        Some(Ok(Update::Reauthorized { reason, .. })) => assert_eq!(
+            reason,
+            CredentialsReason::Refused {
+                status: 403,
+                message: "unknown token".to_owned()
+            }
+        ),
+        other => panic!("expected a re-authorization, got {other:?}"),
+    }
+    assert_eq!(wait_ready(&mut stream).await, first);
+    let second = publish(&hub, "private", &event(2)).await;
+    assert_eq!(next_event(&mut stream).await, (second, event(2)));
+    drop(stream);
+
+    // Nothing: the typed 401 with the hook's message ends the stream.
+    let client = Client::<Feed>::with_config(&base, config()).expect("client");
+    match permanent_error(client.subscribe("private").transport(transport).stream()).await {
+        ClientError::Unauthorized { status, message } => {
+            assert_eq!(
+                (status, message.as_str()),
+                (401, "a bearer token is required")
+            );
+        }
+        other => panic!("expected unauthorized, got {other}"),
+    }
+    // A provider that declines after a refusal: the refusal ends the stream.
+    let declining = config().credentials(|why: CredentialsReason| async move {
+        match why {
+            CredentialsReason::Connect => Credentials::bearer("wrong").ok(),
+            _ => None,
+        }
+    });
+    let client = Client::<Feed>::with_config(&base, declining).expect("client");
+    match permanent_error(client.subscribe("private").transport(transport).stream()).await {
+        ClientError::Unauthorized { status: 403, .. } => {}
+        other => panic!("expected forbidden, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_settles_on_wss_over_https() {
+    within(async {
+        let hub = Hub::<Feed>::new();
+        let authority = Authority::new("push test ca");
+        let secure = TlsRelay::start(serve(&hub).await, authority.server_config()).await;
+        let client =
+            Client::<Feed>::with_config(&secure.url(), trusting(&authority)).expect("client");
+        let mut stream = client.subscribe("auto").transport(Transport::Auto).stream();
+        wait_ready(&mut stream).await;
+        assert_eq!(stream.transport(), Transport::WebSocket);
+        let cursor = publish(&hub, "auto", &event(3)).await;
+        assert_eq!(next_event(&mut stream).await, (cursor, event(3)));
     })
     .await;
 }

@@ -42,6 +42,11 @@ impl Relay {
         format!("http://{}", self.address)
     }
 
+    /// The relay's address, for another relay to chain in front of it.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     /// Severs every connection relayed so far (both sides see the socket
     /// close). Connections made afterwards are relayed as usual.
     pub fn cut(&self) {

@@ -1,5 +1,10 @@
 //! Settings of the typed client.
 
+use super::credentials::{CredentialsProvider, HeaderNames, parse_header};
+use super::error::ClientError;
+use axum::http::header::HeaderMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a [`Client`](super::Client) connects, reconnects and bounds what it
@@ -17,6 +22,10 @@ use std::time::Duration;
 /// | [`poll_interval`](Self::poll_interval) | 1 s |
 /// | [`long_poll_timeout`](Self::long_poll_timeout) | 25 s |
 /// | [`fallback_after`](Self::fallback_after) | 3 |
+/// | [`header`](Self::header) | none |
+/// | [`credentials`](Self::credentials) | none |
+/// | [`root_certificate_pem`](Self::root_certificate_pem) (feature `rustls`) | none |
+/// | [`built_in_roots`](Self::built_in_roots) (feature `rustls`) | on: Mozilla's roots (`webpki-roots`) |
 ///
 /// Reconnection delays grow exponentially (factor 2) from `initial_delay` up
 /// to `max_delay`; with jitter each delay is lengthened by a random 0–100 %,
@@ -30,7 +39,35 @@ use std::time::Duration;
 /// when it brought an event or a gap, and after `initial_delay` (with
 /// jitter) when it brought nothing since its `push.ready`, so that a
 /// client never spins on responses that make no progress.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// # Credentials and TLS
+///
+/// Headers set with [`header`](Self::header) go with every request of every
+/// transport, each reconnection and the WebSocket handshake included. A
+/// [`CredentialsProvider`] set with [`credentials`](Self::credentials) is
+/// asked before every connection attempt and adds its headers (e.g. a
+/// bearer token) to those; it is also what lets a subscription go on after
+/// the server refuses it (`401`/`403`) or its authorization expires. With
+/// the `rustls` feature (on by default) the base URL may be `https://`:
+/// every transport then uses TLS (`wss://` for WebSocket), trusting
+/// Mozilla's roots and the certificates added with
+/// [`root_certificate_pem`](Self::root_certificate_pem). The client never
+/// uses a proxy from the environment.
+///
+/// ```no_run
+/// # fn run() -> Result<(), push_runtime::client::ClientError> {
+/// use push_runtime::client::{ClientConfig, Credentials, CredentialsReason};
+/// let config = ClientConfig::default()
+///     .header("x-tenant", "acme")?
+///     .root_certificate_pem(&std::fs::read("ca.pem").unwrap_or_default())?
+///     .credentials(|_why: CredentialsReason| async move {
+///         // Ask your identity provider for a token here.
+///         Credentials::bearer("a-token").ok()
+///     });
+/// # let _ = config; Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
 pub struct ClientConfig {
     pub(crate) initial_delay: Duration,
     pub(crate) max_delay: Duration,
@@ -42,7 +79,69 @@ pub struct ClientConfig {
     pub(crate) poll_interval: Duration,
     pub(crate) long_poll_timeout: Duration,
     pub(crate) fallback_after: u32,
+    pub(crate) headers: HeaderMap,
+    pub(crate) credentials: Option<Arc<dyn CredentialsProvider>>,
+    #[cfg(feature = "rustls")]
+    pub(crate) roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    #[cfg(feature = "rustls")]
+    pub(crate) built_in_roots: bool,
 }
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("ClientConfig");
+        debug
+            .field("initial_delay", &self.initial_delay)
+            .field("max_delay", &self.max_delay)
+            .field("max_retries", &self.max_retries)
+            .field("jitter", &self.jitter)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_item_size", &self.max_item_size)
+            .field("poll_interval", &self.poll_interval)
+            .field("long_poll_timeout", &self.long_poll_timeout)
+            .field("fallback_after", &self.fallback_after)
+            // Names only: values may be secrets.
+            .field("headers", &HeaderNames(&self.headers))
+            .field("credentials", &self.credentials.is_some());
+        #[cfg(feature = "rustls")]
+        debug
+            .field("roots", &self.roots.len())
+            .field("built_in_roots", &self.built_in_roots);
+        debug.finish()
+    }
+}
+
+/// Two configurations are equal when every setting is, the same provider
+/// (the same `Arc`) included.
+impl PartialEq for ClientConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let same_provider = match (&self.credentials, &other.credentials) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        #[cfg(feature = "rustls")]
+        let same_roots = self.roots == other.roots && self.built_in_roots == other.built_in_roots;
+        #[cfg(not(feature = "rustls"))]
+        let same_roots = true;
+        self.initial_delay == other.initial_delay
+            && self.max_delay == other.max_delay
+            && self.max_retries == other.max_retries
+            && self.jitter == other.jitter
+            && self.connect_timeout == other.connect_timeout
+            && self.idle_timeout == other.idle_timeout
+            && self.max_item_size == other.max_item_size
+            && self.poll_interval == other.poll_interval
+            && self.long_poll_timeout == other.long_poll_timeout
+            && self.fallback_after == other.fallback_after
+            && self.headers == other.headers
+            && same_provider
+            && same_roots
+    }
+}
+
+impl Eq for ClientConfig {}
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -57,6 +156,12 @@ impl Default for ClientConfig {
             poll_interval: Duration::from_secs(1),
             long_poll_timeout: Duration::from_secs(25),
             fallback_after: 3,
+            headers: HeaderMap::new(),
+            credentials: None,
+            #[cfg(feature = "rustls")]
+            roots: Vec::new(),
+            #[cfg(feature = "rustls")]
+            built_in_roots: true,
         }
     }
 }
@@ -177,6 +282,65 @@ impl ClientConfig {
     /// at least 1). See [`Transport::Auto`](super::Transport::Auto).
     pub fn fallback_after(mut self, attempts: u32) -> Self {
         self.fallback_after = attempts.max(1);
+        self
+    }
+
+    /// Adds a header to every request of every transport: each poll, each
+    /// reconnection, the WebSocket handshake. A second header of the same
+    /// name adds a value. Values of `authorization`, `proxy-authorization`
+    /// and `cookie` are kept out of `Debug` output.
+    ///
+    /// Refused with [`ClientError::InvalidHeader`]: a name that is not an
+    /// HTTP token, a value with a control character (a line break), and the
+    /// headers the client sets itself (`host`, `connection`, `upgrade`,
+    /// `content-length`, `transfer-encoding`, `te`, `trailer`,
+    /// `keep-alive`, `proxy-connection`, `sec-websocket-*`, `accept`,
+    /// `if-none-match`, `last-event-id`).
+    ///
+    /// For credentials that change (a token that expires), use a
+    /// [`credentials`](Self::credentials) provider instead: its headers
+    /// replace those of the same name set here.
+    pub fn header(mut self, name: &str, value: &str) -> Result<Self, ClientError> {
+        let (name, value) = parse_header(name, value)?;
+        self.headers.append(name, value);
+        Ok(self)
+    }
+
+    /// The provider of credentials, asked before every connection attempt
+    /// and told why ([`CredentialsReason`](super::CredentialsReason)); see
+    /// [`CredentialsProvider`]. A closure `|why| async move { … }` returning
+    /// `Option<`[`Credentials`](super::Credentials)`>` is one.
+    ///
+    /// Without a provider, a `401`/`403` ends a subscription with
+    /// [`ClientError::Unauthorized`] and the server's expiry ends it with
+    /// [`ClientError::Expired`]; with one, the provider decides whether to
+    /// go on with fresh credentials.
+    pub fn credentials(mut self, provider: impl CredentialsProvider) -> Self {
+        self.credentials = Some(Arc::new(provider));
+        self
+    }
+
+    /// Trusts the certificate authorities of a PEM bundle (one or more
+    /// `-----BEGIN CERTIFICATE-----` blocks; other blocks are ignored) for
+    /// `https://` and `wss://`, besides the built-in roots: for a private
+    /// deployment whose certificates a private authority signs. The same
+    /// trust applies to every transport.
+    ///
+    /// Refused with [`ClientError::InvalidCertificate`] when the text holds
+    /// no certificate or one that does not parse.
+    #[cfg(feature = "rustls")]
+    pub fn root_certificate_pem(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        self.roots.extend(super::tls::parse_pem(pem)?);
+        Ok(self)
+    }
+
+    /// Whether to trust Mozilla's roots (`webpki-roots`, compiled in; the
+    /// platform's store is not read). On by default; off, only the
+    /// certificates added with
+    /// [`root_certificate_pem`](Self::root_certificate_pem) are trusted.
+    #[cfg(feature = "rustls")]
+    pub fn built_in_roots(mut self, trust: bool) -> Self {
+        self.built_in_roots = trust;
         self
     }
 

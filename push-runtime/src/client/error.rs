@@ -49,6 +49,81 @@ pub enum ClientError {
         /// The server's message (its one-line `text/plain` body).
         message: String,
     },
+    /// The server refused the subscription with `401 Unauthorized` or `403
+    /// Forbidden` (its authorization hook said no), on any route, the
+    /// WebSocket handshake included. Permanent unless a
+    /// [`CredentialsProvider`](super::CredentialsProvider) is configured and
+    /// gives fresh [`Credentials`](super::Credentials) when asked with
+    /// [`CredentialsReason::Refused`](super::CredentialsReason::Refused): then the
+    /// client tries again after the reconnection delay (yielding
+    /// [`Update::Reauthorized`](super::Update::Reauthorized)), and gives up
+    /// after [`max_retries`](super::ClientConfig::max_retries) refusals in a
+    /// row like after any failure. This is what ends the stream when the
+    /// provider declines or none is set; the client never retries without
+    /// the credentials it was configured with.
+    ///
+    /// A `401` whose message is `authorization expired` is the server's
+    /// expiry, reported as [`ClientError::Expired`].
+    #[error("unauthorized ({status}): {message}")]
+    Unauthorized {
+        /// `401` or `403`.
+        status: u16,
+        /// The server's message (its one-line `text/plain` body).
+        message: String,
+    },
+    /// The authorization of the subscription expired: the server ended the
+    /// stream with `push.expired` (SSE, forever frame, WebSocket), closed
+    /// the WebSocket with code `4401`, or answered a request `401` with the
+    /// message `authorization expired` (a poll held at the expiry, or a
+    /// connection made with credentials already expired). Permanent unless
+    /// a [`CredentialsProvider`](super::CredentialsProvider) gives fresh
+    /// credentials when asked with
+    /// [`CredentialsReason::Expired`](super::CredentialsReason::Expired): then
+    /// the client resumes from `cursor` with them, so nothing is lost or
+    /// repeated. This is what ends the stream when the provider declines or
+    /// none is set.
+    #[error("authorization expired{}", match cursor { Some(cursor) => format!(" at {cursor}"), None => String::new() })]
+    Expired {
+        /// Where the stream stands: the cursor `push.expired` named, or
+        /// the subscription's position for a close or a `401` (`None`
+        /// only before any position is known).
+        cursor: Option<Cursor>,
+    },
+    /// The [`CredentialsProvider`](super::CredentialsProvider) declined to
+    /// give credentials for a first connection
+    /// ([`CredentialsReason::Connect`](super::CredentialsReason::Connect)) or
+    /// a reconnection ([`CredentialsReason::Reconnect`](super::CredentialsReason::Reconnect)).
+    /// The stream ends: the client does not connect without the credentials
+    /// the provider stands for.
+    #[error("the credentials provider declined to give credentials")]
+    CredentialsDeclined,
+    /// A header given to [`ClientConfig::header`](super::ClientConfig::header)
+    /// or [`Credentials::header`](super::Credentials::header) cannot be sent.
+    #[error("invalid header `{name}`: {reason}")]
+    InvalidHeader {
+        /// The header's name as given (at most 64 characters of it).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A certificate given to
+    /// [`ClientConfig::root_certificate_pem`](super::ClientConfig::root_certificate_pem)
+    /// is unusable.
+    #[error("invalid root certificate: {reason}")]
+    InvalidCertificate {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS handshake with the server failed: its certificate is not
+    /// trusted (signed by an authority that is not among the roots, see
+    /// [`ClientConfig::root_certificate_pem`](super::ClientConfig::root_certificate_pem)),
+    /// does not name the host, or has expired; or the server does not speak
+    /// TLS on that port. Permanent: trying again would fail the same way.
+    #[error("tls handshake failed: {reason}")]
+    Tls {
+        /// What rustls said, with its causes.
+        reason: String,
+    },
     /// The server answered with a server error status (`5xx`), or with `408`
     /// or `429`. Transient.
     #[error("server error ({status}): {message}")]
@@ -164,17 +239,73 @@ pub(crate) fn is_transient_status(status: u16) -> bool {
     status >= 500 || status == 408 || status == 429
 }
 
+/// The message of the server's `401` when a subscription's authorization
+/// has expired.
+pub(crate) const EXPIRED_MESSAGE: &str = "authorization expired";
+
+/// The WebSocket close code of the server's expiry.
+pub(crate) const EXPIRED_CLOSE: u16 = 4401;
+
 /// The error for an HTTP status other than the expected one.
 pub(crate) fn from_status(status: u16, message: String) -> ClientError {
-    if is_transient_status(status) {
-        ClientError::Server { status, message }
-    } else {
-        ClientError::Rejected { status, message }
+    match status {
+        401 if message == EXPIRED_MESSAGE => ClientError::Expired { cursor: None },
+        401 | 403 => ClientError::Unauthorized { status, message },
+        _ if is_transient_status(status) => ClientError::Server { status, message },
+        _ => ClientError::Rejected { status, message },
+    }
+}
+
+/// The error for a connection that could not be established: a TLS
+/// failure (permanent) or a transient [`ClientError::Connect`].
+pub(crate) fn connect_failure(error: &(dyn StdError + 'static)) -> ClientError {
+    #[cfg(feature = "rustls")]
+    if let Some(tls) = tls_failure(error) {
+        return ClientError::Tls {
+            reason: format!("{tls}{}", tls_hint(tls)),
+        };
+    }
+    ClientError::Connect {
+        reason: describe(error),
+    }
+}
+
+/// The rustls error in a chain of causes, if any. An `io::Error`'s `source`
+/// skips the error it wraps, so that one is looked at with `get_ref`.
+#[cfg(feature = "rustls")]
+fn tls_failure<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            && let Some(tls) = tls_failure(inner)
+        {
+            return Some(tls);
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// What to check, for the usual TLS failures.
+#[cfg(feature = "rustls")]
+fn tls_hint(error: &rustls::Error) -> &'static str {
+    match error {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+            " (the server's certificate is not signed by a trusted root; for a private \
+             authority, add its certificate with ClientConfig::root_certificate_pem)"
+        }
+        rustls::Error::InvalidMessage(_) => " (does the server speak tls on this port?)",
+        _ => "",
     }
 }
 
 /// An error and its chain of causes on one line (`a: b: c`), since the
-/// top-level messages of reqwest and tungstenite often omit the cause.
+/// top-level messages of hyper and tungstenite often omit the cause.
 pub(crate) fn describe(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

@@ -45,6 +45,10 @@ pub(crate) enum Meaning<C> {
     /// `push.end`: the server ends this response; resume from the cursor at
     /// once (forever frame).
     End(Cursor),
+    /// `push.expired`: the subscription's authorization expired; the server
+    /// ends the response, and the client resumes from the cursor with fresh
+    /// credentials or stops.
+    Expired(Cursor),
     /// A control event this client does not know.
     Ignored,
     /// A frame that is not what the protocol promises.
@@ -55,6 +59,11 @@ pub(crate) enum Meaning<C> {
 struct ReadyPayload {
     cursor: Cursor,
 }
+
+/// The control event of the server's expiry, payload `{"cursor":"<C>"}`
+/// like `push.end` (docs/protocol.md). Named here rather than in `wire`,
+/// which holds what the server writes.
+pub(crate) const EXPIRED: &str = "push.expired";
 
 /// The longest piece of server input quoted in an error, in characters.
 const QUOTE_LIMIT: usize = 128;
@@ -69,6 +78,10 @@ pub(crate) fn interpret<C: Channel>(frame: &Frame) -> Meaning<C> {
         wire::END => match serde_json::from_str::<ReadyPayload>(&frame.data) {
             Ok(end) => Meaning::End(end.cursor),
             Err(error) => malformed(format!("push.end payload: {error}")),
+        },
+        EXPIRED => match serde_json::from_str::<ReadyPayload>(&frame.data) {
+            Ok(expired) => Meaning::Expired(expired.cursor),
+            Err(error) => malformed(format!("push.expired payload: {error}")),
         },
         wire::GAP => match serde_json::from_str::<Gap>(&frame.data) {
             Ok(gap) => Meaning::Gap(gap),

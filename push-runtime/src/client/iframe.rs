@@ -223,15 +223,17 @@ impl std::fmt::Debug for IframeConnection {
 }
 
 impl IframeConnection {
-    /// Sends the request and checks the response head.
+    /// Sends the request with `headers` and checks the response head.
     pub(crate) async fn open(
-        client: &reqwest::Client,
+        client: &http::HttpClient,
         url: Url,
+        headers: &axum::http::HeaderMap,
         config: &ClientConfig,
     ) -> Result<Self, ClientError> {
         let body = http::BodyReader::open(
             client,
             url,
+            headers,
             config,
             "text/html",
             "the forever frame ended without push.end",

@@ -78,9 +78,47 @@
 //! `1002`/`1008`/`1009`…) end the stream after being yielded as `Err`. See
 //! [`ClientError`] for the full classification.
 //!
+//! # TLS and credentials
+//!
+//! With the `rustls` feature (on by default) the base URL may be `https://`:
+//! every transport then uses TLS (WebSocket as `wss://`) with the `ring`
+//! crypto provider, trusting Mozilla's roots (`webpki-roots`, compiled in;
+//! the platform's store is not read) and the authorities added with
+//! [`ClientConfig::root_certificate_pem`]. A certificate that is not trusted
+//! ends the stream with [`ClientError::Tls`].
+//!
+//! [`ClientConfig::header`] adds a header to every request, reconnection and
+//! WebSocket handshake. A [`CredentialsProvider`]
+//! ([`ClientConfig::credentials`], a closure will do) is asked before every
+//! connection attempt, told why ([`CredentialsReason`]), and answers the
+//! [`Credentials`] to send or declines:
+//!
+//! ```no_run
+//! # use push_runtime::client::{Client, ClientConfig, Credentials, CredentialsReason};
+//! # async fn token(_fresh: bool) -> Option<String> { None }
+//! # fn run<C: push_runtime::Channel>() -> Result<Client<C>, push_runtime::client::ClientError> {
+//! let config = ClientConfig::default().credentials(|why: CredentialsReason| async move {
+//!     let fresh = matches!(why, CredentialsReason::Expired { .. } | CredentialsReason::Refused { .. });
+//!     Credentials::bearer(&token(fresh).await?).ok()
+//! });
+//! Client::<C>::with_config("https://push.example.com", config)
+//! # }
+//! ```
+//!
+//! When the server refuses a connection (`401`/`403`) or the subscription's
+//! authorization expires (`push.expired`, WebSocket close `4401`, a poll
+//! answered `401 authorization expired`), the provider is asked for fresh
+//! credentials: with them the subscription goes on from its position,
+//! yielding [`Update::Reauthorized`] (at once after an expiry, nothing lost or
+//! repeated; after the reconnection delay after a refusal, so a refused
+//! retry loop backs off); without them (or without a provider) it ends with
+//! [`ClientError::Unauthorized`] or [`ClientError::Expired`]. A subscription
+//! never connects without the credentials it was given.
+//!
 //! The wire format is `docs/protocol.md` in the repository.
 
 mod config;
+mod credentials;
 mod error;
 mod frame;
 mod http;
@@ -89,9 +127,12 @@ mod poll;
 mod reconnect;
 mod sse;
 mod subscription;
+#[cfg(feature = "rustls")]
+mod tls;
 mod ws;
 
 pub use config::ClientConfig;
+pub use credentials::{Credentials, CredentialsFuture, CredentialsProvider, CredentialsReason};
 pub use error::ClientError;
 pub use subscription::Subscription;
 
@@ -109,7 +150,10 @@ use url::Url;
 pub struct Client<C> {
     /// The base URL with the segments of `C::PATH` appended.
     root: Url,
-    http: reqwest::Client,
+    http: http::HttpClient,
+    /// The WebSocket transport's TLS: the same trust as `http`'s.
+    #[cfg(feature = "rustls")]
+    tls: std::sync::Arc<rustls::ClientConfig>,
     config: ClientConfig,
     channel: PhantomData<fn() -> C>,
 }
@@ -119,6 +163,8 @@ impl<C> Clone for Client<C> {
         Self {
             root: self.root.clone(),
             http: self.http.clone(),
+            #[cfg(feature = "rustls")]
+            tls: self.tls.clone(),
             config: self.config.clone(),
             channel: PhantomData,
         }
@@ -244,6 +290,27 @@ pub enum Update<C> {
         /// What went wrong.
         cause: ClientError,
     },
+    /// The server refused the subscription (`401`/`403`) or its
+    /// authorization expired, and the
+    /// [`CredentialsProvider`] gave fresh credentials: the client connects
+    /// again with them after `delay`, resuming from
+    /// [`Subscription::position`], so nothing is lost or repeated.
+    /// Informational: the application sees that a re-authorization
+    /// happened.
+    ///
+    /// After an expiry on a live connection `delay` is zero, unless that
+    /// connection brought no event or gap since an expiry before it (a
+    /// provider handing out credentials that expire at once): then it is
+    /// the initial reconnection delay (with jitter). After a refusal, or an
+    /// expiry answered to a connection attempt, it is the reconnection
+    /// delay, which grows with each failure in a row, so a refused retry
+    /// loop never spins.
+    Reauthorized {
+        /// Why the provider was asked.
+        reason: CredentialsReason,
+        /// How long the client waits before connecting.
+        delay: Duration,
+    },
     /// [`Transport::Auto`] leaves a transport that never worked for the next
     /// one (see there for when); the next attempt, on `to`, follows after
     /// `delay` and resumes from [`Subscription::position`]. Informational.
@@ -261,14 +328,20 @@ pub enum Update<C> {
 }
 
 impl<C: Channel> Client<C> {
-    /// A client of the server at `base_url` (scheme `http`, host and port,
-    /// optionally a path prefix under which the channel is mounted), with
-    /// default settings. Channel routes are found at `{base_url}{C::PATH}`.
+    /// A client of the server at `base_url` (scheme `http`, or `https` with
+    /// the `rustls` feature; host and port, optionally a path prefix under
+    /// which the channel is mounted), with default settings. Channel routes
+    /// are found at `{base_url}{C::PATH}`; WebSocket uses `ws://`, or
+    /// `wss://` for an `https` base URL.
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
         Self::with_config(base_url, ClientConfig::default())
     }
 
     /// A client with the given settings.
+    ///
+    /// An `https` base URL without the `rustls` feature is refused with
+    /// [`ClientError::InvalidBaseUrl`], as are other schemes, a query or a
+    /// fragment.
     pub fn with_config(base_url: &str, config: ClientConfig) -> Result<Self, ClientError> {
         let invalid = |reason| ClientError::InvalidBaseUrl {
             url: error::quote(base_url, 256),
@@ -277,8 +350,15 @@ impl<C: Channel> Client<C> {
         let mut root = Url::parse(base_url).map_err(|_| invalid("not an absolute url"))?;
         match root.scheme() {
             "http" => {}
-            "https" => return Err(invalid("https is not supported (no tls in this build)")),
-            _ => return Err(invalid("the scheme must be http")),
+            #[cfg(feature = "rustls")]
+            "https" => {}
+            #[cfg(not(feature = "rustls"))]
+            "https" => {
+                return Err(invalid(
+                    "https needs the `rustls` feature of push-runtime, off in this build",
+                ));
+            }
+            _ => return Err(invalid("the scheme must be http or https")),
         }
         if root.query().is_some() || root.fragment().is_some() {
             return Err(invalid("a base url takes no query or fragment"));
@@ -290,18 +370,33 @@ impl<C: Channel> Client<C> {
             segments.pop_if_empty();
             segments.extend(C::PATH.split('/').filter(|part| !part.is_empty()));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            // Like the WebSocket transport, connect directly: no proxy from the environment.
-            .no_proxy()
-            .build()
-            .map_err(|_| invalid("the http client could not be built"))?;
+        // Like the WebSocket transport, the pool connects directly: no proxy
+        // from the environment.
+        #[cfg(feature = "rustls")]
+        let tls = tls::client_config(&config.roots, config.built_in_roots)?;
+        let http = http::HttpClient::new(
+            config.connect_timeout,
+            #[cfg(feature = "rustls")]
+            (*tls).clone(),
+        );
         Ok(Self {
             root,
             http,
+            #[cfg(feature = "rustls")]
+            tls,
             config,
             channel: PhantomData,
         })
+    }
+
+    /// The WebSocket transport's TLS connector: the client's rustls
+    /// configuration for `wss://`, plain for `ws://`.
+    pub(crate) fn ws_connector(&self) -> Option<ws::Connector> {
+        #[cfg(feature = "rustls")]
+        if self.root.scheme() == "https" {
+            return Some(ws::Connector::Rustls(self.tls.clone()));
+        }
+        None
     }
 
     /// The settings in use.
@@ -346,7 +441,12 @@ impl<C: Channel> Client<C> {
     ) -> Result<Url, ClientError> {
         let mut url = self.root.clone();
         if matches!(transport, Transport::WebSocket | Transport::Auto) {
-            url.set_scheme("ws")
+            let scheme = if self.root.scheme() == "https" {
+                "wss"
+            } else {
+                "ws"
+            };
+            url.set_scheme(scheme)
                 .map_err(|()| ClientError::InvalidBaseUrl {
                     url: self.root.to_string(),
                     reason: "no websocket url for it",

@@ -7,8 +7,8 @@ use super::error::{ClientError, quote};
 use super::frame::{Read, parse_envelope};
 use super::http;
 use crate::cursor::Cursor;
-use reqwest::StatusCode;
-use reqwest::header::{self, HeaderValue};
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderValue};
 use serde_json::value::RawValue;
 use std::collections::VecDeque;
 use std::fmt;
@@ -82,7 +82,9 @@ pub(crate) type UrlFor =
 /// A run of polls that succeeded, from the first answer on; a failed poll
 /// ends it (the subscription then reconnects with backoff).
 pub(crate) struct PollConnection {
-    http: reqwest::Client,
+    http: http::HttpClient,
+    /// Sent with every request of the run.
+    headers: header::HeaderMap,
     url_for: UrlFor,
     /// Long polling rather than short polling.
     long: bool,
@@ -138,11 +140,13 @@ impl fmt::Debug for PollConnection {
 }
 
 impl PollConnection {
-    /// Makes the first request. Its answer makes the connection live: the
+    /// Makes the first request (every request of the run sends `headers`).
+    /// Its answer makes the connection live: the
     /// first [`Read`] is [`Read::Ready`] at `after`, or, without `after`, at
     /// the answer's cursor.
     pub(crate) async fn open(
-        http: reqwest::Client,
+        http: http::HttpClient,
+        headers: header::HeaderMap,
         url_for: UrlFor,
         long: bool,
         after: Option<Cursor>,
@@ -150,6 +154,7 @@ impl PollConnection {
     ) -> Result<Self, ClientError> {
         let mut connection = Self {
             http,
+            headers,
             url_for,
             long,
             // Set from the first answer before the connection is returned.
@@ -239,19 +244,17 @@ impl PollConnection {
         url.query_pairs_mut()
             .append_pair("limit", itoa::Buffer::new().format(limit));
         tracing::trace!(%url, "polling");
-        let mut request = self
-            .http
-            .get(url)
-            .header(header::ACCEPT, "application/json");
+        let mut headers = self.headers.clone();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         if let (false, Some(etag)) = (self.long, &self.etag) {
-            request = request.header(header::IF_NONE_MATCH, etag.clone());
+            headers.insert(header::IF_NONE_MATCH, etag.clone());
         }
         let narrow = limit == 1;
         let limit = self.request_timeout;
         let max = self.max_answer;
         let max_item = self.max_item;
         let exchange = async {
-            let mut response = http::send(request, limit).await?;
+            let mut response = self.http.get(&url, headers, limit).await?;
             let etag = response.headers().get(header::ETAG).cloned();
             if response.status() == StatusCode::NOT_MODIFIED {
                 return Ok((Fetched::NotModified, etag));

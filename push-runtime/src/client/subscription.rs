@@ -1,5 +1,6 @@
 //! The subscription stream: connect, read, interpret, reconnect.
 
+use super::credentials::{Credentials, CredentialsReason};
 use super::error::ClientError;
 use super::frame::{Meaning, Read, interpret};
 use super::iframe::IframeConnection;
@@ -10,8 +11,10 @@ use super::ws::WsConnection;
 use super::{Client, Transport, Update};
 use crate::channel::Channel;
 use crate::cursor::Cursor;
+use axum::http::header::HeaderMap;
 use futures_util::Stream;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -61,6 +64,9 @@ impl<C: Channel> Subscription<C> {
             delay: None,
             progressed: false,
             finished: false,
+            fresh: None,
+            attempted: false,
+            idle_expiries: 0,
         };
         let inner = futures_util::stream::unfold(driver, |mut driver| async move {
             let item = driver.next().await?;
@@ -116,13 +122,20 @@ fn position_of<C>(item: &Item<C>) -> Option<Cursor> {
         Ok(Update::Ready { cursor }) | Ok(Update::Event { cursor, .. }) => Some(*cursor),
         Ok(Update::Gap(gap)) => Some(gap.to),
         Err(ClientError::Decode { cursor, .. }) => Some(*cursor),
+        // The cursor `push.expired` named, where the subscription resumes.
+        Ok(Update::Reauthorized {
+            reason: CredentialsReason::Expired { cursor },
+            ..
+        })
+        | Err(ClientError::Expired { cursor }) => *cursor,
         _ => None,
     }
 }
 
 enum Connection {
     Sse(SseConnection),
-    Ws(WsConnection),
+    /// Boxed: with TLS, the socket holds rustls' buffers inline.
+    Ws(Box<WsConnection>),
     Poll(PollConnection),
     Iframe(IframeConnection),
 }
@@ -263,6 +276,13 @@ struct Driver<C> {
     /// The current response brought an event or a gap since its `push.ready`.
     progressed: bool,
     finished: bool,
+    /// Credentials the provider gave after a refusal or an expiry, for the
+    /// next attempt (otherwise it is asked right before the attempt).
+    fresh: Option<Credentials>,
+    /// An attempt was made: the provider's next reason is `Reconnect`.
+    attempted: bool,
+    /// Expiries of live connections in a row with no event or gap between.
+    idle_expiries: u32,
 }
 
 impl<C: Channel> Driver<C> {
@@ -277,12 +297,21 @@ impl<C: Channel> Driver<C> {
                     if let Some(delay) = self.delay.take() {
                         tokio::time::sleep(delay).await;
                     }
-                    match connect(&self.target, self.fallback.current(), self.position).await {
+                    let headers = match self.headers().await {
+                        Ok(headers) => headers,
+                        Err(error) => {
+                            tracing::debug!(%error, "subscription ended");
+                            self.finished = true;
+                            return Some(Err(error));
+                        }
+                    };
+                    let transport = self.fallback.current();
+                    match connect(&self.target, transport, self.position, &headers).await {
                         Ok(connection) => {
                             self.progressed = false;
                             self.connection.insert(connection)
                         }
-                        Err(error) => return Some(self.failed(error)),
+                        Err(error) => return Some(self.failed(error, false).await),
                     }
                 }
             };
@@ -290,7 +319,7 @@ impl<C: Channel> Driver<C> {
                 Ok(read) => read,
                 Err(error) => {
                     self.connection = None;
-                    return Some(self.failed(error));
+                    return Some(self.failed(error, true).await);
                 }
             };
             let meaning = match read {
@@ -338,6 +367,11 @@ impl<C: Channel> Driver<C> {
                         tracing::debug!(%cursor, "the server ended the response; resuming at once");
                     }
                 }
+                Meaning::Expired(cursor) => {
+                    self.connection = None;
+                    self.position = Some(cursor);
+                    return Some(self.expired(Some(cursor), true).await);
+                }
                 Meaning::Ignored => {}
                 Meaning::Invalid(error) => {
                     if let ClientError::Decode { cursor, .. } = &error {
@@ -350,8 +384,131 @@ impl<C: Channel> Driver<C> {
         }
     }
 
-    /// A connection attempt failed or a connection ended: what to yield.
-    fn failed(&mut self, error: ClientError) -> Item<C> {
+    /// The headers of the next attempt: the configured ones, and the
+    /// credentials given after a refusal or an expiry or else asked for now
+    /// (replacing configured headers of the same names). The provider's
+    /// refusal ends the subscription.
+    async fn headers(&mut self) -> Result<HeaderMap, ClientError> {
+        let config = &self.target.client.config;
+        let mut headers = config.headers.clone();
+        let credentials = match (self.fresh.take(), config.credentials.clone()) {
+            (Some(credentials), _) => Some(credentials),
+            (None, None) => None,
+            (None, Some(provider)) => {
+                let reason = if self.attempted {
+                    CredentialsReason::Reconnect
+                } else {
+                    CredentialsReason::Connect
+                };
+                let credentials = provider.credentials(reason).await;
+                Some(credentials.ok_or(ClientError::CredentialsDeclined)?)
+            }
+        };
+        self.attempted = true;
+        if let Some(credentials) = credentials {
+            for name in credentials.headers().keys() {
+                headers.remove(name);
+            }
+            for (name, value) in credentials.headers() {
+                headers.append(name, value.clone());
+            }
+        }
+        Ok(headers)
+    }
+
+    /// Asks the provider, if any, for credentials after a refusal or an
+    /// expiry. (The future holds no borrow of the driver, which is not `Sync`.)
+    fn ask(&self, reason: CredentialsReason) -> impl Future<Output = Option<Credentials>> + use<C> {
+        let asked = self
+            .target
+            .client
+            .config
+            .credentials
+            .as_ref()
+            .map(|provider| provider.credentials(reason));
+        async move {
+            match asked {
+                Some(asked) => asked.await,
+                None => None,
+            }
+        }
+    }
+
+    /// The authorization expired, at `cursor`: on a live connection
+    /// (`push.expired`, a close `4401`, a held poll answered `401`) or at a
+    /// connection attempt. With fresh credentials, resume at once from a
+    /// live connection that made progress (or that is the first to expire
+    /// since some did); otherwise after a delay, so that credentials that
+    /// expire at once never make client and server spin.
+    async fn expired(&mut self, cursor: Option<Cursor>, live: bool) -> Item<C> {
+        let reason = CredentialsReason::Expired { cursor };
+        let error = ClientError::Expired { cursor };
+        let delay = if live {
+            if self.progressed {
+                self.idle_expiries = 0;
+            }
+            self.idle_expiries = self.idle_expiries.saturating_add(1);
+            Some(if self.idle_expiries == 1 {
+                Duration::ZERO
+            } else {
+                self.reconnect.initial_delay()
+            })
+        } else {
+            self.reconnect.next_delay().map(|(_, delay)| delay)
+        };
+        let Some(delay) = delay else {
+            return self.give_up(error);
+        };
+        let Some(credentials) = self.ask(reason.clone()).await else {
+            tracing::debug!(%error, "subscription ended: no fresh credentials");
+            self.finished = true;
+            return Err(error);
+        };
+        tracing::debug!(
+            ?cursor,
+            ?delay,
+            "authorization expired; resuming with fresh credentials"
+        );
+        self.fresh = Some(credentials);
+        self.delay = Some(delay);
+        Ok(Update::Reauthorized { reason, delay })
+    }
+
+    /// The server refused an attempt with `401`/`403`: with fresh
+    /// credentials, try again after the reconnection delay (counted like
+    /// any failure, so a refused retry loop backs off and may give up).
+    async fn refused(&mut self, status: u16, message: String, error: ClientError) -> Item<C> {
+        let reason = CredentialsReason::Refused { status, message };
+        let Some((attempt, delay)) = self.reconnect.next_delay() else {
+            return self.give_up(error);
+        };
+        let Some(credentials) = self.ask(reason.clone()).await else {
+            tracing::debug!(%error, "subscription ended: no fresh credentials");
+            self.finished = true;
+            return Err(error);
+        };
+        tracing::debug!(%error, attempt, ?delay, "refused; trying again with fresh credentials");
+        self.fresh = Some(credentials);
+        self.delay = Some(delay);
+        Ok(Update::Reauthorized { reason, delay })
+    }
+
+    /// A connection attempt failed (`live` false) or a connection ended:
+    /// what to yield.
+    async fn failed(&mut self, error: ClientError, live: bool) -> Item<C> {
+        match error {
+            ClientError::Expired { cursor } => {
+                return self.expired(cursor.or(self.position), live).await;
+            }
+            ClientError::Unauthorized {
+                status,
+                ref message,
+            } => {
+                let message = message.clone();
+                return self.refused(status, message, error).await;
+            }
+            _ => {}
+        }
         match self.fallback.judge(&error) {
             Move::Stay => {}
             Move::RuleOut => {
@@ -409,11 +566,12 @@ impl<C: Channel> Driver<C> {
     }
 }
 
-/// One connection attempt, resuming after `position`.
+/// One connection attempt with `headers`, resuming after `position`.
 async fn connect<C: Channel>(
     target: &Target<C>,
     transport: Transport,
     position: Option<Cursor>,
+    headers: &HeaderMap,
 ) -> Result<Connection, ClientError> {
     let client = &target.client;
     let config = &client.config;
@@ -430,6 +588,7 @@ async fn connect<C: Channel>(
         let long = transport == Transport::LongPoll;
         let connection = PollConnection::open(
             client.http.clone(),
+            headers.clone(),
             Box::new(url_for),
             long,
             position,
@@ -442,11 +601,13 @@ async fn connect<C: Channel>(
     tracing::debug!(%url, "connecting");
     Ok(match transport {
         Transport::WebSocket | Transport::Auto => {
-            Connection::Ws(WsConnection::open(url, config).await?)
+            let connection =
+                WsConnection::open(url, headers, client.ws_connector(), config).await?;
+            Connection::Ws(Box::new(connection))
         }
         Transport::Iframe => {
-            Connection::Iframe(IframeConnection::open(&client.http, url, config).await?)
+            Connection::Iframe(IframeConnection::open(&client.http, url, headers, config).await?)
         }
-        _ => Connection::Sse(SseConnection::open(&client.http, url, config).await?),
+        _ => Connection::Sse(SseConnection::open(&client.http, url, headers, config).await?),
     })
 }

@@ -119,7 +119,6 @@ fn rejects_unusable_base_urls() {
         "",
         "127.0.0.1:3000",
         "ftp://x",
-        "https://x",
         "http://x/?q=1",
         "http://x/#f",
         "mailto:a@b",
@@ -131,6 +130,33 @@ fn rejects_unusable_base_urls() {
             ),
             "{base}"
         );
+    }
+}
+
+#[cfg(feature = "rustls")]
+#[test]
+fn an_https_base_url_gives_https_and_wss_urls() {
+    let secure = client("https://push.example:8443/api");
+    assert_eq!(
+        url(&secure, "lobby", Transport::Sse, None, None),
+        "https://push.example:8443/api/chat/lobby/sse"
+    );
+    assert_eq!(
+        url(&secure, "lobby", Transport::WebSocket, None, None),
+        "wss://push.example:8443/api/chat/lobby/ws"
+    );
+    assert!(secure.ws_connector().is_some());
+    assert!(client("http://127.0.0.1:3000").ws_connector().is_none());
+}
+
+#[cfg(not(feature = "rustls"))]
+#[test]
+fn without_the_rustls_feature_https_is_refused_with_the_reason() {
+    match Client::<Chat>::new("https://push.example") {
+        Err(ClientError::InvalidBaseUrl { reason, .. }) => {
+            assert!(reason.contains("`rustls` feature"), "{reason}");
+        }
+        other => panic!("{other:?}"),
     }
 }
 
@@ -1166,3 +1192,6 @@ async fn auto_moves_on_after_transient_failures_and_cycles_until_it_gives_up() {
         ]
     );
 }
+
+#[cfg(test)]
+mod credentials;

@@ -1,15 +1,27 @@
 //! The WebSocket transport: the connection and its messages.
 
 use super::config::ClientConfig;
-use super::error::{ClientError, body_message, describe, from_status, quote};
+use super::error::{
+    ClientError, EXPIRED_CLOSE, body_message, connect_failure, describe, from_status, quote,
+};
 use super::frame::{Read, parse_envelope};
+use axum::http::header::HeaderMap;
 use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
+
+/// How a `wss://` handshake is secured: the client's rustls configuration.
+#[cfg(feature = "rustls")]
+pub(crate) use tokio_tungstenite::Connector;
+
+/// Without TLS there is no connector to give.
+#[cfg(not(feature = "rustls"))]
+pub(crate) enum Connector {}
 
 /// An open WebSocket being read.
 #[derive(Debug)]
@@ -20,13 +32,43 @@ pub(crate) struct WsConnection {
 }
 
 impl WsConnection {
-    /// Performs the handshake.
-    pub(crate) async fn open(url: Url, config: &ClientConfig) -> Result<Self, ClientError> {
+    /// Performs the handshake, sending `headers` with it; `connector` for
+    /// `wss://`.
+    pub(crate) async fn open(
+        url: Url,
+        headers: &HeaderMap,
+        connector: Option<Connector>,
+        config: &ClientConfig,
+    ) -> Result<Self, ClientError> {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(config.max_item_size))
             .max_frame_size(Some(config.max_item_size));
-        let handshake =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true);
+        let mut request =
+            url.as_str()
+                .into_client_request()
+                .map_err(|error| ClientError::InvalidBaseUrl {
+                    url: quote(url.as_str(), 256),
+                    reason: if matches!(error, WsError::Url(_)) {
+                        "not a websocket url"
+                    } else {
+                        "no websocket request for it"
+                    },
+                })?;
+        for (name, value) in headers {
+            request.headers_mut().append(name, value.clone());
+        }
+        #[cfg(feature = "rustls")]
+        let handshake = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(ws_config),
+            true,
+            connector,
+        );
+        #[cfg(not(feature = "rustls"))]
+        let handshake = {
+            let _: Option<Connector> = connector;
+            tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true)
+        };
         let socket = match tokio::time::timeout(config.connect_timeout, handshake).await {
             Err(_) => {
                 return Err(ClientError::Connect {
@@ -41,11 +83,7 @@ impl WsConnection {
                 };
                 return Err(from_status(status.as_u16(), message));
             }
-            Ok(Err(error)) => {
-                return Err(ClientError::Connect {
-                    reason: describe(&error),
-                });
-            }
+            Ok(Err(error)) => return Err(connect_failure(&error)),
             Ok(Ok((socket, _response))) => socket,
         };
         Ok(Self {
@@ -85,6 +123,11 @@ impl WsConnection {
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(frame))) => {
                     return Err(match frame {
+                        // The server's expiry, when its `push.expired` did not
+                        // come first: the subscription resumes from its position.
+                        Some(frame) if u16::from(frame.code) == EXPIRED_CLOSE => {
+                            ClientError::Expired { cursor: None }
+                        }
                         Some(frame) => ClientError::Closed {
                             code: frame.code.into(),
                             reason: quote(&frame.reason, 256),
