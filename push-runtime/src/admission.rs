@@ -110,14 +110,11 @@ pub(crate) fn check<C: Channel>(
     if let Err(refusal) = limits::check_target(request.uri(), &state.limits) {
         return Err(refusal.into_response());
     }
-    let (grant, ambient) = match state
-        .origins
-        .judge_request(
-            Some(request.uri()),
-            request.headers(),
-            route == RouteKind::Frame,
-        )
-    {
+    let (grant, ambient) = match state.origins.judge_request(
+        Some(request.uri()),
+        request.headers(),
+        route == RouteKind::Frame,
+    ) {
         Verdict::Own => (Grant::Own, true),
         Verdict::Cross {
             origin,

@@ -483,7 +483,10 @@ mod tests {
             }
         );
         assert_eq!(
-            options("idle", "idle --transport sse --connections 10000 --http2 250"),
+            options(
+                "idle",
+                "idle --transport sse --connections 10000 --http2 250"
+            ),
             Options {
                 transport: Transport::Sse,
                 connections: 10_000,

@@ -205,7 +205,9 @@ pub async fn subscribe(
             "--http2 takes --transport sse or iframe, not {}",
             transport.name()
         )),
-        (Transport::Sse, None) => stream(host, format!("{path}/sse"), seen, ready, progress, false).await,
+        (Transport::Sse, None) => {
+            stream(host, format!("{path}/sse"), seen, ready, progress, false).await
+        }
         (Transport::Iframe, None) => {
             stream(host, format!("{path}/iframe"), seen, ready, progress, true).await
         }

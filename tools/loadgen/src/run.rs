@@ -493,9 +493,8 @@ pub async fn idle(o: &Options) -> Result<Report, String> {
         .set("connections", o.connections)
         .set(
             "tcp_connections",
-            pool.as_ref().map_or(o.connections + 1, |p| {
-                p.connections.load(Ordering::Relaxed)
-            }),
+            pool.as_ref()
+                .map_or(o.connections + 1, |p| p.connections.load(Ordering::Relaxed)),
         )
         .set("rss_before_kib", before.rss_kib)
         .set("rss_after_kib", after.rss_kib)
