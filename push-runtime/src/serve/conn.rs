@@ -91,6 +91,10 @@ impl Shared {
     pub(crate) fn new(router: Router, config: ServeConfig, stats: ConnectionStats) -> Self {
         let mut http1 = http1::Builder::new();
         http1
+            // Each response's pieces copied into one buffer per write rather
+            // than a vectored write: fewer instructions per SSE delivery
+            // (README, "Performance").
+            .writev(false)
             .timer(TokioTimer::new())
             .header_read_timeout(config.request_head_timeout);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
@@ -102,7 +106,9 @@ impl Shared {
             // WebSocket over HTTP/2 (RFC 8441).
             .enable_connect_protocol();
         Self {
-            router,
+            // Its routes prepared once, as `into_make_service` does: a
+            // `Router` called as is rebuilds them for every connection.
+            router: router.with_state(()),
             config,
             stats,
             #[cfg(feature = "tls")]
