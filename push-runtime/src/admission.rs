@@ -1,17 +1,19 @@
 //! What every route of a channel goes through: request size limits and the
 //! origin policy (with CORS), which also withholds the ambient credentials
 //! of pages the policy does not let read as the user ([`check`]); then, for
-//! subscriptions, the topic, the shutdown state, the authorization hook and
-//! the connection limits ([`admit`]); and last, CORS and `Retry-After` on
-//! the answer ([`finish`]). Nothing is subscribed before all of them pass.
+//! subscriptions, the topic, the shutdown state, the authorization hook (and
+//! the expiry of the principal it answers) and the connection limits
+//! ([`admit`]); and last, CORS and `Retry-After` on the answer ([`finish`]).
+//! Nothing is subscribed before all of them pass.
 
-use crate::auth::AuthRequest;
+use crate::auth::{self, AuthRequest, Principal};
 use crate::channel::Channel;
 use crate::limits::{self, Limits};
 use crate::meter::{ConnectionPermit, Meter, Metered, Outbound};
 use crate::origin::{self, Verdict};
 use crate::params::{Query, SubscribeRejection};
 use crate::state::ChannelState;
+use crate::stream::timer::after;
 use crate::topic::Topic;
 use axum::body::Body;
 use axum::extract::Request;
@@ -22,6 +24,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::time::Instant;
 
 /// Which kind of route a request is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,11 +71,27 @@ fn forbidden(reason: &str, path: &str) -> Response {
 }
 
 /// What a subscription route's handler gets once every check passed: the
-/// request (its body is not read), the validated topic and the admission.
+/// request (its body is not read), the validated topic, the admission and
+/// the end of the authorization, if the hook set one.
 pub(crate) struct Admitted {
     pub(crate) parts: Parts,
     pub(crate) topic: Topic,
     pub(crate) admission: Admission,
+    /// When the principal's authorization ends, on the runtime's clock.
+    pub(crate) expiry: Option<Instant>,
+}
+
+/// The principal's expiry on the runtime's clock, converted once, here:
+/// `Err` if it is already past (or now).
+fn expiry(principal: Option<&Principal>) -> Result<Option<Instant>, ()> {
+    let Some(at) = principal.and_then(Principal::expires) else {
+        return Ok(None);
+    };
+    let now = Instant::now();
+    match at.duration_since(SystemTime::now()) {
+        Ok(left) if !left.is_zero() => Ok(Some(after(now, left))),
+        _ => Err(()),
+    }
 }
 
 /// How [`check`] let a request in, for [`finish`] to answer accordingly.
@@ -220,7 +240,8 @@ pub(crate) fn finish<C>(state: &ChannelState<C>, grant: Grant, mut response: Res
 }
 
 /// The checks of a subscription after [`check`]: the topic, the shutdown
-/// state, the authorization hook, then the connection limits. `Err` is the
+/// state, the authorization hook (a principal already expired is refused
+/// `401 authorization expired`), then the connection limits. `Err` is the
 /// refusal to answer.
 pub(crate) async fn admit<C: Channel>(
     state: &ChannelState<C>,
@@ -252,6 +273,10 @@ pub(crate) async fn admit<C: Channel>(
             }
         }
     };
+    let Ok(expiry) = expiry(principal.as_ref()) else {
+        tracing::debug!(?principal, %topic, "subscription refused: its authorization expired");
+        return Err(auth::expired());
+    };
     let meter = state.hub.meter();
     let permit = match meter.admit(&topic, &state.limits) {
         Ok(permit) => permit,
@@ -261,7 +286,7 @@ pub(crate) async fn admit<C: Channel>(
         }
     };
     let principal = principal.as_ref().and_then(|p| p.id());
-    tracing::debug!(principal, %topic, "subscription admitted");
+    tracing::debug!(principal, %topic, ?expiry, "subscription admitted");
     Ok(Admitted {
         parts,
         topic,
@@ -269,6 +294,7 @@ pub(crate) async fn admit<C: Channel>(
             _permit: Arc::new(permit),
             meter: Arc::clone(meter),
         },
+        expiry,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Authorization: the hook the application provides, asked once per
-//! subscription on every transport before anything is subscribed, and the
+//! subscription on every transport before anything is subscribed, the
+//! [`Principal`] it answers with (who, and until when), and the
 //! [`Refusal`] that it (or the publish hook) answers with.
 
 use crate::topic::Topic;
@@ -11,13 +12,33 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The message of every answer to an expired authorization: the `401` body,
+/// and the reason of the WebSocket close `4401`.
+pub(crate) const EXPIRED: &str = "authorization expired";
+
+/// The answer to a subscription whose principal's authorization expired
+/// (already when admitted, or while a long poll was held): `401`, [`EXPIRED`].
+pub(crate) fn expired() -> Response {
+    Refusal::unauthorized(EXPIRED).into_response()
+}
 
 /// Who a subscription belongs to, as the authorization hook decided: the
 /// server's logs name a subscription by its [`id`](Principal::id).
+///
+/// The hook may also say until when the authorization holds
+/// ([`Principal::expires_at`], [`Principal::expires_in`]), e.g. a bearer
+/// token's `exp`. A principal already expired when admitted is refused with
+/// `401 authorization expired`; at the expiry, a stream ends with the
+/// control event `push.expired` (a WebSocket then closes with `4401`) and a
+/// held long poll is answered `401`, so that the client comes back with
+/// fresh credentials and resumes from its cursor, authorized again.
 #[derive(Clone)]
 pub struct Principal {
     id: Option<Arc<str>>,
     extra: Option<Arc<dyn Any + Send + Sync>>,
+    expires: Option<SystemTime>,
 }
 
 impl Principal {
@@ -26,6 +47,7 @@ impl Principal {
         Self {
             id: None,
             extra: None,
+            expires: None,
         }
     }
 
@@ -34,6 +56,7 @@ impl Principal {
         Self {
             id: Some(id.into()),
             extra: None,
+            expires: None,
         }
     }
 
@@ -41,6 +64,26 @@ impl Principal {
     pub fn with<T: Any + Send + Sync>(mut self, value: T) -> Self {
         self.extra = Some(Arc::new(value));
         self
+    }
+
+    /// The authorization ends at `at` (wall-clock time, e.g. a token's
+    /// `exp`): no event is delivered to the subscription at or after it.
+    /// A time already past refuses the subscription (`401`).
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.expires = Some(at);
+        self
+    }
+
+    /// The authorization ends `lifetime` from now ([`Principal::expires_at`]).
+    /// A lifetime past what the clock can count means no expiry.
+    pub fn expires_in(mut self, lifetime: Duration) -> Self {
+        self.expires = SystemTime::now().checked_add(lifetime);
+        self
+    }
+
+    /// When the authorization ends, if it does.
+    pub fn expires(&self) -> Option<SystemTime> {
+        self.expires
     }
 
     /// The id, unless anonymous.
@@ -58,6 +101,7 @@ impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Principal")
             .field("id", &self.id)
+            .field("expires", &self.expires)
             .finish_non_exhaustive()
     }
 }
@@ -154,5 +198,22 @@ mod tests {
         assert_eq!(principal.get::<u8>(), Some(&7));
         assert_eq!(principal.get::<u16>(), None);
         assert_eq!(Principal::anonymous().id(), None);
+        assert_eq!(principal.expires(), None);
+    }
+
+    #[test]
+    fn a_principal_carries_its_expiry() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        assert_eq!(Principal::new("ann").expires_at(at).expires(), Some(at));
+        let before = SystemTime::now();
+        let soon = Principal::anonymous().expires_in(Duration::from_secs(60));
+        let expires = soon.expires().expect("an expiry");
+        assert!(expires >= before + Duration::from_secs(60), "{expires:?}");
+        assert!(expires <= SystemTime::now() + Duration::from_secs(60));
+        assert_eq!(
+            Principal::anonymous().expires_in(Duration::MAX).expires(),
+            None,
+            "a lifetime the clock cannot count is no expiry"
+        );
     }
 }

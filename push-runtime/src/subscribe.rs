@@ -19,6 +19,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use std::convert::Infallible;
 use std::future::Future;
+use tokio::time::Instant;
 
 /// A subscription that every check passed, handed to its transport.
 pub(crate) struct Subscribed<P> {
@@ -30,6 +31,10 @@ pub(crate) struct Subscribed<P> {
     pub(crate) start: Start,
     /// The tag of `If-None-Match`, on the routes of kind [`RouteKind::Poll`].
     pub(crate) tag: Option<PollTag>,
+    /// When its authorization ends (the principal's expiry on the
+    /// runtime's clock), if it does: the transport delivers nothing at or
+    /// after it.
+    pub(crate) expiry: Option<Instant>,
     /// The transport's own parameters.
     pub(crate) params: P,
 }
@@ -67,6 +72,7 @@ where
                 topic,
                 request: SubscribeRequest { start, filter, tag },
                 admission,
+                expiry,
                 params,
             }) => match channel.hub.subscribe_topic(&topic, start, filter).await {
                 Err(error) => SubscribeRejection::from(error).into_response(),
@@ -75,6 +81,7 @@ where
                     admission,
                     start,
                     tag,
+                    expiry,
                     params,
                 })
                 .await
@@ -95,6 +102,7 @@ struct Read<P> {
     topic: Topic,
     request: SubscribeRequest,
     admission: Admission,
+    expiry: Option<Instant>,
     params: P,
 }
 
@@ -124,6 +132,7 @@ fn read<C: Channel, P, E>(
         mut parts,
         topic,
         admission,
+        expiry,
     } = admitted;
     // The query borrows the target while `own` may take from the parts
     // (the WebSocket handshake does): a clone shares the target's bytes.
@@ -136,6 +145,7 @@ fn read<C: Channel, P, E>(
         topic,
         request,
         admission,
+        expiry,
         params,
     })
 }

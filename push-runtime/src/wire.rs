@@ -1,7 +1,7 @@
 //! The bytes that more than one transport writes, in one place:
 //!
 //! - the control events every transport sends (`push.ready`, `push.gap`,
-//!   `push.end`) and their payloads;
+//!   `push.end`, `push.expired`) and their payloads;
 //! - the JSON message `{"cursor":…,"event":…,"data":…}`, which a WebSocket
 //!   sends as one text message, a poll answer lists, and the forever frame
 //!   hands to its page; it is framed once per event ([`Message`]) and shared.
@@ -18,10 +18,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub(crate) const READY: &str = "push.ready";
 /// The control event that ends a response: resume from its cursor.
 pub(crate) const END: &str = "push.end";
+/// The control event that ends a stream whose authorization expired:
+/// resume from its cursor, with fresh credentials.
+pub(crate) const EXPIRED: &str = "push.expired";
 /// The control event that announces lost events.
 pub(crate) const GAP: &str = "push.gap";
 
-/// `{"cursor":"<c>"}`: the payload of `push.ready` and `push.end`.
+/// `{"cursor":"<c>"}`: the payload of `push.ready`, `push.end` and `push.expired`.
 pub(crate) fn ready_payload(cursor: Cursor) -> Bytes {
     let mut out = BytesMut::with_capacity(56);
     out.put_slice(b"{\"cursor\":\"");
@@ -98,7 +101,7 @@ pub(crate) fn delivery_message(delivery: &Delivery) -> Bytes {
     }
 }
 
-/// The JSON message of `push.ready` or `push.end` at `cursor`.
+/// The JSON message of `push.ready`, `push.end` or `push.expired` at `cursor`.
 pub(crate) fn control_message(cursor: Cursor, name: &str) -> Bytes {
     message(cursor, name, &ready_payload(cursor))
 }
@@ -131,6 +134,10 @@ mod tests {
         assert_eq!(
             control_message(Cursor::new(u64::MAX, 1), END),
             r#"{"cursor":"18446744073709551615-1","event":"push.end","data":{"cursor":"18446744073709551615-1"}}"#
+        );
+        assert_eq!(
+            control_message(Cursor::new(4, 2), EXPIRED),
+            r#"{"cursor":"4-2","event":"push.expired","data":{"cursor":"4-2"}}"#
         );
     }
 

@@ -60,11 +60,6 @@ struct ReadyPayload {
     cursor: Cursor,
 }
 
-/// The control event of the server's expiry, payload `{"cursor":"<C>"}`
-/// like `push.end` (docs/protocol.md). Named here rather than in `wire`,
-/// which holds what the server writes.
-pub(crate) const EXPIRED: &str = "push.expired";
-
 /// The longest piece of server input quoted in an error, in characters.
 const QUOTE_LIMIT: usize = 128;
 
@@ -79,7 +74,7 @@ pub(crate) fn interpret<C: Channel>(frame: &Frame) -> Meaning<C> {
             Ok(end) => Meaning::End(end.cursor),
             Err(error) => malformed(format!("push.end payload: {error}")),
         },
-        EXPIRED => match serde_json::from_str::<ReadyPayload>(&frame.data) {
+        wire::EXPIRED => match serde_json::from_str::<ReadyPayload>(&frame.data) {
             Ok(expired) => Meaning::Expired(expired.cursor),
             Err(error) => malformed(format!("push.expired payload: {error}")),
         },

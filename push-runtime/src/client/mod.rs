@@ -119,7 +119,7 @@
 
 mod config;
 mod credentials;
-mod error;
+pub(crate) mod error;
 mod frame;
 mod http;
 mod iframe;

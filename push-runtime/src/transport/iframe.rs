@@ -15,7 +15,7 @@ use crate::shutdown::{Shutdown, ShutdownWaiter};
 use crate::state::{ChannelState, RouteState};
 use crate::stream::batch::clear_batch;
 use crate::stream::timer::after;
-use crate::stream::{self, Body, Chunks, Next, Timer};
+use crate::stream::{self, Body, Chunks, Expiry, Next, Timer};
 use crate::subscribe::{self, Subscribed};
 use crate::wire;
 use axum::extract::{Path, Request, State};
@@ -270,9 +270,10 @@ fn prelude(target: &Target, padding: usize, ready: Cursor) -> Bytes {
     out.freeze()
 }
 
-/// The last chunk: `push.end` with the resume cursor, and the document's end.
-fn ending(resume: Cursor) -> Bytes {
-    let mut out = BytesMut::from(&control_script(resume, wire::END)[..]);
+/// The last chunk: `push.end` (or `push.expired`: `name`) with the resume
+/// cursor, and the document's end.
+fn ending(resume: Cursor, name: &str) -> Bytes {
+    let mut out = BytesMut::from(&control_script(resume, name)[..]);
     // The item's newline goes: the spec writes the end on the same line.
     out.truncate(out.len().saturating_sub(1));
     out.put_slice(b"</body></html>");
@@ -282,7 +283,8 @@ fn ending(resume: Cursor) -> Bytes {
 const HEARTBEAT: &[u8] = b"<!---->\n";
 
 /// One forever-frame response body: the prelude, then script chunks and
-/// heartbeats, then the ending. A stream of its own, polled in place.
+/// heartbeats, then the ending (`push.end`, or `push.expired` when the
+/// authorization ends). A stream of its own, polled in place.
 struct Frame {
     /// The checks that end the frame (size, age, shutdown) passed, and it
     /// waits for its next chunk.
@@ -301,6 +303,8 @@ struct Frame {
     /// Fires at the earliest time a heartbeat or the end may be due.
     timer: Timer,
     last_write: Instant,
+    /// The end of the authorization, if it has one.
+    expiry: Option<Box<Expiry>>,
 }
 
 impl Chunks for Frame {
@@ -314,7 +318,7 @@ impl Chunks for Frame {
                 if self.written >= self.max_bytes || Instant::now() >= self.deadline || closing {
                     self.ended = true;
                     tracing::trace!(written = self.written, "ending a forever frame");
-                    return Poll::Ready(Some(ending(self.resume)));
+                    return Poll::Ready(Some(ending(self.resume, wire::END)));
                 }
                 clear_batch(&mut self.batch);
                 self.waiting = true;
@@ -326,9 +330,16 @@ impl Chunks for Frame {
                 self.max_batch,
                 &mut self.shutdown,
                 &mut self.timer,
+                self.expiry.as_deref_mut(),
             ));
             self.waiting = false;
             let chunk = match next {
+                Next::Expired => {
+                    // Nothing more without fresh credentials.
+                    self.ended = true;
+                    tracing::trace!("ending a forever frame whose authorization expired");
+                    return Poll::Ready(Some(ending(self.resume, wire::EXPIRED)));
+                }
                 // Shutting down: the next turn ends the frame.
                 Next::Shutdown => continue,
                 Next::Batch => {
@@ -387,6 +398,7 @@ fn stream_body(
     target: &Target,
     config: &IframeConfig,
     shutdown: Shutdown,
+    expiry: Option<Instant>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let prelude = prelude(target, config.padding, subscription.resume_point());
     let now = Instant::now();
@@ -411,6 +423,7 @@ fn stream_body(
         shutdown: shutdown.waiter(),
         timer: Timer::at(after(now, config.heartbeat).min(deadline)),
         last_write: now,
+        expiry: expiry.map(Expiry::at),
     };
     Body::new(prelude, frame)
 }
@@ -460,9 +473,10 @@ fn open<C: Channel>(
         subscription,
         admission,
         params: target,
+        expiry,
         ..
     } = subscribed;
-    let stream = stream_body(subscription, &target, config, shutdown);
+    let stream = stream_body(subscription, &target, config, shutdown, expiry);
     (headers, admission.body(stream, &channel.limits)).into_response()
 }
 
@@ -518,8 +532,12 @@ mod tests {
                 .contains("var t=\"https://a.example\";")
         );
         assert_eq!(
-            ending(ready),
+            ending(ready, wire::END),
             "<script>m({\"cursor\":\"4-2\",\"event\":\"push.end\",\"data\":{\"cursor\":\"4-2\"}})</script></body></html>"
+        );
+        assert_eq!(
+            ending(ready, wire::EXPIRED),
+            "<script>m({\"cursor\":\"4-2\",\"event\":\"push.expired\",\"data\":{\"cursor\":\"4-2\"}})</script></body></html>"
         );
     }
 }

@@ -33,4 +33,16 @@ mod tests {
             }
         }
     }
+
+    /// The Rust client recognises the server's expiry by the same close
+    /// code and message the server writes.
+    #[cfg(feature = "client")]
+    #[test]
+    fn the_client_reads_the_expiry_the_server_writes() {
+        assert_eq!(
+            crate::client::error::EXPIRED_CLOSE,
+            super::ws::CLOSE_EXPIRED
+        );
+        assert_eq!(crate::client::error::EXPIRED_MESSAGE, crate::auth::EXPIRED);
+    }
 }

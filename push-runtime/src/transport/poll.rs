@@ -6,11 +6,13 @@
 //! and shared with every other transport that sends it.
 
 use crate::admission::RouteKind;
+use crate::auth;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, Start};
 use crate::params::{PollTag, Query, SubscribeRejection};
 use crate::state::{ChannelState, RouteState};
+use crate::stream::timer::after;
 use crate::subscribe::{self, Subscribed};
 use crate::wire;
 use axum::extract::{Path, Request, State};
@@ -21,6 +23,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// The default batch limit of a poll answer, in items.
 pub const DEFAULT_POLL_BATCH_LIMIT: usize = 100;
@@ -176,78 +179,98 @@ fn ask(config: &PollConfig, query: &Query<'_>, mode: Mode) -> Result<Ask, PollRe
     Ok(Ask { limit, wait })
 }
 
-async fn answer<C: Channel>(channel: &ChannelState<C>, subscribed: Subscribed<Ask>) -> Response {
+/// Not an async fn: its future would keep the whole `Subscribed` beside
+/// the parts taken from it, for as long as a long poll is held.
+fn answer<C: Channel>(
+    channel: &ChannelState<C>,
+    subscribed: Subscribed<Ask>,
+) -> impl Future<Output = Response> + '_ {
     let Subscribed {
-        mut subscription,
-        // The poll counts as a connection until it is answered.
-        admission: _admission,
+        subscription,
+        admission,
         start,
         tag,
+        expiry,
         params: Ask { limit, wait },
     } = subscribed;
-    // One item more than the limit tells whether the answer is cut short.
-    let probe = limit.saturating_add(1);
-    let mut items = Vec::new();
-    if start != Start::Now {
-        subscription.fill(&mut items, probe);
-    }
-    let mut waited = false;
-    if items.is_empty() && !wait.is_zero() {
-        tracing::trace!(?wait, "holding a long poll");
-        waited = true;
-        // Cancel-safe: a timeout loses nothing, the position stays exact.
-        let shutdown = channel.hub.shutdown_signal();
-        let next = async {
-            tokio::select! {
-                _ = subscription.next_batch(&mut items, probe) => {}
-                // Shutting down: answer now with what there is.
-                () = shutdown.wait() => {}
-            }
-        };
-        let _ = tokio::time::timeout(wait, next).await;
-    }
-    let more = items.len() > limit;
-    items.truncate(limit);
-    let cursor = match (more, items.last()) {
-        (true, Some(last)) => last.cursor(),
-        _ => subscription.position(),
-    };
-    // The tag identifies this answer to this URL: a request that holds it
-    // already (If-None-Match) gets 304, as HTTP caches expect. A held long
-    // poll answered after its wait is new to the client either way.
-    let this = PollTag {
-        cursor,
-        gap: match items.first() {
-            Some(Delivery::Gap(gap)) => Some(gap.to),
-            _ => None,
-        },
-        more,
-    };
-    let etag = this.header();
-    if !waited && tag == Some(this) {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        if let Some(etag) = etag {
-            headers.insert(header::ETAG, etag);
+    async move {
+        // The poll counts as a connection until it is answered.
+        let _admission = admission;
+        let mut subscription = subscription;
+        // One item more than the limit tells whether the answer is cut short.
+        let probe = limit.saturating_add(1);
+        let mut items = Vec::new();
+        if start != Start::Now {
+            subscription.fill(&mut items, probe);
         }
-        return response;
+        let mut waited = false;
+        if items.is_empty() && !wait.is_zero() {
+            tracing::trace!(?wait, "holding a long poll");
+            waited = true;
+            // Cancel-safe: a timeout loses nothing, the position stays exact.
+            let shutdown = channel.hub.shutdown_signal();
+            let next = async {
+                tokio::select! {
+                    _ = subscription.next_batch(&mut items, probe) => {}
+                    // Shutting down: answer now with what there is.
+                    () = shutdown.wait() => {}
+                }
+            };
+            // Held until the timeout, or the authorization's end if sooner
+            // (then refused below): one timer either way.
+            let until = after(Instant::now(), wait);
+            let until = expiry.map_or(until, |at| until.min(at));
+            let _ = tokio::time::timeout_at(until, next).await;
+            if expiry.is_some_and(|at| Instant::now() >= at) {
+                // Nothing taken at or after the expiry is answered: the client
+                // asks again from its `after` with fresh credentials.
+                tracing::debug!("a held long poll's authorization expired");
+                return auth::expired();
+            }
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let cursor = match (more, items.last()) {
+            (true, Some(last)) => last.cursor(),
+            _ => subscription.position(),
+        };
+        // The tag identifies this answer to this URL: a request that holds it
+        // already (If-None-Match) gets 304, as HTTP caches expect. A held long
+        // poll answered after its wait is new to the client either way.
+        let this = PollTag {
+            cursor,
+            gap: match items.first() {
+                Some(Delivery::Gap(gap)) => Some(gap.to),
+                _ => None,
+            },
+            more,
+        };
+        let etag = this.header();
+        if !waited && tag == Some(this) {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            if let Some(etag) = etag {
+                headers.insert(header::ETAG, etag);
+            }
+            return response;
+        }
+        let mut response = (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            ],
+            answer_body(cursor, more, &items),
+        )
+            .into_response();
+        if let Some(etag) = etag {
+            response.headers_mut().insert(header::ETAG, etag);
+        }
+        response
     }
-    let mut response = (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        answer_body(cursor, more, &items),
-    )
-        .into_response();
-    if let Some(etag) = etag {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    response
 }
 
 /// `{"cursor":"<c>","more":<bool>,"events":[<item>,…]}`
@@ -308,7 +331,9 @@ mod tests {
     /// A held long poll keeps its handler's whole future: each async layer
     /// between the handler and the hold adds a slot for the request. The
     /// budget is this toolchain's figure at the refactor that wrote the
-    /// subscribe step once (2,248 bytes; 2,296 before it).
+    /// subscribe step once (2,248 bytes; 2,296 before it), plus the
+    /// authorization's expiry carried from the hook to the answer (2,296
+    /// bytes before it, 2,344 with it).
     #[test]
     fn a_held_long_poll_keeps_a_small_future() {
         use crate::fuzz::Probe;
@@ -322,7 +347,7 @@ mod tests {
         let request = Request::new(axum::body::Body::empty());
         let held = long_handler::<Probe>(State(route), Path("t".into()), request);
         let size = std::mem::size_of_val(&held);
-        assert!(size <= 2304, "a held long poll's future is {size} bytes");
+        assert!(size <= 2352, "a held long poll's future is {size} bytes");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::shutdown::{Shutdown, ShutdownWaiter};
 use crate::state::{ChannelState, RouteState};
 use crate::stream::batch::clear_batch;
 use crate::stream::timer::after;
-use crate::stream::{self, Body, Chunks, Next, Timer};
+use crate::stream::{self, Body, Chunks, Expiry, Next, Timer};
 use crate::subscribe::{self, Subscribed, no_params};
 use crate::wire;
 use axum::extract::{Path, Request, State};
@@ -132,7 +132,8 @@ pub(crate) fn encode_batch(batch: &[Delivery]) -> Bytes {
 const HEARTBEAT: &[u8] = b":\n\n";
 
 /// One SSE response body: the prelude, then chunks of events and
-/// heartbeats, then `push.end` on shutdown. A stream of its own (not
+/// heartbeats, then `push.end` on shutdown or `push.expired` when the
+/// authorization ends. A stream of its own (not
 /// combinators around an async fn), so each connection's state is one
 /// struct, polled in place.
 struct Connection {
@@ -144,6 +145,15 @@ struct Connection {
     /// Fires at the earliest time a heartbeat may be due.
     heartbeat: Timer,
     last_write: Instant,
+    /// The end of the authorization, if it has one.
+    expiry: Option<Box<Expiry>>,
+}
+
+/// The last chunk: the control event `name` with the resume cursor.
+fn last_block(resume: Cursor, name: &str) -> Bytes {
+    let mut out = BytesMut::new();
+    put_block(&mut out, resume, name, &wire::ready_payload(resume));
+    out.freeze()
 }
 
 impl Chunks for Connection {
@@ -160,6 +170,7 @@ impl Chunks for Connection {
                 self.config.max_batch,
                 &mut self.shutdown,
                 &mut self.heartbeat,
+                self.expiry.as_deref_mut(),
             ));
             return Poll::Ready(Some(match next {
                 Next::Batch => {
@@ -170,10 +181,13 @@ impl Chunks for Connection {
                 Next::Shutdown => {
                     // Shutting down: tell the client where to resume, then end.
                     self.ended = true;
-                    let resume = self.subscription.resume_point();
-                    let mut out = BytesMut::new();
-                    put_block(&mut out, resume, wire::END, &wire::ready_payload(resume));
-                    out.freeze()
+                    last_block(self.subscription.resume_point(), wire::END)
+                }
+                Next::Expired => {
+                    // Nothing more without fresh credentials: say where to
+                    // resume with them, then end.
+                    self.ended = true;
+                    last_block(self.subscription.resume_point(), wire::EXPIRED)
                 }
                 Next::Timer => {
                     let due = after(self.last_write, self.config.heartbeat);
@@ -196,6 +210,7 @@ fn stream_body(
     subscription: Subscription,
     config: SseConfig,
     shutdown: Shutdown,
+    expiry: Option<Instant>,
 ) -> Body<Connection> {
     let prelude = prelude(config.retry, subscription.resume_point());
     let last_write = Instant::now();
@@ -207,6 +222,7 @@ fn stream_body(
         shutdown: shutdown.waiter(),
         ended: false,
         last_write,
+        expiry: expiry.map(Expiry::at),
     };
     Body::new(prelude, connection)
 }
@@ -228,7 +244,12 @@ fn open<C: Channel>(
     subscribed: Subscribed<()>,
 ) -> Response {
     let shutdown = channel.hub.shutdown_signal().clone();
-    let stream = stream_body(subscribed.subscription, config.clone(), shutdown);
+    let stream = stream_body(
+        subscribed.subscription,
+        config.clone(),
+        shutdown,
+        subscribed.expiry,
+    );
     let body = subscribed.admission.body(stream, &channel.limits);
     let headers = [
         (
@@ -320,6 +341,65 @@ mod tests {
         );
     }
 
+    fn append(log: &TopicLog, n: u8) -> Cursor {
+        log.append(Outgoing {
+            name: "e",
+            kind_index: 0,
+            data: Bytes::from(vec![b'0' + n]),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expiring_stream_delivers_until_its_expiry_then_push_expired_and_ends() {
+        use futures_util::StreamExt;
+        let log = Arc::new(TopicLog::new(5, 16));
+        let sub = log.subscribe(Start::Now).unwrap();
+        let expiry = Instant::now() + Duration::from_secs(10);
+        let mut body = stream_body(sub, SseConfig::default(), Shutdown::default(), Some(expiry));
+        let prelude = body.next().await.unwrap().unwrap();
+        assert!(prelude.ends_with(b"event: push.ready\ndata: {\"cursor\":\"5-0\"}\n\n"));
+        append(&log, 1);
+        let chunk = body.next().await.unwrap().unwrap();
+        assert_eq!(chunk, "id: 5-1\nevent: e\ndata: 1\n\n");
+        // Idle until the expiry (heartbeats every 15 s come later): the
+        // expiry's timer wakes the connection.
+        let last = body.next().await.unwrap().unwrap();
+        assert!(Instant::now() >= expiry);
+        assert_eq!(
+            last,
+            "id: 5-1\nevent: push.expired\ndata: {\"cursor\":\"5-1\"}\n\n"
+        );
+        assert!(body.next().await.is_none(), "the response ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_not_written_by_the_expiry_is_left_for_the_resume() {
+        use futures_util::StreamExt;
+        let log = Arc::new(TopicLog::new(5, 16));
+        let sub = log.subscribe(Start::Now).unwrap();
+        let expiry = Instant::now() + Duration::from_secs(1);
+        let mut body = stream_body(sub, SseConfig::default(), Shutdown::default(), Some(expiry));
+        body.next().await.unwrap().unwrap();
+        append(&log, 1);
+        append(&log, 2);
+        // Published before the expiry, not written when it passes.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let last = body.next().await.unwrap().unwrap();
+        assert_eq!(
+            last, "id: 5-0\nevent: push.expired\ndata: {\"cursor\":\"5-0\"}\n\n",
+            "nothing at or after the expiry; resume from the ready cursor"
+        );
+        assert!(body.next().await.is_none());
+        // The next subscription, from that cursor, gets both.
+        let mut again = log.subscribe(Start::After(Cursor::new(5, 0))).unwrap();
+        let mut batch = Vec::new();
+        again.fill(&mut batch, 8);
+        assert_eq!(
+            encode_batch(&batch),
+            "id: 5-1\nevent: e\ndata: 1\n\nid: 5-2\nevent: e\ndata: 2\n\n"
+        );
+    }
+
     #[tokio::test]
     async fn an_idle_stream_gives_back_the_room_of_a_burst() {
         use futures_util::StreamExt;
@@ -332,7 +412,7 @@ mod tests {
                 data: Bytes::from_static(b"1"),
             });
         }
-        let mut body = stream_body(sub, SseConfig::default(), Shutdown::default());
+        let mut body = stream_body(sub, SseConfig::default(), Shutdown::default(), None);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let mut chunks = 0;
         while let Poll::Ready(Some(Ok(_))) = body.poll_next_unpin(&mut cx) {

@@ -4,16 +4,17 @@
 //! once per publish and shared. Everything pending is fed before one flush.
 
 use crate::admission::{Admission, RouteKind};
+use crate::auth;
 use crate::channel::Channel;
 use crate::history::{Delivery, EncodedEvent, FrameSlot, Framing, Subscription};
 use crate::meter::Outbound;
 use crate::params::Query;
 use crate::shutdown::ShutdownWaiter;
 use crate::state::{ChannelState, RouteState};
-use crate::stream::Timer;
 use crate::stream::batch::clear_batch;
 use crate::stream::timer::after;
 use crate::stream::woken::Woken;
+use crate::stream::{Expiry, Timer};
 use crate::subscribe::{self, Subscribed};
 use crate::wire;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -69,6 +70,10 @@ impl WsConfig {
         self
     }
 }
+
+/// The close code of a connection whose authorization expired (after the
+/// `push.expired` message): reconnect with fresh credentials and resume.
+pub(crate) const CLOSE_EXPIRED: u16 = 4401;
 
 /// The WebSocket read buffer, in bytes: room for a control frame (at most
 /// 131 bytes from a client); larger frames take more reads. Every idle
@@ -152,6 +157,7 @@ fn open<C: Channel>(
         subscription,
         admission,
         params: upgrade,
+        expiry,
         ..
     } = subscribed;
     let config = config.clone();
@@ -175,6 +181,7 @@ fn open<C: Channel>(
             let link = Link {
                 outbound,
                 shutdown,
+                expiry: expiry.map(Expiry::at),
                 _admission: admission,
             };
             serve(socket, subscription, config, link)
@@ -206,6 +213,8 @@ fn write_cap(budget: usize, max_event_size: usize) -> usize {
 struct Link {
     outbound: std::sync::Arc<Outbound>,
     shutdown: ShutdownWaiter,
+    /// The end of the authorization, if it has one.
+    expiry: Option<Box<Expiry>>,
     /// Holds the connection's place in the count until it ends.
     _admission: Admission,
 }
@@ -246,6 +255,9 @@ enum End {
     Gone,
     /// Close with this code and reason.
     Close(u16, &'static str),
+    /// The authorization ended: `push.expired`, then close with
+    /// [`CLOSE_EXPIRED`].
+    Expired,
 }
 
 async fn serve(
@@ -255,10 +267,24 @@ async fn serve(
     mut link: Link,
 ) {
     let ready = wire::control_message(subscription.resume_point(), wire::READY);
-    let end = match socket.send(Message::Text(text(ready))).await {
+    let mut end = match socket.send(Message::Text(text(ready))).await {
         Ok(()) => pump(&mut socket, &mut subscription, &config, &mut link).await,
         Err(_) => End::Gone,
     };
+    if let End::Expired = end {
+        // Where to resume with fresh credentials: nothing was taken from
+        // the subscription since its last batch was written.
+        let expired = wire::control_message(subscription.resume_point(), wire::EXPIRED);
+        let sent = tokio::time::timeout(
+            link.outbound.stall_timeout(),
+            socket.send(Message::Text(text(expired))),
+        )
+        .await;
+        end = match sent {
+            Ok(Ok(())) => End::Close(CLOSE_EXPIRED, auth::EXPIRED),
+            _ => End::Gone,
+        };
+    }
     if let End::Close(code, reason) = end {
         tracing::debug!(code, reason, "closing websocket");
         let frame = CloseFrame {
@@ -334,6 +360,12 @@ async fn pump(
     loop {
         clear_batch(&mut batch);
         let next = std::future::poll_fn(|cx| {
+            // First, so that no batch is taken at or after the expiry.
+            if let Some(expiry) = link.expiry.as_deref_mut()
+                && expiry.poll(cx).is_ready()
+            {
+                return Poll::Ready(Next::Expired);
+            }
             if link.shutdown.poll_wait(cx).is_ready() {
                 return Poll::Ready(Next::Shutdown);
             }
@@ -371,6 +403,7 @@ async fn pump(
                     "server shutting down; reconnect and resume",
                 );
             }
+            Next::Expired => return End::Expired,
             Next::Incoming(incoming) => {
                 last_heard = Instant::now();
                 match incoming {
@@ -407,6 +440,7 @@ async fn pump(
 enum Next {
     Batch,
     Shutdown,
+    Expired,
     Incoming(Option<Result<Message, axum::Error>>),
     Ping,
 }
