@@ -26,8 +26,10 @@ use push_runtime::{
 };
 use relay::Relay;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tls::{Authority, TlsRelay};
 
@@ -238,6 +240,8 @@ all_transports!(
     streams_over_tls_and_resumes_after_a_cut,
     refuses_an_untrusted_certificate_with_a_clear_error,
     streams_from_a_channel_that_requires_a_bearer_token,
+    renews_a_token_that_expires_mid_stream_and_loses_nothing,
+    delivers_nothing_past_an_expiry_without_a_fresh_token,
 );
 
 async fn delivers_every_shape_in_order(transport: Transport) {
@@ -916,4 +920,149 @@ async fn auto_settles_on_wss_over_https() {
         assert_eq!(next_event(&mut stream).await, (cursor, event(3)));
     })
     .await;
+}
+
+/// Tokens that expire: `short-*` a second and a half after the hook first
+/// sees them (so the expiry falls while the stream is live, however slowly
+/// the machine connects), any other an hour after.
+fn expiring_tokens() -> impl push_runtime::Authorize {
+    let first_use = Arc::new(Mutex::new(HashMap::<String, std::time::SystemTime>::new()));
+    move |request: AuthRequest| {
+        let first_use = Arc::clone(&first_use);
+        async move {
+            let token = request
+                .parts
+                .headers
+                .get("authorization")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .ok_or_else(|| Refusal::unauthorized("a bearer token is required"))?
+                .to_owned();
+            let lifetime = if token.starts_with("short-") {
+                Duration::from_millis(1500)
+            } else {
+                Duration::from_secs(3600)
+            };
+            let since = *first_use
+                .lock()
+                .expect("tokens")
+                .entry(token.clone())
+                .or_insert_with(std::time::SystemTime::now);
+            Ok(Principal::new(token).expires_at(since + lifetime))
+        }
+    }
+}
+
+async fn serve_expiring(hub: &Hub<Feed>) -> String {
+    let app: axum::Router = ChannelRouter::new(hub.clone())
+        .authorize(expiring_tokens())
+        .into_router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the server");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+/// A token expires mid-stream: the server ends the stream at the expiry,
+/// the client asks its provider, gets a fresh token and resumes from where
+/// the stream stood. Every event, published before or after the expiry,
+/// arrives once and in order, and the re-authorization names the cursor of
+/// the last item before it.
+async fn renews_a_token_that_expires_mid_stream_and_loses_nothing(transport: Transport) {
+    let hub = Hub::<Feed>::new();
+    let base = serve_expiring(&hub).await;
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&asked);
+    let renewing = config().credentials(move |why: CredentialsReason| {
+        let log = Arc::clone(&log);
+        async move {
+            let token = match &why {
+                CredentialsReason::Connect => "short-1",
+                CredentialsReason::Expired { .. } => "fresh",
+                _ => return None,
+            };
+            log.lock().expect("log").push(why);
+            Credentials::bearer(token).ok()
+        }
+    });
+    let client = Client::<Feed>::with_config(&base, renewing).expect("client");
+    let mut stream = client.subscribe("expiring").transport(transport).stream();
+    let mut last = wait_ready(&mut stream).await;
+    let mut published = vec![publish(&hub, "expiring", &event(1)).await];
+    let mut received = Vec::new();
+    let mut renewed_at = None;
+    // Until the renewal: events as they come, the re-authorization once.
+    while renewed_at.is_none() {
+        match next_update(&mut stream).await {
+            Update::Event { cursor, .. } => {
+                received.push(cursor);
+                last = cursor;
+            }
+            Update::Ready { cursor } => last = cursor,
+            Update::Reauthorized { reason, .. } => {
+                let CredentialsReason::Expired { cursor } = reason else {
+                    panic!("expected an expiry, got {reason:?}");
+                };
+                assert_eq!(
+                    cursor,
+                    Some(last),
+                    "the resume point is the last item's cursor"
+                );
+                renewed_at = cursor;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // After the renewal: more events, delivered on the fresh token.
+    for n in 2..=4 {
+        published.push(publish(&hub, "expiring", &event(n)).await);
+    }
+    while received.len() < published.len() {
+        let (cursor, _) = next_event(&mut stream).await;
+        received.push(cursor);
+    }
+    assert_eq!(received, published, "nothing lost, nothing twice, in order");
+    assert_eq!(
+        *asked.lock().expect("log"),
+        [
+            CredentialsReason::Connect,
+            CredentialsReason::Expired { cursor: renewed_at }
+        ]
+    );
+}
+
+/// Without a fresh token the stream ends at the expiry with a typed error
+/// naming the resume point, and nothing published afterwards reaches it.
+async fn delivers_nothing_past_an_expiry_without_a_fresh_token(transport: Transport) {
+    let hub = Hub::<Feed>::new();
+    let base = serve_expiring(&hub).await;
+    let declining = config().credentials(|why: CredentialsReason| async move {
+        match why {
+            CredentialsReason::Connect => Credentials::bearer("short-2").ok(),
+            _ => None,
+        }
+    });
+    let client = Client::<Feed>::with_config(&base, declining).expect("client");
+    let mut stream = client.subscribe("expiring").transport(transport).stream();
+    let mut last = wait_ready(&mut stream).await;
+    let first = publish(&hub, "expiring", &event(1)).await;
+    let cursor = loop {
+        match stream.next().await {
+            Some(Ok(Update::Event { cursor, .. })) => {
+                assert_eq!(cursor, first);
+                last = cursor;
+            }
+            Some(Ok(Update::Ready { cursor })) => last = cursor,
+            Some(Err(ClientError::Expired { cursor })) => break cursor,
+            other => panic!("expected events then the expiry, got {other:?}"),
+        }
+    };
+    assert_eq!(cursor, Some(last));
+    publish(&hub, "expiring", &event(2)).await;
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ended at the expiry"
+    );
 }
