@@ -72,7 +72,13 @@ async fn authorize(request: AuthRequest) -> Result<Principal, Refusal> {
         return Err(Refusal::forbidden("only staff may read this topic"));
     }
     tracing::info!(user = name, topic = %request.topic, "subscription allowed");
-    Ok(Principal::new(name).with(user))
+    // The authorization lasts as long as the credential: at the expiry the
+    // server ends the stream with `push.expired` (WebSocket: close 4401), and
+    // the client resumes from that cursor with a fresh credential, if it has
+    // one (a real hook would take the expiry from the token's `exp`).
+    Ok(Principal::new(name)
+        .with(user)
+        .expires_in(std::time::Duration::from_secs(3600)))
 }
 
 #[tokio::main]
