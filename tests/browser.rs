@@ -1302,3 +1302,457 @@ async fn an_expired_authorization_is_renewed_through_the_provider_and_nothing_is
         })
         .await;
 }
+
+/// A same-origin page with one subscription, recording the text and cursor
+/// of each event and every status change with its transport and detail.
+const WATCH_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>watch</title><body><script type="module">
+const { subscribe, NAMES } = await import("/chat/client.js");
+window.__start = (topic, options) => {
+  const state = { events: [], cursors: [], status: "connecting", changes: [], sub: null };
+  // `tickets`: a credentials provider handing out numbered tickets, recording why it was asked.
+  window.__authCalls = [];
+  if (options.tickets) options.auth = ({ transport, reason }) => {
+    const ticket = `t${window.__authCalls.length}`;
+    window.__authCalls.push({ transport, reason, ticket });
+    return { query: { ticket } };
+  };
+  state.sub = subscribe(topic, { ...options, onStatus: (status, info) => {
+    state.status = status;
+    state.changes.push({ status, transport: info.transport, detail: info.detail ?? null });
+  } });
+  for (const name of NAMES) state.sub.on(name, (data, item) => { state.events.push(data.text); state.cursors.push(item.cursor); });
+  window.__sub = state;
+};
+window.__subscribe = subscribe;
+window.__ready = true;
+</script>"#;
+
+/// Expression: what the watch page's subscription saw and its counters.
+const WATCHED: &str = "({ events: window.__sub.events, status: window.__sub.status, transport: window.__sub.sub.transport, stats: window.__sub.sub.stats, changes: window.__sub.changes })";
+
+/// Waits until the watch page's subscription received exactly `expected`,
+/// failing with what it saw when it received more or other events.
+async fn wait_watched(browser: &Browser, what: &str, expected: &[String]) -> Value {
+    let deadline = std::time::Instant::now() + harness::PATIENCE;
+    loop {
+        let seen = browser.js(&format!("return {WATCHED};"), vec![]).await;
+        let events = seen["events"].as_array().expect("events").clone();
+        if events.len() >= expected.len() {
+            assert_eq!(
+                events,
+                json!(expected).as_array().cloned().unwrap_or_default(),
+                "{what}: {seen:#}"
+            );
+            return seen;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}; saw {seen:#}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn open_watch(browser: &Browser, url: &str, topic: &str, options: Value) {
+    browser.client.goto(url).await.expect("open the page");
+    browser
+        .wait_for("the page", "return window.__ready === true;")
+        .await;
+    browser
+        .js(
+            "window.__start(arguments[0], arguments[1]);",
+            vec![json!(topic), options],
+        )
+        .await;
+}
+
+/// Issue 16 (4): a WebSocket that worked is kept through an outage. The
+/// server (a relay standing for it) is killed, listener and connections,
+/// for a few seconds and restarted on the same port; the client retries
+/// WebSocket with a growing delay, never falls back, and resumes from its
+/// cursor: the events published meanwhile (held by the hub's history)
+/// arrive once each, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_keeps_a_websocket_that_worked_through_an_outage_with_backoff_and_no_loss() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let mut backend = Site::bind().await;
+    backend.serve(
+        demo_app(1024, IframeConfig::default()).route("/watch", get(|| async { Html(WATCH_PAGE) })),
+    );
+    let mut relay = harness::Relay::start(backend.addr).await;
+    let url = relay.url("/watch");
+    browser
+        .run(|browser| async move {
+            let topic = "outage";
+            let min_delay = 250.0;
+            open_watch(browser, &url, topic, json!({ "transport": "auto", "retry": { "min": min_delay } })).await;
+            browser
+                .wait_for("auto to be live", "return window.__sub.status === 'live';")
+                .await;
+            publish_all(&backend, topic, &texts("o", 1..=3)).await;
+            let seen = wait_watched(browser, "o1..o3 before the outage", &texts("o", 1..=3)).await;
+            assert_eq!(seen["transport"], json!("websocket"), "{seen:#}");
+
+            let before = seen["stats"]["requests"].as_u64().expect("requests");
+            let down = std::time::Instant::now();
+            relay.kill().await;
+            browser
+                .wait_for(
+                    "the client to see the cut",
+                    "return window.__sub.status === 'reconnecting';",
+                )
+                .await;
+            // Published while the server is unreachable: the hub keeps them.
+            publish_all(&backend, topic, &texts("o", 4..=6)).await;
+            // Down long enough for several attempts, and a few seconds in all.
+            browser
+                .wait_for(
+                    "three attempts while down",
+                    &format!("return window.__sub.sub.stats.requests >= {} + 3;", before),
+                )
+                .await;
+            tokio::time::sleep(std::time::Duration::from_secs(3).saturating_sub(down.elapsed()))
+                .await;
+            let attempts = browser
+                .js("return window.__sub.sub.stats.requests;", vec![])
+                .await
+                .as_u64()
+                .expect("requests")
+                - before;
+            let elapsed = down.elapsed().as_millis() as f64;
+            relay.restart().await;
+
+            // With delays of at least min/2 doubling, n attempts take at
+            // least min/2 × (2^n − 1): at most log2(2·elapsed/min + 1) fit.
+            // Falling back in a cascade (or no backoff) makes many more.
+            let bound = (2.0 * elapsed / min_delay + 1.0).log2().floor() as u64;
+            eprintln!("{attempts} connection attempts in {elapsed} ms down (bound {})", bound + 1);
+            assert!(
+                attempts <= bound + 1,
+                "{attempts} connection attempts in {elapsed} ms down: no backoff (at most {} expected)",
+                bound + 1
+            );
+
+            browser
+                .wait_for(
+                    "live again on websocket",
+                    "return window.__sub.status === 'live' && window.__sub.sub.transport === 'websocket';",
+                )
+                .await;
+            publish_all(&backend, topic, &texts("o", 7..=9)).await;
+            let seen = wait_watched(browser, "every event once, in order", &texts("o", 1..=9)).await;
+            assert_eq!(seen["transport"], json!("websocket"), "{seen:#}");
+            assert_eq!(seen["stats"]["fallbacks"], json!(0), "{seen:#}");
+            let transports: Vec<&Value> = seen["changes"]
+                .as_array()
+                .expect("changes")
+                .iter()
+                .map(|change| &change["transport"])
+                .collect();
+            assert!(
+                transports.iter().all(|t| **t == json!("websocket")),
+                "never left WebSocket: {seen:#}"
+            );
+            let cursors = browser.js("return window.__sub.cursors;", vec![]).await;
+            let unique: std::collections::BTreeSet<_> =
+                cursors.as_array().expect("cursors").iter().map(Value::to_string).collect();
+            assert_eq!(unique.len(), 9, "each event once: {cursors}");
+        })
+        .await;
+}
+
+/// Whether the test lets WebSocket handshakes through.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum WsGate {
+    /// Answered `426`, as by a proxy that strips `Upgrade`.
+    Refuse,
+    /// Held until the gate opens.
+    Hold,
+    Open,
+}
+
+/// Issue 16 (4): `auto` leaves a WebSocket that never worked after
+/// `fallbackAfter` attempts, is live on SSE, probes WebSocket every
+/// `probeInterval`, and when a probe works moves to it: the probe opened
+/// from the cursor of its start while SSE went on delivering (its handshake
+/// held meanwhile), so it brings those events again, and they are skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_falls_back_from_a_refused_websocket_and_upgrades_when_it_works_without_loss_or_duplicate()
+ {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let (gate, _) = tokio::sync::watch::channel(WsGate::Refuse);
+    let gate = std::sync::Arc::new(gate);
+    type Routes = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+    let routes: Routes = Default::default();
+    let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut site = Site::bind().await;
+    let app = {
+        let (gate, routes, held) = (gate.clone(), routes.clone(), held.clone());
+        demo_app(1024, IframeConfig::default())
+            .route("/watch", get(|| async { Html(WATCH_PAGE) }))
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let (gate, routes, held) = (gate.clone(), routes.clone(), held.clone());
+                    async move {
+                        let route = request
+                            .uri()
+                            .path()
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or("")
+                            .to_owned();
+                        if ["ws", "sse", "long-poll", "poll"].contains(&route.as_str()) {
+                            let ticket = request.uri().query().and_then(|query| {
+                                query
+                                    .split('&')
+                                    .find_map(|pair| pair.strip_prefix("ticket="))
+                                    .map(str::to_owned)
+                            });
+                            routes.lock().unwrap().push((route.clone(), ticket));
+                        }
+                        if route == "ws" {
+                            let mut open = gate.subscribe();
+                            let now = *open.borrow_and_update();
+                            match now {
+                                WsGate::Refuse => {
+                                    return axum::http::StatusCode::UPGRADE_REQUIRED
+                                        .into_response();
+                                }
+                                WsGate::Hold => {
+                                    held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    let _ = open.wait_for(|gate| *gate == WsGate::Open).await;
+                                }
+                                WsGate::Open => {}
+                            }
+                        }
+                        next.run(request).await
+                    }
+                },
+            ))
+    };
+    site.serve(app);
+    browser
+        .run(|browser| async move {
+            let topic = "upgrade";
+            let options = json!({
+                "transport": "auto",
+                "fallbackAfter": 2,
+                "probeInterval": 300,
+                "retry": { "min": 100, "max": 400 },
+                "tickets": true,
+            });
+            open_watch(browser, &site.url("/watch"), topic, options).await;
+            browser
+                .wait_for("auto to be live", "return window.__sub.status === 'live';")
+                .await;
+            publish_all(&site, topic, &texts("a", 1..=3)).await;
+            let seen = wait_watched(browser, "a1..a3 over SSE", &texts("a", 1..=3)).await;
+            assert_eq!(seen["transport"], json!("sse"), "{seen:#}");
+            assert_eq!(seen["stats"]["fallbacks"], json!(1), "{seen:#}");
+            {
+                let routes = routes.lock().unwrap();
+                let first_sse = routes.iter().position(|r| r.0 == "sse").expect("an SSE request");
+                let before: Vec<&str> = routes[..first_sse].iter().map(|r| r.0.as_str()).collect();
+                assert_eq!(
+                    before,
+                    ["ws", "ws"],
+                    "SSE after exactly fallbackAfter WebSocket attempts: {routes:?}"
+                );
+            }
+
+            // The next probe's handshake is held: SSE delivers meanwhile.
+            gate.send_replace(WsGate::Hold);
+            let deadline = std::time::Instant::now() + harness::PATIENCE;
+            while held.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                assert!(std::time::Instant::now() < deadline, "no probe of WebSocket");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            publish_all(&site, topic, &texts("b", 1..=5)).await;
+            let mut expected = texts("a", 1..=3);
+            expected.extend(texts("b", 1..=5));
+            let seen = wait_watched(browser, "b1..b5 over SSE during the probe", &expected).await;
+            assert_eq!(seen["transport"], json!("sse"), "{seen:#}");
+
+            // Released: the probe starts after a3 and brings b1..b5 again.
+            gate.send_replace(WsGate::Open);
+            browser
+                .wait_for(
+                    "the upgrade to WebSocket",
+                    "return window.__sub.sub.transport === 'websocket' && window.__sub.status === 'live';",
+                )
+                .await;
+            publish_all(&site, topic, &texts("c", 1..=3)).await;
+            expected.extend(texts("c", 1..=3));
+            let seen = wait_watched(browser, "every event once, in order, across the upgrade", &expected).await;
+            assert_eq!(seen["stats"]["upgrades"], json!(1), "{seen:#}");
+            assert_eq!(seen["stats"]["fallbacks"], json!(1), "{seen:#}");
+            assert_eq!(seen["stats"]["events"], json!(expected.len()), "{seen:#}");
+            let last = seen["changes"].as_array().expect("changes").last().cloned();
+            assert_eq!(
+                last,
+                Some(json!({ "status": "live", "transport": "websocket", "detail": "upgraded from sse to websocket" })),
+                "{seen:#}"
+            );
+            // The upgraded WebSocket carries a ticket the provider gave for an upgrade.
+            let calls = browser.js("return window.__authCalls;", vec![]).await;
+            let ticket = routes
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|r| r.0 == "ws")
+                .and_then(|r| r.1.clone())
+                .expect("a ticket on the WebSocket");
+            let call = calls
+                .as_array()
+                .expect("calls")
+                .iter()
+                .find(|call| call["ticket"] == json!(ticket))
+                .cloned();
+            assert_eq!(
+                call,
+                Some(json!({ "transport": "websocket", "reason": "upgrade", "ticket": ticket })),
+                "{calls}"
+            );
+            // Nothing more arrives late from the closed SSE stream.
+            publish(&site, topic, "ann", "d1").await;
+            expected.push("d1".into());
+            wait_watched(browser, "d1 once", &expected).await;
+        })
+        .await;
+}
+
+/// `Retry-After` as an HTTP date (IMF-fixdate), `seconds` from now, rounded up.
+fn http_date_in(seconds: u64) -> String {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + seconds
+        + 1;
+    let (days, rest) = (unix / 86_400, unix % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        months[month as usize - 1],
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Issue 16 (4): a poll answered `503` or `429` waits for its `Retry-After`
+/// (seconds, or an HTTP date) before asking again, though its backoff alone
+/// would retry within 50 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_refused_as_busy_waits_for_its_retry_after() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    type Log = std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>>;
+    let log: Log = Default::default();
+    let mut site = Site::bind().await;
+    let app = {
+        let log = log.clone();
+        demo_app(1024, IframeConfig::default())
+            .route("/watch", get(|| async { Html(WATCH_PAGE) }))
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let log = log.clone();
+                    async move {
+                        let path = request.uri().path();
+                        let route = path.rsplit('/').next().unwrap_or("").to_owned();
+                        let topic = path.split('/').nth(2).unwrap_or("").to_owned();
+                        if !["poll", "long-poll"].contains(&route.as_str()) {
+                            return next.run(request).await;
+                        }
+                        let first = {
+                            let mut log = log.lock().unwrap();
+                            log.push((topic.clone(), std::time::Instant::now()));
+                            log.iter().filter(|(t, _)| *t == topic).count() == 1
+                        };
+                        match (first, topic.as_str()) {
+                            (true, "busy-seconds") => (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                [(axum::http::header::RETRY_AFTER, "2".to_owned())],
+                                "try later",
+                            )
+                                .into_response(),
+                            (true, "busy-date") => (
+                                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                                [(axum::http::header::RETRY_AFTER, http_date_in(2))],
+                                "slow down",
+                            )
+                                .into_response(),
+                            _ => next.run(request).await,
+                        }
+                    }
+                },
+            ))
+    };
+    site.serve(app);
+    browser
+        .run(|browser| async move {
+            for (topic, transport) in [("busy-seconds", "poll"), ("busy-date", "long-poll")] {
+                let options = json!({ "transport": transport, "retry": { "min": 20, "max": 50 }, "pollInterval": 100 });
+                open_watch(browser, &site.url("/watch"), topic, options).await;
+                browser
+                    .wait_for("live after the refusal", "return window.__sub.status === 'live';")
+                    .await;
+                let seen = browser.js(&format!("return {WATCHED};"), vec![]).await;
+                assert_eq!(seen["stats"]["reconnects"], json!(1), "{topic}: {seen:#}");
+                let times: Vec<std::time::Instant> = log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(t, _)| t == topic)
+                    .map(|(_, at)| *at)
+                    .collect();
+                assert!(times.len() >= 2, "{topic}: {} requests", times.len());
+                // The retry was scheduled when the answer arrived, after the
+                // first request was logged: the gap can only be longer.
+                let waited = times[1] - times[0];
+                assert!(
+                    waited >= std::time::Duration::from_millis(1900),
+                    "{topic}: asked again after {waited:?}, before Retry-After"
+                );
+                publish(&site, topic, "ann", "after").await;
+                wait_watched(browser, "the event after the wait", &["after".to_owned()]).await;
+            }
+
+            // Options out of range are refused with a message naming them.
+            for (options, message) in [
+                (json!({ "probeInterval": -1 }), "probeInterval must be a number of at least 0, not -1"),
+                (json!({ "fallbackAfter": 1.5 }), "fallbackAfter must be a whole number of at least 1, not 1.5"),
+                (json!({ "retry": { "maxRetryAfter": "1s" } }), "retry.maxRetryAfter must be a number of at least 0, not \"1s\""),
+            ] {
+                let error = browser
+                    .js(
+                        "try { window.__subscribe('x', arguments[0]).close(); return 'accepted'; } catch (error) { return error.message; }",
+                        vec![options.clone()],
+                    )
+                    .await;
+                assert_eq!(error, json!(message), "{options}");
+            }
+        })
+        .await;
+}

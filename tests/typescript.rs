@@ -135,6 +135,17 @@ const withAuth = subscribe("lobby", {
   },
 });
 const sync = subscribe("lobby", { credentials: "omit", auth: () => undefined });
+// `auto`: fall back after two failed attempts on a transport that never
+// worked, back off 100 ms to 5 s (a poll's `Retry-After` up to a minute),
+// and try the better transports every 20 s; a provider may skip an upgrade.
+const resilient = subscribe("lobby", {
+  fallbackAfter: 2,
+  probeInterval: 20000,
+  retry: { min: 100, max: 5000, maxRetryAfter: 60000 },
+  auth: ({ reason }) => (reason === "upgrade" ? null : {}),
+});
+const moved: number = resilient.stats.fallbacks + resilient.stats.probes + resilient.stats.upgrades;
+console.log(moved);
 const failure: { reason: string; message: string } | null = withAuth.error;
 console.log(failure, sync.error?.status);
 const any: ChatEvent = { type: "left", name: "ann" };
@@ -219,6 +230,11 @@ const BAD: &[&str] = &[
     r#"import { subscribe } from "./chat/client.js"; subscribe("l", { auth: ({ reason }) => (reason === "expird" ? null : {}) });"#,
     r#"import { subscribe } from "./chat/client.js"; subscribe("l", { auth: async () => "token" });"#,
     r#"import { subscribe } from "./chat/client.js"; const s: string = subscribe("l").error.message;"#,
+    r#"import { subscribe } from "./chat/client.js"; subscribe("l", { probeInterval: "10s" });"#,
+    r#"import { subscribe } from "./chat/client.js"; subscribe("l", { fallbackAfter: true });"#,
+    r#"import { subscribe } from "./chat/client.js"; subscribe("l", { retry: { maxRetryAfer: 1000 } });"#,
+    r#"import { subscribe } from "./chat/client.js"; subscribe("l", { auth: ({ reason }) => (reason === "upgrading" ? null : {}) });"#,
+    r#"import { subscribe } from "./chat/client.js"; const n: string = subscribe("l").stats.upgrades;"#,
 ];
 
 fn tsc() -> Option<PathBuf> {

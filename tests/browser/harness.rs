@@ -266,3 +266,91 @@ impl Drop for Site {
         }
     }
 }
+
+/// A TCP relay in front of a server, standing for it: [`Relay::kill`] drops
+/// the listener and every connection through it at once (a crash, as the
+/// client sees it: refused connections, streams cut without a goodbye), and
+/// [`Relay::restart`] listens again on the same port. The server behind it
+/// keeps running, so its hub keeps its history.
+pub struct Relay {
+    pub addr: SocketAddr,
+    upstream: SocketAddr,
+    accept: Option<JoinHandle<()>>,
+    connections: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+    /// Connections accepted so far.
+    pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Relay {
+    /// Listens on a free loopback port, relaying to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut relay = Self {
+            addr: listener.local_addr().expect("local addr"),
+            upstream,
+            accept: None,
+            connections: Default::default(),
+            accepted: Default::default(),
+        };
+        relay.listen(listener);
+        relay
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn listen(&mut self, listener: TcpListener) {
+        let upstream = self.upstream;
+        let connections = self.connections.clone();
+        let accepted = self.accepted.clone();
+        self.accept = Some(tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                connections.lock().expect("connections").spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Stops listening and cuts every connection; returns once they are gone.
+    pub async fn kill(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+            let _ = accept.await;
+        }
+        let mut connections = std::mem::take(&mut *self.connections.lock().expect("connections"));
+        connections.shutdown().await;
+    }
+
+    /// Listens again on the same port (waiting, within [`PATIENCE`], for the
+    /// port to be free to bind).
+    pub async fn restart(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(error) if Instant::now() < deadline => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("rebind {}: {error}", self.addr),
+            }
+        };
+        self.listen(listener);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(accept) = &self.accept {
+            accept.abort();
+        }
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.abort_all();
+        }
+    }
+}

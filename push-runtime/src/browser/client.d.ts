@@ -38,7 +38,13 @@ export type AuthReason =
   /** The authorization expired (`push.expired`, WebSocket close 4401, a poll's 401 `authorization expired`). */
   | "expired"
   /** A 401 or 403 answer (`status`); only polls can see one: EventSource, WebSocket and frames hide the status from pages. */
-  | "refused";
+  | "refused"
+  /**
+   * `auto` tries a better transport alongside the live one (see
+   * `probeInterval`). Declining (or failing) skips this upgrade; the live
+   * connection goes on.
+   */
+  | "upgrade";
 
 /** What the credentials provider is told. */
 export interface AuthContext {
@@ -71,7 +77,7 @@ export type AuthProvider = (context: AuthContext) => AuthGrant | null | undefine
 /** Why a subscription closed by itself (status `closed`). */
 export interface SubscriptionError {
   /** `expired` or `refused` without a provider, the provider's reason when it declined, or `unsupported` (headers for a transport that cannot send them). */
-  reason: AuthReason | "unsupported";
+  reason: Exclude<AuthReason, "upgrade"> | "unsupported";
   /** The HTTP status of a refusal, when the transport could see it. */
   status?: number;
   message: string;
@@ -87,10 +93,24 @@ export interface Stats {
   events: number;
   gaps: number;
   reconnects: number;
+  /** `auto` moved on to the next transport (after `fallbackAfter` failed attempts on one that never worked). */
+  fallbacks: number;
+  /** Better transports tried alongside the live one (`probeInterval`). */
+  probes: number;
+  /** Probes that worked: the subscription moved to the better transport. */
+  upgrades: number;
 }
 
 export interface SubscribeOptions<K extends keyof Events = keyof Events> {
-  /** `auto` (default) falls back websocket → sse → long-poll → poll; `iframe` only when asked. */
+  /**
+   * `auto` (default) tries websocket, then sse, long-poll and poll; `iframe`
+   * only when asked. It leaves a transport only when that one never
+   * delivered `push.ready` on this page, after `fallbackAfter` failed
+   * attempts in a row (after poll it starts over at websocket); one that
+   * worked once is kept through any outage, reconnecting with the backoff.
+   * On a lesser transport it tries the better ones every `probeInterval`
+   * and moves to the first that works, without losing or repeating an event.
+   */
   transport?: Transport | "auto";
   /** Start after this cursor (default: the stored cursor, else "from now"). */
   after?: string;
@@ -100,8 +120,25 @@ export interface SubscribeOptions<K extends keyof Events = keyof Events> {
   persist?: boolean | string;
   /** The channel's base URL; default: where `client.js` was loaded from. */
   base?: string;
-  /** Reconnect delay in ms: `min` doubling up to `max`, each with jitter (default 250 and 30000). A forever frame the server ended (`push.end`) is reopened at once when it brought events, after `min` when it brought nothing. */
-  retry?: { min?: number; max?: number };
+  /**
+   * Reconnect delay in ms: `min` doubling with each failed attempt up to
+   * `max`, each times a random 0.5–1 (default 250 and 30000); back to `min`
+   * once a connection says `push.ready`. A forever frame the server ended
+   * (`push.end`) is reopened at once when it brought events, after `min`
+   * when it brought nothing. A poll answered `503` or `429` waits at least
+   * its `Retry-After` (capped at `maxRetryAfter`, default 300000); an
+   * EventSource or a WebSocket refused that way cannot tell (a page cannot
+   * read their status) and just backs off.
+   */
+  retry?: { min?: number; max?: number; maxRetryAfter?: number };
+  /** `auto`: failed attempts in a row on a transport that never worked before trying the next (default 3). */
+  fallbackAfter?: number;
+  /**
+   * `auto` on a lesser transport: how often, in ms, to try the better ones
+   * (default 10000; 0: never). The better one is opened alongside from the
+   * current cursor; once it says `push.ready` the old one is closed.
+   */
+  probeInterval?: number;
   /** Pause between short polls in ms (default 1000). */
   pollInterval?: number;
   /** How long the server may hold a long poll, in seconds (default 25). */
@@ -119,7 +156,7 @@ export interface SubscribeOptions<K extends keyof Events = keyof Events> {
 
 export declare class Subscription<K extends keyof Events = keyof Events> {
   readonly topic: string;
-  /** The transport in use (changes while `auto` falls back). */
+  /** The transport in use (changes when `auto` falls back or upgrades). */
   readonly transport: Transport;
   readonly status: Status;
   /** The cursor of the last item received, to resume from. */
