@@ -188,7 +188,7 @@ impl EncodedEvent {
 /// that long polls and WebSocket send, the WebSocket text frame, the forever
 /// frame's `<script>` item), each at its full length, even where two share
 /// bytes (so the count is an upper bound of what they hold). Not counted:
-/// the fixed size of an event and its ring slot (about 150 bytes, bounded by
+/// the fixed size of an event and its ring slot (about 200 bytes, bounded by
 /// the ring's capacity in events), events that left the ring but are still
 /// being written to a connection, and per-connection buffers (bounded by
 /// `Limits::max_buffered_per_connection`).
@@ -1376,6 +1376,44 @@ mod tests {
         assert_eq!(budget.used(), E);
         assert!(c.try_append(large(3, E)).is_ok());
         assert_eq!(budget.used(), 2 * E);
+    }
+
+    #[test]
+    fn concurrent_framing_and_trimming_count_exactly() {
+        const BUDGET: usize = 40 * 1024;
+        let budget = HistoryBudget::new(BUDGET, 3 * BUDGET / 2);
+        let log = Arc::new(TopicLog::with_budget(1, 1024, &budget));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut sub = log.subscribe(Start::Now).unwrap();
+                std::thread::spawn(move || {
+                    let mut out = Vec::new();
+                    let mut read = 0;
+                    while read < 300 {
+                        out.clear();
+                        sub.fill(&mut out, 16);
+                        for delivery in &out {
+                            if let Delivery::Event(event) = delivery {
+                                frame_every_way(event);
+                            }
+                            read = delivery.cursor().seq();
+                        }
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for n in 1..=300 {
+            log.append(large(n, 500 + 7 * n));
+            assert!(log.bytes() <= BUDGET);
+        }
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        assert_eq!(log.bytes(), held(&log));
+        assert_eq!(budget.used(), log.bytes());
+        drop(log);
+        assert_eq!(budget.used(), 0, "every byte given back");
     }
 
     #[test]
