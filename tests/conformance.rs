@@ -223,6 +223,63 @@ async fn a_cursor_older_than_the_history_gets_a_gap_then_the_rest() {
     }
 }
 
+/// An event of about `size` bytes of JSON, numbered `n` (all the same size).
+fn big(n: usize, size: usize) -> TestEvent {
+    TestEvent::Note(format!("{n:04}{}", "x".repeat(size - 16)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_bounded_in_bytes_gives_a_gap_and_delivers_every_event_intact() {
+    const SIZE: usize = 8 * 1024;
+    let size = serde_json::to_vec(&big(0, SIZE)).unwrap().len();
+    let mut config = HubConfig::default();
+    config.history_len = 1024;
+    // Room for four payloads; never for a framed copy next to them.
+    config.max_history_bytes = 4 * size + size / 2;
+    let hub = Hub::<TestEvent>::with_config(config);
+    let server = serve(&hub).await;
+    let cursors = publish_all(&hub, "big", (0..10).map(|n| big(n, SIZE))).await;
+    for transport in TRANSPORTS {
+        let mut conn = open(
+            &server,
+            transport,
+            &route(transport, "big", &format!("after={}", cursors[0])),
+        )
+        .await;
+        assert_eq!(conn.ready().await, cursors[0]);
+        let gap = conn.next_frame().await;
+        assert_eq!(gap.event, "push.gap", "{transport:?}");
+        assert_eq!(
+            gap.data,
+            serde_json::json!({"from": cursors[0], "to": cursors[5], "missed": 5})
+        );
+        let rest = conn.frames(4).await;
+        assert_eq!(
+            rest.iter().map(decode).collect::<Vec<_>>(),
+            (6..10).map(|n| big(n, SIZE)).collect::<Vec<_>>(),
+            "{transport:?}"
+        );
+    }
+    // Live subscribers of every transport get each new event intact, its
+    // frames built for each delivery (no room to keep them); three, so
+    // that none is trimmed before they read it.
+    let mut conns = Vec::new();
+    for transport in TRANSPORTS {
+        let mut conn = open(&server, transport, &route(transport, "big", "")).await;
+        conn.ready().await;
+        conns.push((transport, conn));
+    }
+    publish_all(&hub, "big", (10..13).map(|n| big(n, SIZE))).await;
+    for (transport, conn) in &mut conns {
+        let frames = conn.frames(3).await;
+        assert_eq!(
+            frames.iter().map(decode).collect::<Vec<_>>(),
+            (10..13).map(|n| big(n, SIZE)).collect::<Vec<_>>(),
+            "{transport:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_from_another_epoch_gets_a_gap_with_unknown_count() {
     let hub = hub(16);

@@ -184,3 +184,32 @@ async fn a_broker_failure_is_answered_by_its_kind() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_finding_the_histories_full_is_answered_503() {
+    let mut config = HubConfig::default();
+    config.max_total_history_bytes = 150;
+    let hub = Hub::<TestEvent>::with_config(config);
+    let app = ChannelRouter::new(hub.clone())
+        .publish(only_with_token)
+        .limits(Limits::default().retry_after(Duration::from_secs(3)))
+        .into_router();
+    let server = Server::start(app).await;
+    hub.publish("held", TestEvent::Note("x".repeat(90)))
+        .await
+        .unwrap();
+    // Read, so the broker may not evict it to make room.
+    let mut reader = open(&server, Transport::Sse, "/t/held/sse").await;
+    reader.ready().await;
+    let body = serde_json::to_string(&TestEvent::Note("y".repeat(90))).unwrap();
+    let response = post(&server, "/t/other")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "3");
+    let text = response.text().await.unwrap();
+    assert!(text.contains("no room for an event of"), "{text}");
+}

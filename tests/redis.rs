@@ -723,3 +723,55 @@ async fn publish_when_back_to(hub: &Hub<TestEvent>, topic: &str, n: usize) -> Cu
         }
     }
 }
+
+/// What a subscription yields, as `seq` for events and `gap to missed` for gaps.
+fn described(items: &[Delivery]) -> Vec<String> {
+    items
+        .iter()
+        .map(|item| match item {
+            Delivery::Event(event) => event.cursor().seq().to_string(),
+            Delivery::Gap(gap) => format!("gap {} {:?}", gap.to.seq(), gap.missed),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_holds_its_mirrors_within_their_byte_budget() {
+    let test = "a_node_holds_its_mirrors_within_their_byte_budget";
+    let Some(url) = shared_redis(test).await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let event = |n: usize| TestEvent::Note(format!("{n:04}{}", "x".repeat(1000)));
+    let size = serde_json::to_vec(&event(0)).unwrap().len();
+    let config = RedisConfig::new(&url)
+        .key_prefix(&prefix)
+        .history_len(64)
+        .max_history_bytes(3 * size + size / 2)
+        .max_total_history_bytes(5 * size + size / 2);
+    let (broker, hub) = lone_node(config).await;
+    let mut a = hub.subscribe("a", Start::Now, None).await.unwrap();
+    let mut b = hub.subscribe("b", Start::Now, None).await.unwrap();
+    let mut c = hub.subscribe("c", Start::Now, None).await.unwrap();
+    for n in 1..=10 {
+        hub.publish("a", event(n)).await.unwrap();
+        assert!(broker.history_bytes() <= 3 * size + size / 2);
+    }
+    // The topic's own budget: three events, a gap before them.
+    let items = next_items(&mut a, 4).await;
+    assert_eq!(described(&items), ["gap 7 Some(7)", "8", "9", "10"]);
+    // The total: `b` makes room by dropping its own oldest event.
+    for n in 1..=3 {
+        hub.publish("b", event(n)).await.unwrap();
+        assert!(broker.history_bytes() <= 5 * size + size / 2);
+    }
+    let items = next_items(&mut b, 3).await;
+    assert_eq!(described(&items), ["gap 1 Some(1)", "2", "3"]);
+    // `c` cannot: Redis has its event, this node's readers get a gap of one.
+    hub.publish("c", event(1)).await.unwrap();
+    let items = next_items(&mut c, 1).await;
+    assert_eq!(described(&items), ["gap 1 Some(1)"]);
+    assert_eq!(broker.history_bytes(), 5 * size);
+    drop((a, b, c, hub, broker));
+    delete_keys(&url, &prefix).await;
+}

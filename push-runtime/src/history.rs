@@ -4,6 +4,11 @@
 //! subscriber is only a sequence number into it, so a subscriber that stops
 //! reading costs no memory at all, and one that falls behind the ring's start
 //! receives an explicit [`Gap`] instead of a silent hole.
+//!
+//! A ring is bounded twice: in events (its capacity) and in bytes (a
+//! [`HistoryBudget`], per topic and across the topics that share it). The
+//! bytes counted are each retained event's JSON payload and every framed
+//! copy of it cached for a transport; see [`HistoryBudget`].
 
 use crate::cursor::Cursor;
 use crate::wake::{Registration, WaitList};
@@ -11,22 +16,34 @@ use bytes::Bytes;
 use std::any::Any;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll};
 
 /// One published event, encoded once and shared by every subscriber.
 ///
 /// The JSON payload is produced once per publish; each way of framing it on
-/// the wire runs at most once per event, lazily, on first
-/// delivery, and its frame is shared too.
+/// the wire is built lazily, on first delivery, and its frame is kept and
+/// shared too when the topic's [`HistoryBudget`] has room for it (otherwise
+/// it is built for each delivery and not kept).
 pub struct EncodedEvent {
     cursor: Cursor,
     name: &'static str,
     kind_index: usize,
     data: Bytes,
     frames: [OnceLock<Box<dyn Any + Send + Sync>>; FRAME_SLOTS],
+    /// The topic's byte account, charged with the payload while the event
+    /// is in the ring and with each frame kept.
+    account: Arc<Account>,
+    /// The bytes of the frames kept, charged to `account`; [`RETIRED`] once
+    /// the event has left the ring (its bytes given back, no frame charged
+    /// any more).
+    charged: AtomicUsize,
 }
+
+/// The bit of [`EncodedEvent::charged`] set when the event leaves the ring.
+const RETIRED: usize = 1 << (usize::BITS - 1);
 
 impl std::fmt::Debug for EncodedEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,8 +79,9 @@ impl FrameSlot {
 /// One way of writing an event on the wire (an SSE block, a JSON message,
 /// a `<script>` item…), built once per event and then shared.
 pub(crate) trait Framing {
-    /// The framed event: cheap to clone (shared bytes).
-    type Frame: Clone + Send + Sync + 'static;
+    /// The framed event: cheap to clone (shared bytes), its bytes behind
+    /// `Deref` (they are what the history's byte budget counts).
+    type Frame: Clone + Send + Sync + Deref + 'static;
     /// Where events cache this framing.
     const SLOT: FrameSlot;
     /// Frames `event`.
@@ -91,19 +109,221 @@ impl EncodedEvent {
         &self.data
     }
 
-    /// The event framed by `F`: built on first use, then shared.
+    /// The event framed by `F`: built on first use, then shared if the
+    /// topic's byte budget has room for it, else built again for each use.
+    #[inline]
     pub(crate) fn frame<F: Framing>(&self) -> F::Frame {
-        let cached = self.frames[F::SLOT.0].get_or_init(|| Box::new(F::frame(self)));
-        match cached.downcast_ref::<F::Frame>() {
-            Some(frame) => frame.clone(),
-            None => {
-                // Two framings share a slot: a bug, caught by a test; still
-                // frame correctly, uncached.
-                debug_assert!(false, "two framings share frame slot {}", F::SLOT.0);
-                F::frame(self)
-            }
+        match self.frames[F::SLOT.0].get() {
+            Some(cached) => match cached.downcast_ref::<F::Frame>() {
+                Some(frame) => frame.clone(),
+                None => {
+                    // Two framings share a slot: a bug, caught by a test;
+                    // still frame correctly, uncached.
+                    debug_assert!(false, "two framings share frame slot {}", F::SLOT.0);
+                    F::frame(self)
+                }
+            },
+            None => self.frame_and_keep::<F>(),
         }
     }
+
+    /// Builds `F`'s frame and keeps it if the budget has room (once per
+    /// event and framing while there is room).
+    #[inline(never)]
+    fn frame_and_keep<F: Framing>(&self) -> F::Frame {
+        let frame = F::frame(self);
+        let size = std::mem::size_of_val::<<F::Frame as Deref>::Target>(&*frame);
+        if self.charge(size) && self.frames[F::SLOT.0].set(Box::new(frame.clone())).is_err() {
+            // Another delivery kept its copy first: give this one's bytes back.
+            self.uncharge(size);
+        }
+        frame
+    }
+
+    /// Charges `size` frame bytes to the topic and the total, if both have
+    /// room and the event is still in the ring.
+    fn charge(&self, size: usize) -> bool {
+        if !self.account.reserve(size) {
+            return false;
+        }
+        let recorded = self
+            .charged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |charged| {
+                (charged & RETIRED == 0).then_some(charged + size)
+            });
+        if recorded.is_err() {
+            // Left the ring meanwhile: not kept.
+            self.account.release(size);
+        }
+        recorded.is_ok()
+    }
+
+    /// Gives back `size` bytes charged by [`EncodedEvent::charge`], unless
+    /// the event left the ring meanwhile (which gave them back).
+    fn uncharge(&self, size: usize) {
+        let recorded = self
+            .charged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |charged| {
+                (charged & RETIRED == 0).then(|| charged - size)
+            });
+        if recorded.is_ok() {
+            self.account.release(size);
+        }
+    }
+
+    /// The event leaves the ring: its payload and kept frames are given
+    /// back, and no frame is charged for it any more.
+    fn retire(&self) {
+        let frames = self.charged.fetch_or(RETIRED, Ordering::AcqRel) & !RETIRED;
+        self.account.release(self.data.len() + frames);
+    }
+}
+
+/// The bytes that topics' histories may hold: a limit per topic and one in
+/// total, across every topic whose [`TopicLog`] was made with this budget
+/// (clones share the total).
+///
+/// What is counted, for each event in a ring: its JSON payload, and each
+/// framed copy of it kept for a transport (the SSE block, the JSON message
+/// that long polls and WebSocket send, the WebSocket text frame, the forever
+/// frame's `<script>` item), each at its full length, even where two share
+/// bytes (so the count is an upper bound of what they hold). Not counted:
+/// the fixed size of an event and its ring slot (about 200 bytes, bounded by
+/// the ring's capacity in events), events that left the ring but are still
+/// being written to a connection, and per-connection buffers (bounded by
+/// `Limits::max_buffered_per_connection`).
+///
+/// How the bounds hold:
+/// - an append drops the topic's oldest events (subscribers behind get a
+///   [`Gap`]) until the new payload fits the topic's limit and the total;
+///   the newest event is always kept, so a topic holds at most the larger
+///   of its limit and one event;
+/// - when the total has no room for the payload even once this topic's own
+///   history is dropped, the event is not kept ([`TopicLog::try_append`]
+///   refuses it, [`TopicLog::append`] and [`TopicLog::append_at`] keep its
+///   position as a lost event: a gap of one);
+/// - a frame is kept only if the topic's limit and the total both have room
+///   for it; otherwise it is built for each delivery and not kept (delivery
+///   is the same, only slower);
+/// - an event's bytes are given back when it leaves the ring (trimmed,
+///   skipped, or its log dropped).
+#[derive(Clone, Debug)]
+pub struct HistoryBudget {
+    per_topic: usize,
+    total: Arc<Total>,
+}
+
+#[derive(Debug)]
+struct Total {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+/// The largest history of one topic by default, in bytes: 64 MiB (payloads
+/// and kept frames; see [`HistoryBudget`]).
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The largest history of all topics together by default, in bytes: 1 GiB.
+pub const DEFAULT_MAX_TOTAL_HISTORY_BYTES: usize = 1024 * 1024 * 1024;
+
+impl Default for HistoryBudget {
+    /// [`DEFAULT_MAX_HISTORY_BYTES`] per topic, [`DEFAULT_MAX_TOTAL_HISTORY_BYTES`] in total.
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_HISTORY_BYTES, DEFAULT_MAX_TOTAL_HISTORY_BYTES)
+    }
+}
+
+impl HistoryBudget {
+    /// At most `per_topic` bytes per topic and `total` bytes across topics.
+    pub fn new(per_topic: usize, total: usize) -> Self {
+        Self {
+            per_topic,
+            total: Arc::new(Total {
+                used: AtomicUsize::new(0),
+                limit: total,
+            }),
+        }
+    }
+
+    /// No limit in bytes: only the rings' capacities in events bound them.
+    pub fn unlimited() -> Self {
+        Self::new(usize::MAX, usize::MAX)
+    }
+
+    /// The limit per topic, in bytes.
+    pub fn per_topic(&self) -> usize {
+        self.per_topic
+    }
+
+    /// The limit across topics, in bytes.
+    pub fn total(&self) -> usize {
+        self.total.limit
+    }
+
+    /// The bytes counted now, across the topics that share this budget.
+    pub fn used(&self) -> usize {
+        self.total.used.load(Ordering::Relaxed)
+    }
+
+    fn account(&self) -> Arc<Account> {
+        Arc::new(Account {
+            used: AtomicUsize::new(0),
+            limit: self.per_topic,
+            total: Arc::clone(&self.total),
+        })
+    }
+}
+
+/// One topic's bytes, and the total they count in.
+#[derive(Debug)]
+struct Account {
+    used: AtomicUsize,
+    limit: usize,
+    total: Arc<Total>,
+}
+
+/// Adds `size` to `counter` if it stays within `limit`.
+fn reserve(counter: &AtomicUsize, size: usize, limit: usize) -> bool {
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+            used.checked_add(size).filter(|&after| after <= limit)
+        })
+        .is_ok()
+}
+
+impl Account {
+    /// Adds `size` to the topic and the total if both have room.
+    fn reserve(&self, size: usize) -> bool {
+        if !reserve(&self.used, size, self.limit) {
+            return false;
+        }
+        if !reserve(&self.total.used, size, self.total.limit) {
+            self.used.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self, size: usize) {
+        self.used.fetch_sub(size, Ordering::Relaxed);
+        self.total.used.fetch_sub(size, Ordering::Relaxed);
+    }
+}
+
+/// Why [`TopicLog::try_append`] did not keep an event: the histories
+/// sharing its [`HistoryBudget`] hold the total, and dropping this topic's
+/// own history would not make room.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the topics' histories hold {used} of their {limit} bytes: no room for an event of {size} bytes"
+)]
+pub struct HistoryFull {
+    /// The event's payload, in bytes.
+    pub size: usize,
+    /// The bytes the histories held.
+    pub used: usize,
+    /// The budget's total ([`HistoryBudget::total`]).
+    pub limit: usize,
 }
 
 /// The largest event payload (its JSON, in bytes) a hub accepts by default:
@@ -192,6 +412,24 @@ impl Ring {
     fn oldest(&self) -> u64 {
         self.head + 1 - self.entries.len() as u64
     }
+
+    /// Drops the oldest event, giving its bytes back; `false` if empty.
+    fn pop_oldest(&mut self) -> bool {
+        match self.entries.pop_front() {
+            Some(slot) => {
+                if let Some(event) = slot {
+                    event.retire();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops every event, giving their bytes back.
+    fn clear(&mut self) {
+        while self.pop_oldest() {}
+    }
 }
 
 /// What [`TopicLog::append_at`] did with an event.
@@ -214,11 +452,22 @@ pub enum AppendAt {
 pub struct TopicLog {
     epoch: u64,
     ring: RwLock<Ring>,
+    /// The bytes the ring's events hold, and the total they count in.
+    account: Arc<Account>,
     /// `ring.head`, readable without the lock: a subscriber that is up to
     /// date finds out it has nothing to read with one load.
     head: AtomicU64,
     published: WaitList,
     successor: OnceLock<Arc<TopicLog>>,
+}
+
+impl Drop for TopicLog {
+    fn drop(&mut self) {
+        self.ring
+            .get_mut()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clear();
+    }
 }
 
 impl std::fmt::Debug for TopicLog {
@@ -245,8 +494,16 @@ pub fn fresh_epoch() -> u64 {
 }
 
 impl TopicLog {
-    /// An empty history keeping at most `capacity` events (at least 1), in `epoch`.
+    /// An empty history keeping at most `capacity` events (at least 1), in
+    /// `epoch`, with no limit in bytes ([`HistoryBudget::unlimited`]).
     pub fn new(epoch: u64, capacity: usize) -> Self {
+        Self::with_budget(epoch, capacity, &HistoryBudget::unlimited())
+    }
+
+    /// An empty history keeping at most `capacity` events (at least 1), in
+    /// `epoch`, within `budget` (per topic, and in total with every other
+    /// log made with it or its clones).
+    pub fn with_budget(epoch: u64, capacity: usize, budget: &HistoryBudget) -> Self {
         let capacity = capacity.max(1);
         Self {
             epoch,
@@ -255,6 +512,7 @@ impl TopicLog {
                 entries: VecDeque::with_capacity(capacity.min(1024)),
                 capacity,
             }),
+            account: budget.account(),
             head: AtomicU64::new(0),
             published: WaitList::default(),
             successor: OnceLock::new(),
@@ -281,6 +539,12 @@ impl TopicLog {
         self.len() == 0
     }
 
+    /// The bytes this history counts now against its [`HistoryBudget`]:
+    /// its events' payloads and the frames kept with them.
+    pub fn bytes(&self) -> usize {
+        self.account.used.load(Ordering::Relaxed)
+    }
+
     // A poisoned lock only means another thread panicked while holding it;
     // the ring is updated in steps that leave it consistent, so keep going.
     fn read(&self) -> RwLockReadGuard<'_, Ring> {
@@ -295,15 +559,41 @@ impl TopicLog {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Appends an event with the next sequence number and wakes every waiting subscriber.
+    /// Appends an event with the next sequence number and wakes every
+    /// waiting subscriber. When the budget's total has no room for it
+    /// ([`TopicLog::try_append`] would refuse it), its position is kept as a
+    /// lost event: subscribers get a gap of one.
     pub fn append(&self, event: Outgoing) -> Cursor {
         let cursor = {
             let mut ring = self.write();
             let seq = ring.head + 1;
-            self.push(&mut ring, seq, event)
+            if let Err(event) = self.push(&mut ring, seq, event) {
+                self.push_lost(&mut ring, seq, &event);
+            }
+            Cursor::new(self.epoch, seq)
         };
         self.published.wake_all();
         cursor
+    }
+
+    /// Appends an event with the next sequence number and wakes every
+    /// waiting subscriber, dropping this topic's oldest events as the byte
+    /// budget requires; refuses it, changing nothing, when the budget's
+    /// total has no room for it even without this topic's history.
+    pub fn try_append(&self, event: Outgoing) -> Result<Cursor, HistoryFull> {
+        let cursor = {
+            let mut ring = self.write();
+            let seq = ring.head + 1;
+            let total = &self.account.total;
+            self.push(&mut ring, seq, event)
+                .map_err(|event| HistoryFull {
+                    size: event.data.len(),
+                    used: total.used.load(Ordering::Relaxed),
+                    limit: total.limit,
+                })?
+        };
+        self.published.wake_all();
+        Ok(cursor)
     }
 
     /// Appends an event whose sequence number was assigned elsewhere (by a
@@ -331,7 +621,9 @@ impl TopicLog {
             } else {
                 match event {
                     Some(event) => {
-                        self.push(&mut ring, seq, event);
+                        if let Err(event) = self.push(&mut ring, seq, event) {
+                            self.push_lost(&mut ring, seq, &event);
+                        }
                     }
                     None => self.push_slot(&mut ring, seq, None),
                 }
@@ -353,7 +645,7 @@ impl TopicLog {
             if seq <= ring.head {
                 return;
             }
-            ring.entries.clear();
+            ring.clear();
             ring.head = seq;
             self.head.store(seq, Ordering::Release);
         }
@@ -372,7 +664,30 @@ impl TopicLog {
         self.successor.get()
     }
 
-    fn push(&self, ring: &mut Ring, seq: u64, event: Outgoing) -> Cursor {
+    /// Makes room for `event` (dropping the oldest events as the budget
+    /// requires) and appends it; gives it back, the ring unchanged, if the
+    /// total has no room for it even without this ring's events.
+    fn push(&self, ring: &mut Ring, seq: u64, event: Outgoing) -> Result<Cursor, Outgoing> {
+        let size = event.data.len();
+        let account = &self.account;
+        let others = (account.total.used.load(Ordering::Relaxed))
+            .saturating_sub(account.used.load(Ordering::Relaxed));
+        if others.saturating_add(size) > account.total.limit {
+            return Err(event);
+        }
+        // The topic's limit: the newest event is always kept.
+        while !reserve(&account.used, size, account.limit) {
+            if !ring.pop_oldest() {
+                account.used.fetch_add(size, Ordering::Relaxed);
+                break;
+            }
+        }
+        while !reserve(&account.total.used, size, account.total.limit) {
+            if !ring.pop_oldest() {
+                account.used.fetch_sub(size, Ordering::Relaxed);
+                return Err(event);
+            }
+        }
         let cursor = Cursor::new(self.epoch, seq);
         let event = Arc::new(EncodedEvent {
             cursor,
@@ -380,16 +695,29 @@ impl TopicLog {
             kind_index: event.kind_index,
             data: event.data,
             frames: Default::default(),
+            account: Arc::clone(account),
+            charged: AtomicUsize::new(0),
         });
         self.push_slot(ring, seq, Some(event));
-        cursor
+        Ok(cursor)
+    }
+
+    /// Keeps `seq` as a lost event: `event` found no room in the total.
+    #[cold]
+    fn push_lost(&self, ring: &mut Ring, seq: u64, event: &Outgoing) {
+        tracing::warn!(
+            size = event.data.len(),
+            limit = self.account.total.limit,
+            "the topics' histories hold their total byte budget: an event is kept as a gap of one"
+        );
+        self.push_slot(ring, seq, None);
     }
 
     fn push_slot(&self, ring: &mut Ring, seq: u64, slot: Option<Arc<EncodedEvent>>) {
         ring.head = seq;
         self.head.store(seq, Ordering::Release);
         if ring.entries.len() == ring.capacity {
-            ring.entries.pop_front();
+            ring.pop_oldest();
         }
         ring.entries.push_back(slot);
     }
@@ -834,6 +1162,258 @@ mod tests {
         late.fill(&mut out, 2);
         assert_eq!(seqs(&out), ["1", "gap 1..3 Some(2)"]);
         assert_eq!(log.len(), 5);
+    }
+
+    /// An event of `size` bytes of JSON (a string), numbered `n`.
+    fn large(n: usize, size: usize) -> Outgoing {
+        let mut data = format!("\"{n:06}");
+        data.extend(std::iter::repeat_n('x', size - data.len() - 1));
+        data.push('"');
+        Outgoing {
+            name: "e",
+            kind_index: 0,
+            data: Bytes::from(data),
+        }
+    }
+
+    /// The bytes a log really holds: its events' payloads and their kept
+    /// frames, read from the ring itself.
+    fn held(log: &TopicLog) -> usize {
+        let ring = log.read();
+        ring.entries
+            .iter()
+            .flatten()
+            .map(|event| {
+                let frames: usize = event
+                    .frames
+                    .iter()
+                    .filter_map(OnceLock::get)
+                    .map(|frame| {
+                        if let Some(bytes) = frame.downcast_ref::<Bytes>() {
+                            bytes.len()
+                        } else if let Some(text) =
+                            frame.downcast_ref::<axum::extract::ws::Utf8Bytes>()
+                        {
+                            text.len()
+                        } else {
+                            panic!("a frame of an unknown type")
+                        }
+                    })
+                    .sum();
+                event.data.len() + frames
+            })
+            .sum()
+    }
+
+    /// Frames `event` every way a transport does; checks each frame is the
+    /// one built afresh (intact, kept or not); returns their total length.
+    fn frame_every_way(event: &EncodedEvent) -> usize {
+        use crate::transport::{iframe::Script, sse::Block, ws::Text};
+        use crate::wire::Message;
+        fn one<F: Framing>(event: &EncodedEvent) -> usize
+        where
+            F::Frame: PartialEq + std::fmt::Debug,
+        {
+            let frame = event.frame::<F>();
+            assert_eq!(frame, F::frame(event), "a frame differs from a fresh one");
+            std::mem::size_of_val::<<F::Frame as Deref>::Target>(&*frame)
+        }
+        one::<Message>(event) + one::<Block>(event) + one::<Script>(event) + one::<Text>(event)
+    }
+
+    #[test]
+    fn histories_hold_their_byte_budget_framed_copies_included() {
+        const BUDGET: usize = 64 * 1024;
+        let budget = HistoryBudget::new(BUDGET, usize::MAX);
+        let log = Arc::new(TopicLog::with_budget(1, 1024, &budget));
+        let mut sub = log.subscribe(Start::Now).unwrap();
+        let mut out = Vec::new();
+        let mut delivered = 0;
+        let mut most = 0;
+        for n in 1..=200 {
+            log.append(large(n, 1000 + 37 * n));
+            out.clear();
+            sub.fill(&mut out, usize::MAX);
+            for delivery in &out {
+                let Delivery::Event(event) = delivery else {
+                    panic!("a live reader that keeps up gets no gap: {out:?}");
+                };
+                frame_every_way(event);
+                delivered += 1;
+            }
+            assert_eq!(log.bytes(), held(&log), "the count is what the ring holds");
+            if n == 1 {
+                assert!(log.bytes() > 5 * 1037, "the first event's frames were kept");
+            }
+            assert!(log.bytes() <= BUDGET, "{} bytes held", log.bytes());
+            assert_eq!(budget.used(), log.bytes());
+            most = most.max(log.bytes());
+        }
+        assert_eq!(delivered, 200);
+        assert!(most > BUDGET / 2, "the budget is used: {most}");
+        // The framed copies are counted: the first event of a fresh log with
+        // every framing kept counts its payload and its four frames.
+        let log = Arc::new(TopicLog::with_budget(1, 1024, &budget));
+        log.append(large(1, 1000));
+        let event = log.subscribe(Start::After(Cursor::new(1, 0))).unwrap();
+        let mut out = Vec::new();
+        let mut event_sub = event;
+        event_sub.fill(&mut out, 1);
+        let Delivery::Event(event) = &out[0] else {
+            panic!("an event")
+        };
+        let frames = frame_every_way(event);
+        assert!(frames > 4 * 1000);
+        assert_eq!(log.bytes(), 1000 + frames);
+        // Bytes are given back when events leave the ring, and with the log.
+        log.skip_to(5);
+        assert_eq!(log.bytes(), 0);
+        drop(out);
+        drop(sub);
+    }
+
+    #[test]
+    fn a_reader_behind_the_byte_budget_gets_a_gap() {
+        let budget = HistoryBudget::new(3 * 1000, usize::MAX);
+        let log = Arc::new(TopicLog::with_budget(1, 1024, &budget));
+        let mut sub = log.subscribe(Start::Now).unwrap();
+        for n in 1..=10 {
+            log.append(large(n, 1000));
+        }
+        assert_eq!(log.len(), 3);
+        let mut out = Vec::new();
+        sub.fill(&mut out, 10);
+        assert_eq!(seqs(&out), ["gap 0..7 Some(7)", "8", "9", "10"]);
+        // Resuming from before the oldest event: the same gap.
+        let mut late = log.subscribe(Start::After(Cursor::new(1, 2))).unwrap();
+        out.clear();
+        late.fill(&mut out, 10);
+        assert_eq!(seqs(&out), ["gap 2..7 Some(5)", "8", "9", "10"]);
+    }
+
+    #[test]
+    fn a_frame_over_the_budget_is_delivered_intact_and_not_kept() {
+        // Room for the payload only; and one event larger than the budget
+        // alone, kept all the same (the newest event always is).
+        for size in [5000, 9000] {
+            let budget = HistoryBudget::new(5100, usize::MAX);
+            let log = Arc::new(TopicLog::with_budget(1, 8, &budget));
+            log.append(large(1, 3000));
+            log.append(large(2, size));
+            assert_eq!(seqs_of(&log), ["2"], "the newest event is kept");
+            let mut sub = log.subscribe(Start::After(Cursor::new(1, 1))).unwrap();
+            let mut out = Vec::new();
+            sub.fill(&mut out, 8);
+            let Delivery::Event(event) = &out[0] else {
+                panic!("an event")
+            };
+            // Twice: built afresh each time, identical, never kept.
+            for _ in 0..2 {
+                frame_every_way(event);
+                assert!(event.frames.iter().all(|frame| frame.get().is_none()));
+                assert_eq!(log.bytes(), size);
+            }
+        }
+    }
+
+    fn seqs_of(log: &Arc<TopicLog>) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut sub = log
+            .subscribe(Start::After(Cursor::new(log.epoch(), 0)))
+            .unwrap();
+        sub.fill(&mut out, usize::MAX);
+        seqs(&out)
+            .into_iter()
+            .filter(|item| !item.starts_with("gap"))
+            .collect()
+    }
+
+    #[test]
+    fn the_total_budget_holds_across_topics() {
+        const E: usize = 1000;
+        let budget = HistoryBudget::new(usize::MAX, 3 * E);
+        let a = Arc::new(TopicLog::with_budget(1, 64, &budget));
+        let b = Arc::new(TopicLog::with_budget(2, 64, &budget));
+        let c = Arc::new(TopicLog::with_budget(3, 64, &budget));
+        a.append(large(1, E));
+        a.append(large(2, E));
+        b.append(large(1, E));
+        assert_eq!(budget.used(), 3 * E);
+        // `b` makes room by dropping its own oldest event.
+        assert!(b.try_append(large(2, E)).is_ok());
+        assert_eq!(
+            (seqs_of(&a), seqs_of(&b)),
+            (vec!["1".into(), "2".into()], vec!["2".to_owned()])
+        );
+        // A frame finds no room in the total: delivered, not kept.
+        let mut out = Vec::new();
+        b.subscribe(Start::After(Cursor::new(2, 1)))
+            .unwrap()
+            .fill(&mut out, 1);
+        let Delivery::Event(event) = &out[0] else {
+            panic!("an event")
+        };
+        frame_every_way(event);
+        assert_eq!(budget.used(), 3 * E);
+        // `c` cannot make room: refused, nothing changed…
+        let mut reader = c.subscribe(Start::Now).unwrap();
+        let full = c.try_append(large(1, E)).unwrap_err();
+        assert_eq!((full.size, full.limit), (E, 3 * E));
+        assert_eq!((c.newest().seq(), budget.used()), (0, 3 * E));
+        // …or, by `append`, kept as a gap of one, the others untouched.
+        assert_eq!(c.append(large(1, E)), Cursor::new(3, 1));
+        out.clear();
+        reader.fill(&mut out, 8);
+        assert_eq!(seqs(&out), ["gap 0..1 Some(1)"]);
+        assert_eq!(c.append_at(2, large(2, E)), AppendAt::Appended);
+        out.clear();
+        reader.fill(&mut out, 8);
+        assert_eq!(seqs(&out), ["gap 1..2 Some(1)"]);
+        assert_eq!(budget.used(), 3 * E);
+        assert_eq!(a.bytes() + b.bytes() + c.bytes(), budget.used());
+        // A dropped log gives its bytes back: room again.
+        drop(a);
+        assert_eq!(budget.used(), E);
+        assert!(c.try_append(large(3, E)).is_ok());
+        assert_eq!(budget.used(), 2 * E);
+    }
+
+    #[test]
+    fn concurrent_framing_and_trimming_count_exactly() {
+        const BUDGET: usize = 40 * 1024;
+        let budget = HistoryBudget::new(BUDGET, 3 * BUDGET / 2);
+        let log = Arc::new(TopicLog::with_budget(1, 1024, &budget));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut sub = log.subscribe(Start::Now).unwrap();
+                std::thread::spawn(move || {
+                    let mut out = Vec::new();
+                    let mut read = 0;
+                    while read < 300 {
+                        out.clear();
+                        sub.fill(&mut out, 16);
+                        for delivery in &out {
+                            if let Delivery::Event(event) = delivery {
+                                frame_every_way(event);
+                            }
+                            read = delivery.cursor().seq();
+                        }
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for n in 1..=300 {
+            log.append(large(n, 500 + 7 * n));
+            assert!(log.bytes() <= BUDGET);
+        }
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        assert_eq!(log.bytes(), held(&log));
+        assert_eq!(budget.used(), log.bytes());
+        drop(log);
+        assert_eq!(budget.used(), 0, "every byte given back");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use crate::broker::{Broker, BrokerError, BrokerSubscribeError, MemoryBroker, TopicKey};
 use crate::channel::{Channel, EventKind};
 use crate::cursor::Cursor;
-use crate::history::{KindFilter, Outgoing, Start, StartError, Subscription};
+use crate::history::{HistoryBudget, KindFilter, Outgoing, Start, StartError, Subscription};
 use crate::meter::{Meter, Stats};
 use crate::shutdown::Shutdown;
 use crate::topic::{DEFAULT_MAX_TOPIC_LEN, Topic, TopicError};
@@ -13,7 +13,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-pub use crate::history::DEFAULT_MAX_EVENT_SIZE;
+pub use crate::history::{
+    DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_HISTORY_BYTES, DEFAULT_MAX_TOTAL_HISTORY_BYTES,
+};
 
 /// Events kept per topic by default.
 pub const DEFAULT_HISTORY_LEN: usize = 1024;
@@ -51,6 +53,34 @@ pub struct HubConfig {
     /// Raise a client's `max_item_size` with it. With the Redis broker, keep
     /// `RedisConfig::max_event_size` at least this large.
     pub max_event_size: usize,
+    /// The most bytes one topic's history holds (default
+    /// [`DEFAULT_MAX_HISTORY_BYTES`], 64 MiB): its events' JSON payloads
+    /// plus every framed copy kept for a transport (up to four per event:
+    /// SSE block, JSON message, WebSocket text, forever-frame script).
+    ///
+    /// A publish drops the topic's oldest events until the new one fits
+    /// (subscribers behind get a gap, as with [`HubConfig::history_len`]);
+    /// the newest event is always kept, so a topic holds at most the larger
+    /// of this and one event. A framed copy is kept only while there is
+    /// room; otherwise it is built for each delivery (same bytes on the
+    /// wire, more CPU). With 1 KiB events, 1024 events and all their frames
+    /// take about 5.5 MiB, well within the default. Per-connection buffers
+    /// are not counted (`Limits::max_buffered_per_connection` bounds them).
+    /// See [`HistoryBudget`](crate::history::HistoryBudget) for what is counted exactly.
+    pub max_history_bytes: usize,
+    /// The most bytes all topics' histories hold together, counted as for
+    /// [`HubConfig::max_history_bytes`] (default
+    /// [`DEFAULT_MAX_TOTAL_HISTORY_BYTES`], 1 GiB).
+    ///
+    /// A publish that finds the total full drops its own topic's oldest
+    /// events to make room; if that cannot make room, the in-memory broker
+    /// evicts idle topics with events (nobody reads them, nobody used them
+    /// lately: as for [`HubConfig::max_topics`]) and, failing that, refuses
+    /// the event with a [`BrokerErrorKind::Capacity`](crate::broker::BrokerErrorKind::Capacity)
+    /// error (`503` with `Retry-After` on the publish route). The Redis
+    /// broker has its own settings (`RedisConfig::max_history_bytes`,
+    /// `RedisConfig::max_total_history_bytes`).
+    pub max_total_history_bytes: usize,
 }
 
 /// Topics alive at once by default.
@@ -63,6 +93,8 @@ impl Default for HubConfig {
             max_topic_len: DEFAULT_MAX_TOPIC_LEN,
             max_topics: DEFAULT_MAX_TOPICS,
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
+            max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
+            max_total_history_bytes: DEFAULT_MAX_TOTAL_HISTORY_BYTES,
         }
     }
 }
@@ -175,10 +207,11 @@ impl<C: Channel> Hub<C> {
 
     /// An in-memory hub with these settings.
     pub fn with_config(config: HubConfig) -> Self {
-        let broker = Arc::new(MemoryBroker::with_max_topics(
-            config.history_len,
-            config.max_topics,
-        ));
+        let broker = Arc::new(
+            MemoryBroker::with_max_topics(config.history_len, config.max_topics).history_budget(
+                HistoryBudget::new(config.max_history_bytes, config.max_total_history_bytes),
+            ),
+        );
         Self::with_broker(broker, config)
     }
 

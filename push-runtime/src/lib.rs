@@ -67,8 +67,8 @@ pub use channel::{Channel, EventKind};
 pub use cursor::{Cursor, CursorParseError};
 pub use history::{Delivery, Gap, Start};
 pub use hub::{
-    DEFAULT_HISTORY_LEN, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_TOPICS, Hub, HubConfig, PublishError,
-    SubscribeError,
+    DEFAULT_HISTORY_LEN, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_HISTORY_BYTES, DEFAULT_MAX_TOPICS,
+    DEFAULT_MAX_TOTAL_HISTORY_BYTES, Hub, HubConfig, PublishError, SubscribeError,
 };
 pub use limits::{
     DEFAULT_MAX_BUFFERED_PER_CONNECTION, DEFAULT_MAX_CONNECTIONS,

@@ -5,7 +5,9 @@
 //! `redis` feature, `RedisBroker` shares histories and cursors between nodes.
 
 use crate::cursor::Cursor;
-use crate::history::{Outgoing, Start, StartError, Subscription, TopicLog, fresh_epoch};
+use crate::history::{
+    HistoryBudget, HistoryFull, Outgoing, Start, StartError, Subscription, TopicLog, fresh_epoch,
+};
 use crate::topic::Topic;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -131,12 +133,24 @@ pub trait Broker: Send + Sync + 'static {
 /// topic without events) may only take the place of another topic without
 /// events, so anonymous readers of random names can never evict a history.
 /// Without such a place the new topic is refused with [`TooManyTopics`].
+///
+/// Histories are bounded in bytes too, per topic and in total (a
+/// [`HistoryBudget`], by default [`HistoryBudget::default`]). A publish that
+/// finds the total full evicts an idle topic with events, found by the
+/// clock sweep, before its topic drops its own oldest events; if that
+/// cannot make room either, it evicts more (at most [`PRESSURE_EVICTIONS`]
+/// in all) and is refused with [`HistoryFull`] if that does not make room.
 #[derive(Debug)]
 pub struct MemoryBroker {
     history_len: usize,
     max_topics: usize,
+    budget: HistoryBudget,
     topics: RwLock<Topics>,
 }
+
+/// How many idle topics one publish may evict to make room in the total
+/// byte budget of the histories, at most.
+pub const PRESSURE_EVICTIONS: usize = 8;
 
 /// How many places one creation looks at, at most, for a topic to evict.
 pub const EVICTION_SCAN: usize = 64;
@@ -163,28 +177,47 @@ struct Slot {
 #[error("too many topics alive ({0}), and none is idle")]
 pub struct TooManyTopics(pub usize);
 
-/// What creates a topic.
+/// Why the clock hand looks for a topic to evict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Creation {
+    /// A publish creates a topic.
     Publish,
+    /// A read creates a topic.
     Read,
+    /// A publish needs room in the histories' total byte budget: only a
+    /// topic with events frees some.
+    Bytes,
 }
 
 impl MemoryBroker {
     /// A broker keeping up to `history_len` events per topic (at least 1),
-    /// with no practical limit on topics.
+    /// with no practical limit on topics, within the default
+    /// [`HistoryBudget`].
     pub fn new(history_len: usize) -> Self {
         Self::with_max_topics(history_len, usize::MAX)
     }
 
     /// A broker keeping up to `history_len` events per topic and at most
-    /// `max_topics` topics (both at least 1).
+    /// `max_topics` topics (both at least 1), within the default
+    /// [`HistoryBudget`].
     pub fn with_max_topics(history_len: usize, max_topics: usize) -> Self {
         Self {
             history_len: history_len.max(1),
             max_topics: max_topics.max(1),
+            budget: HistoryBudget::default(),
             topics: RwLock::default(),
         }
+    }
+
+    /// The same broker with histories bounded in bytes by `budget`.
+    pub fn history_budget(mut self, budget: HistoryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The bytes the histories count now (see [`HistoryBudget`]).
+    pub fn history_bytes(&self) -> usize {
+        self.budget.used()
     }
 
     /// How many topics are alive.
@@ -230,7 +263,11 @@ impl MemoryBroker {
                 None => return Err(TooManyTopics(self.max_topics)),
             }
         }
-        let log = Arc::new(TopicLog::new(fresh_epoch(), self.history_len));
+        let log = Arc::new(TopicLog::with_budget(
+            fresh_epoch(),
+            self.history_len,
+            &self.budget,
+        ));
         let slot = Slot {
             log: Arc::clone(&log),
             used: AtomicBool::new(true),
@@ -246,7 +283,8 @@ impl Topics {
     /// a topic that may go: nobody reads it (only the map holds its log) and
     /// it was not used since the hand last passed. A topic without events
     /// goes first; one with events only for a creation by a publish, and
-    /// only if the hand found no topic without events.
+    /// only if the hand found no topic without events. To make room in the
+    /// byte budget ([`Creation::Bytes`]), only a topic with events goes.
     fn sweep(&mut self, creation: Creation) -> Option<TopicKey> {
         let mut with_events = None;
         // Twice round a small broker: the first pass may only clear the
@@ -260,14 +298,17 @@ impl Topics {
             let read = Arc::strong_count(&slot.log) > 1;
             let recent = slot.used.swap(false, Ordering::Relaxed);
             let empty = slot.log.newest().seq() == 0;
-            if !read && !recent && empty {
+            if !read && !recent && empty && creation != Creation::Bytes {
                 self.map.remove(&key);
                 return Some(key);
             }
-            if !read && !recent && creation == Creation::Publish && with_events.is_none() {
+            if !read && !recent && !empty && creation != Creation::Read && with_events.is_none() {
                 with_events = Some(key.clone());
             }
             self.hand.push_back(key);
+            if creation == Creation::Bytes && with_events.is_some() {
+                break;
+            }
         }
         // Its key stays on the hand's way, and is dropped when reached.
         let key = with_events?;
@@ -280,6 +321,43 @@ fn too_many(error: TooManyTopics) -> BrokerError {
     BrokerError::new(BrokerErrorKind::Capacity, error)
 }
 
+impl MemoryBroker {
+    /// Appends `event` to `log`. When the histories' total has no room for
+    /// it, an idle topic with events is evicted first (the topics being read
+    /// keep their histories); then the log drops its own oldest events if
+    /// it must; if even that cannot make room, more idle topics are evicted
+    /// (at most [`PRESSURE_EVICTIONS`] in all) before the event is refused.
+    fn append(&self, log: &TopicLog, event: Outgoing) -> Result<Cursor, HistoryFull> {
+        let mut evictions = 0;
+        if self.budget.used().saturating_add(event.data.len()) > self.budget.total() {
+            evictions += 1;
+            self.evict_for_bytes();
+        }
+        loop {
+            match log.try_append(event.clone()) {
+                Ok(cursor) => return Ok(cursor),
+                Err(full) if evictions >= PRESSURE_EVICTIONS || !self.evict_for_bytes() => {
+                    return Err(full);
+                }
+                Err(_) => evictions += 1,
+            }
+        }
+    }
+
+    /// Evicts one idle topic with events, if the clock hand finds one.
+    fn evict_for_bytes(&self) -> bool {
+        let evicted = self
+            .topics
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .sweep(Creation::Bytes);
+        if let Some(key) = &evicted {
+            tracing::debug!(topic = %key.topic, "evicting an idle topic: the histories hold their total byte budget");
+        }
+        evicted.is_some()
+    }
+}
+
 impl Broker for MemoryBroker {
     fn publish<'a>(
         &'a self,
@@ -288,8 +366,11 @@ impl Broker for MemoryBroker {
     ) -> BrokerFuture<'a, Result<Cursor, BrokerError>> {
         let result = self
             .topic(key, Creation::Publish)
-            .map(|log| log.append(event))
-            .map_err(too_many);
+            .map_err(too_many)
+            .and_then(|log| {
+                self.append(&log, event)
+                    .map_err(|full| BrokerError::new(BrokerErrorKind::Capacity, full))
+            });
         Box::pin(std::future::ready(result))
     }
 
@@ -375,6 +456,44 @@ mod tests {
         );
         broker.publish(&key("new"), event()).await.unwrap();
         assert_eq!(broker.topic_count(), 2);
+    }
+
+    fn sized(size: usize) -> Outgoing {
+        Outgoing {
+            name: "e",
+            kind_index: 0,
+            data: bytes::Bytes::from(vec![b'1'; size]),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publish_evicts_idle_histories_when_the_total_is_full_else_is_refused() {
+        const E: usize = 1000;
+        let broker = MemoryBroker::new(64).history_budget(HistoryBudget::new(4 * E, 3 * E));
+        let idle = broker.publish(&key("idle"), sized(E)).await.unwrap();
+        broker.publish(&key("idle"), sized(E)).await.unwrap();
+        let reader = broker.subscribe(&key("read"), Start::Now).await.unwrap();
+        broker.publish(&key("read"), sized(E)).await.unwrap();
+        assert_eq!(broker.history_bytes(), 3 * E);
+        // No room in the total: the idle history is evicted, not the read one.
+        broker.publish(&key("read"), sized(E)).await.unwrap();
+        broker.publish(&key("read"), sized(E)).await.unwrap();
+        assert_eq!(broker.history_bytes(), 3 * E);
+        assert_eq!(broker.topic_count(), 1);
+        let again = broker.publish(&key("idle"), sized(E)).await;
+        let refused = again.expect_err("only a read history holds the total");
+        assert_eq!(refused.kind(), BrokerErrorKind::Capacity);
+        assert!(
+            refused
+                .to_string()
+                .contains("no room for an event of 1000 bytes")
+        );
+        assert_eq!(broker.history_bytes(), 3 * E);
+        // Once nobody reads it, it may go in turn; `idle` is a new epoch.
+        drop(reader);
+        let again = broker.publish(&key("idle"), sized(E)).await.unwrap();
+        assert_ne!(again.epoch(), idle.epoch());
+        assert!(broker.history_bytes() <= 3 * E);
     }
 
     #[test]

@@ -17,7 +17,9 @@
 
 use super::{Broker, BrokerError, BrokerErrorKind, BrokerFuture, BrokerSubscribeError, TopicKey};
 use crate::cursor::Cursor;
-use crate::history::{AppendAt, Outgoing, Start, Subscription, TopicLog, fresh_epoch};
+use crate::history::{
+    AppendAt, HistoryBudget, Outgoing, Start, Subscription, TopicLog, fresh_epoch,
+};
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script, Value};
@@ -163,6 +165,8 @@ pub struct RedisConfig {
     unused_topic_ttl: Duration,
     max_topics: usize,
     max_event_size: usize,
+    max_history_bytes: usize,
+    max_total_history_bytes: usize,
 }
 
 impl RedisConfig {
@@ -180,6 +184,8 @@ impl RedisConfig {
             unused_topic_ttl: Duration::from_secs(60),
             max_topics: crate::DEFAULT_MAX_TOPICS,
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
+            max_history_bytes: crate::history::DEFAULT_MAX_HISTORY_BYTES,
+            max_total_history_bytes: crate::history::DEFAULT_MAX_TOTAL_HISTORY_BYTES,
         }
     }
 
@@ -239,7 +245,8 @@ impl RedisConfig {
 
     /// The most topics a node mirrors at once (default
     /// [`DEFAULT_MAX_TOPICS`](crate::DEFAULT_MAX_TOPICS), at least 1), so a
-    /// node holds at most `max_topics × history_len` events. A new topic
+    /// node holds at most `max_topics × history_len` events (and at most
+    /// [`max_total_history_bytes`](Self::max_total_history_bytes) bytes of them). A new topic
     /// past it replaces the least recently used mirror nobody reads; when
     /// every mirror is being read, subscribing to a new topic fails with a
     /// [`BrokerErrorKind::Capacity`] error (`503` with `Retry-After` over HTTP).
@@ -253,6 +260,29 @@ impl RedisConfig {
     /// A larger publish fails; a larger entry read from Redis becomes a gap.
     pub fn max_event_size(mut self, bytes: usize) -> Self {
         self.max_event_size = bytes;
+        self
+    }
+
+    /// The most bytes one topic's mirror holds on a node (default
+    /// [`DEFAULT_MAX_HISTORY_BYTES`](crate::DEFAULT_MAX_HISTORY_BYTES),
+    /// 64 MiB): its events' payloads and the framed copies kept for
+    /// transports, counted as [`HistoryBudget`] says. An event mirrored past
+    /// it drops the mirror's oldest events (local subscribers behind get a
+    /// gap; Redis keeps its `history_len`); the newest event is always kept.
+    pub fn max_history_bytes(mut self, bytes: usize) -> Self {
+        self.max_history_bytes = bytes;
+        self
+    }
+
+    /// The most bytes all mirrors of a node hold together, counted as for
+    /// [`RedisConfig::max_history_bytes`] (default
+    /// [`DEFAULT_MAX_TOTAL_HISTORY_BYTES`](crate::DEFAULT_MAX_TOTAL_HISTORY_BYTES),
+    /// 1 GiB). An event mirrored when the total is full drops its own
+    /// mirror's oldest events to make room; if that cannot make room (other
+    /// mirrors hold the total), the node's subscribers get it as a gap of
+    /// one. Publishing is never refused for it: Redis holds the event.
+    pub fn max_total_history_bytes(mut self, bytes: usize) -> Self {
+        self.max_total_history_bytes = bytes;
         self
     }
 }
@@ -344,6 +374,8 @@ struct Shared {
     check: Script,
     rebase: Script,
     mirrors: RwLock<HashMap<TopicKey, Mirror>>,
+    /// The byte budget every mirror is made with.
+    budget: HistoryBudget,
     started: Instant,
     /// Bumped whenever a mirror is added.
     generation: AtomicU64,
@@ -401,7 +433,9 @@ impl RedisBroker {
             .set_min_delay(config.backoff_min)
             .set_max_delay(config.backoff_max);
         let commands = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+        let budget = HistoryBudget::new(config.max_history_bytes, config.max_total_history_bytes);
         let shared = Arc::new(Shared {
+            budget,
             config,
             client,
             commands,
@@ -429,6 +463,12 @@ impl RedisBroker {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .len()
+    }
+
+    /// The bytes this node's mirrors count now against their byte budget
+    /// ([`RedisConfig::max_total_history_bytes`]).
+    pub fn history_bytes(&self) -> usize {
+        self.shared.budget.used()
     }
 
     /// How many entries read back from Redis failed validation (each one
@@ -642,7 +682,11 @@ impl Shared {
     }
 
     fn build_log(&self, key: &TopicKey, tail: Tail) -> Arc<TopicLog> {
-        let log = Arc::new(TopicLog::new(tail.epoch, self.config.history_len));
+        let log = Arc::new(TopicLog::with_budget(
+            tail.epoch,
+            self.config.history_len,
+            &self.budget,
+        ));
         self.apply_entries(key, &log, tail.entries);
         log.skip_to(tail.seq);
         log
