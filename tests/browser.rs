@@ -20,6 +20,9 @@ use event::ChatEvent;
 use harness::{Browser, ONE_BROWSER, Site, output_dir};
 use push_runtime::{ChannelRouter, Hub, HubConfig, IframeConfig, PublishRequest, Refusal};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 const TRANSPORTS: [&str; 5] = ["websocket", "sse", "long-poll", "poll", "iframe"];
 const DEMO: &str = include_str!("../examples/chat/index.html");
@@ -1752,6 +1755,110 @@ async fn a_poll_refused_as_busy_waits_for_its_retry_after() {
                     )
                     .await;
                 assert_eq!(error, json!(message), "{options}");
+            }
+        })
+        .await;
+}
+
+/// The real server's expiry, in Chromium, on every transport: the first
+/// credential of each subscription (`t-1`…`t-5` in the query, `b-…` on
+/// polls) expires a second and a half after the hook first sees it, later
+/// ones after an hour. The server ends each stream with `push.expired`
+/// (WebSocket: close 4401; a held long poll or the next short poll: `401`),
+/// the client asks its `auth` provider and resumes from the cursor: every
+/// event, before and after the expiry, arrives once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_expiry_is_renewed_on_every_transport_with_nothing_lost() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let first_use = Arc::new(Mutex::new(HashMap::<String, SystemTime>::new()));
+    let hook = move |request: push_runtime::AuthRequest| {
+        let first_use = Arc::clone(&first_use);
+        async move {
+            let query = request.parts.uri.query().unwrap_or("");
+            let credential = query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("ticket="))
+                .or_else(|| {
+                    request
+                        .parts
+                        .headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                })
+                .ok_or_else(|| Refusal::unauthorized("a credential is required"))?
+                .to_owned();
+            let number: u32 = credential
+                .get(2..)
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| Refusal::forbidden("unknown credential"))?;
+            let lifetime = if number <= 5 {
+                Duration::from_millis(1500)
+            } else {
+                Duration::from_secs(3600)
+            };
+            let since = *first_use
+                .lock()
+                .unwrap()
+                .entry(credential.clone())
+                .or_insert_with(SystemTime::now);
+            Ok(push_runtime::Principal::new(credential).expires_at(since + lifetime))
+        }
+    };
+    let hub = Hub::<ChatEvent>::new();
+    let mut site = Site::bind().await;
+    let page = credentials_page("");
+    site.serve(
+        ChannelRouter::new(hub.clone())
+            .authorize(hook)
+            .into_router()
+            .route("/", get(move || async move { Html(page) })),
+    );
+    let record = Record::default();
+    let say = |text: &str| ChatEvent::Message {
+        from: "server".into(),
+        text: text.into(),
+    };
+    browser
+        .run(|browser| async move {
+            browser.client.goto(&site.url("/")).await.expect("open page");
+            browser.wait_for("the page", "return window.__ready === true;").await;
+            browser
+                .js(
+                    "window.__start('x', arguments[0], { pollInterval: 50 }, 'ticket');",
+                    vec![json!(TRANSPORTS)],
+                )
+                .await;
+            wait_subs(
+                browser,
+                &record,
+                "every transport to be live",
+                "Object.values(s).length === 5 && Object.values(s).every(x => x.status === 'live')",
+            )
+            .await;
+            hub.publish("x", say("e1")).await.expect("publish");
+            // Every subscription renews its credential after the expiry.
+            let expired = "return ['websocket', 'sse', 'long-poll', 'poll', 'iframe'].every(t => window.__authCalls.some(c => c.transport === t && c.reason === 'expired'));";
+            browser.wait_for("every transport to renew after its expiry", expired).await;
+            hub.publish("x", say("e2")).await.expect("publish");
+            hub.publish("x", say("e3")).await.expect("publish");
+            let subs = wait_subs(
+                browser,
+                &record,
+                "every transport to get e1, e2, e3",
+                "Object.values(s).every(x => x.events.length >= 3)",
+            )
+            .await;
+            for transport in TRANSPORTS {
+                assert_eq!(
+                    subs[transport]["events"],
+                    json!(["e1", "e2", "e3"]),
+                    "{transport}: nothing lost, nothing twice: {subs}"
+                );
+                assert_eq!(subs[transport]["error"], Value::Null, "{transport}: {subs}");
             }
         })
         .await;
