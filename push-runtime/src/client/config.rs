@@ -232,10 +232,15 @@ impl ClientConfig {
     /// The largest item the client accepts, in bytes: one SSE line or event
     /// block, one WebSocket message, one forever-frame item, one poll item
     /// (clamped to at least 1 KiB; default
-    /// [`DEFAULT_MAX_ITEM_SIZE`](Self::DEFAULT_MAX_ITEM_SIZE)). On SSE, the
-    /// forever frame and polls an item over it is skipped: the stream yields
+    /// [`DEFAULT_MAX_ITEM_SIZE`](Self::DEFAULT_MAX_ITEM_SIZE)). On every
+    /// transport an item over it is skipped: the stream yields
     /// [`ClientError::TooLarge`](super::ClientError::TooLarge) for it and
-    /// goes on. A whole short- or long-poll answer may be
+    /// goes on. On WebSocket the client first locates the item with one
+    /// short poll of the topic and reopens the socket after it (so the
+    /// topic's `poll` route must be reachable with the same headers;
+    /// without it the stream ends there, see
+    /// [`ClientError::TooLarge`](super::ClientError::TooLarge)). A whole
+    /// short- or long-poll answer may be
     /// [`POLL_ANSWER_ITEMS`](Self::POLL_ANSWER_ITEMS) times this; each poll
     /// asks for as many items as fit (`limit=`), and for one at a time
     /// after an answer over that size.

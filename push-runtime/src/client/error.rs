@@ -7,7 +7,7 @@ use std::error::Error as StdError;
 ///
 /// Items of a [`Subscription`](super::Subscription) are `Err` in three cases:
 /// - an item the stream skips and continues past ([`ClientError::Decode`],
-///   [`ClientError::Malformed`], and [`ClientError::TooLarge`] on SSE);
+///   [`ClientError::Malformed`], [`ClientError::TooLarge`]);
 /// - a permanent error, after which the stream ends (see
 ///   [`ClientError::is_retryable`]);
 /// - [`ClientError::GaveUp`]: transient errors went on for longer than the
@@ -188,15 +188,34 @@ pub enum ClientError {
         reason: String,
     },
     /// An item larger than the configured
-    /// [`max_item_size`](super::ClientConfig::max_item_size). On SSE and the
-    /// forever frame the item is skipped and the stream continues; on
-    /// WebSocket the connection cannot be read further, and a poll answer
-    /// larger than [`POLL_ANSWER_ITEMS`](super::ClientConfig::POLL_ANSWER_ITEMS)
-    /// items' worth would be sent again as is: both are permanent.
-    #[error("item larger than the limit of {limit} bytes")]
+    /// [`max_item_size`](super::ClientConfig::max_item_size): the stream
+    /// skips it and goes on, on every transport.
+    ///
+    /// On WebSocket the message cannot be read past, so the client finds
+    /// the item's cursor with one short poll of the topic
+    /// (`GET {base}/{topic}/poll?after=<position>&limit=1`, with the same
+    /// headers and event filter; only the answer's head and at most
+    /// `max_item_size` + 1 KiB of its body are read) and reopens the
+    /// WebSocket after it, at once: nothing else is lost or repeated. If
+    /// that poll cannot locate the item (the route answers `404` or another
+    /// client error, something that is not a poll answer, or an answer too
+    /// large whose `ETag` names no cursor), this error is permanent and the
+    /// stream ends, also with [`Transport::Auto`](super::Transport::Auto),
+    /// which keeps to WebSocket. If the poll fails transiently (or is
+    /// refused or expired), it is handled as a failure of the socket: the
+    /// client reconnects with backoff (or asks for fresh credentials), meets
+    /// the message again and polls again. On the polling transports, the
+    /// answer to a one-item poll too large to read whose `ETag` names no
+    /// cursor is permanent too.
+    #[error("item larger than the limit of {limit} bytes{}", match cursor { Some(cursor) => format!(" at {cursor}"), None => String::new() })]
     TooLarge {
         /// The limit, in bytes.
         limit: usize,
+        /// The skipped item's cursor, when the client knows it (WebSocket
+        /// and polls; an SSE or forever-frame item over the limit is not
+        /// read far enough to know it). It counts as seen, like a
+        /// [`ClientError::Decode`]'s cursor.
+        cursor: Option<Cursor>,
     },
     /// Reconnection was attempted the configured maximum number of times
     /// without success; `last` is the last failure. The stream ends.

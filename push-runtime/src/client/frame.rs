@@ -31,6 +31,10 @@ pub(crate) enum Read {
     /// A polling transport's first answer: the subscription is live after
     /// this cursor (polls carry no `push.ready`, so the client makes its own).
     Ready(Cursor),
+    /// The client's own end of a connection, as if the server had sent
+    /// `push.end`: resume from this cursor (at once after progress). It
+    /// ends the items a WebSocket skip brought.
+    Resume(Cursor),
 }
 
 /// What a frame means.

@@ -147,7 +147,10 @@ pub(crate) async fn read_body(
     loop {
         match next_data(response.body_mut()).await.transpose() {
             Ok(Some(chunk)) if body.len() + chunk.len() > limit => {
-                return Err(ClientError::TooLarge { limit });
+                return Err(ClientError::TooLarge {
+                    limit,
+                    cursor: None,
+                });
             }
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => return Ok(body),

@@ -255,9 +255,10 @@ impl IframeConnection {
                         Ok(frame) => Read::Frame(frame),
                         Err(error) => Read::Skipped(error),
                     },
-                    IframeItem::TooLarge => {
-                        Read::Skipped(ClientError::TooLarge { limit: self.max })
-                    }
+                    IframeItem::TooLarge => Read::Skipped(ClientError::TooLarge {
+                        limit: self.max,
+                        cursor: None,
+                    }),
                     IframeItem::Malformed(reason) => {
                         Read::Skipped(ClientError::Malformed { reason })
                     }

@@ -36,8 +36,15 @@ struct Body<'a> {
     events: Vec<&'a RawValue>,
 }
 
+/// Just an item's cursor, to name an item too large to deliver.
+#[derive(serde::Deserialize)]
+struct CursorOnly {
+    cursor: Cursor,
+}
+
 /// Parses a `200` answer's body; an item larger than `max_item` bytes is
-/// skipped with [`ClientError::TooLarge`], as SSE and the forever frame do.
+/// skipped with [`ClientError::TooLarge`] (naming its cursor when it has a
+/// valid one), as every transport does.
 pub(crate) fn parse_answer(body: &[u8], max_item: usize) -> Result<Answer, ClientError> {
     let invalid = |reason: String| ClientError::UnexpectedResponse {
         reason: format!("poll answer: {reason}"),
@@ -50,7 +57,11 @@ pub(crate) fn parse_answer(body: &[u8], max_item: usize) -> Result<Answer, Clien
         .iter()
         .map(|item| {
             if item.get().len() > max_item {
-                return Read::Skipped(ClientError::TooLarge { limit: max_item });
+                let cursor = serde_json::from_str::<CursorOnly>(item.get()).ok();
+                return Read::Skipped(ClientError::TooLarge {
+                    limit: max_item,
+                    cursor: cursor.map(|item| item.cursor),
+                });
             }
             match parse_envelope(item.get()) {
                 Ok(frame) => Read::Frame(frame),
@@ -207,6 +218,46 @@ impl PollConnection {
         Ok(connection)
     }
 
+    /// One short poll for the single item after `after` (`limit=1`), to
+    /// skip an item another transport could not read: its answer, whose
+    /// items are that item (or the gap before it) and whose cursor is
+    /// where to resume. An item over the limit comes back as
+    /// [`ClientError::TooLarge`] naming its cursor, read no further than
+    /// its head and `max_item_size` bytes.
+    pub(crate) async fn locate(
+        http: http::HttpClient,
+        headers: header::HeaderMap,
+        url_for: UrlFor,
+        after: Cursor,
+        config: &ClientConfig,
+    ) -> Result<Answer, ClientError> {
+        let mut connection = Self {
+            http,
+            headers,
+            url_for,
+            long: false,
+            cursor: after,
+            etag: None,
+            queue: VecDeque::new(),
+            at_once: true,
+            interval: config.poll_interval,
+            long_timeout: 0,
+            request_timeout: config.poll_request_timeout(false),
+            max_answer: config.max_answer_size(),
+            max_item: config.max_item_size,
+            limit: 1,
+            narrow: true,
+        };
+        match connection.fetch(Some(after), None).await? {
+            Fetched::Answer(answer) => Ok(answer),
+            // A request without `If-None-Match` is never answered `304` by
+            // a poll route (and one asking for one item is never narrowed).
+            Fetched::NotModified | Fetched::Narrow => Err(ClientError::UnexpectedResponse {
+                reason: "304 Not Modified to a poll without If-None-Match".to_owned(),
+            }),
+        }
+    }
+
     /// The next item, polling as often as needed.
     pub(crate) async fn next(&mut self) -> Result<Read, ClientError> {
         loop {
@@ -251,8 +302,15 @@ impl PollConnection {
         }
         let narrow = limit == 1;
         let limit = self.request_timeout;
-        let max = self.max_answer;
         let max_item = self.max_item;
+        // One item and the envelope: a larger answer is an item over the
+        // limit, known from its head without reading the rest.
+        let max = if narrow {
+            self.max_answer
+                .min(max_item.saturating_add(ANSWER_ENVELOPE))
+        } else {
+            self.max_answer
+        };
         let exchange = async {
             let mut response = self.http.get(&url, headers, limit).await?;
             let etag = response.headers().get(header::ETAG).cloned();
@@ -270,11 +328,17 @@ impl PollConnection {
                 Err(ClientError::TooLarge { .. }) if !narrow => {
                     return Ok((Fetched::Narrow, None));
                 }
-                Err(ClientError::TooLarge { limit }) => {
+                Err(ClientError::TooLarge { .. }) => {
                     let Some(cursor) = etag.as_ref().and_then(tag_cursor) else {
-                        return Err(ClientError::TooLarge { limit });
+                        return Err(ClientError::TooLarge {
+                            limit: max_item,
+                            cursor: None,
+                        });
                     };
-                    let skipped = Read::Skipped(ClientError::TooLarge { limit: max_item });
+                    let skipped = Read::Skipped(ClientError::TooLarge {
+                        limit: max_item,
+                        cursor: Some(cursor),
+                    });
                     let answer = Answer {
                         cursor,
                         more: true,
@@ -314,7 +378,9 @@ mod tests {
             .map(|read| match read {
                 Read::Frame(frame) => Ok(frame),
                 Read::Skipped(error) => Err(error),
-                Read::Ready(cursor) => panic!("no ready in an answer: {cursor}"),
+                Read::Ready(cursor) | Read::Resume(cursor) => {
+                    panic!("no ready or resume in an answer: {cursor}")
+                }
             })
             .collect()
     }
@@ -399,7 +465,10 @@ mod limits {
         let answer = parse_answer(body.as_bytes(), 1024).expect("answer");
         assert!(matches!(
             answer.items[0],
-            Read::Skipped(ClientError::TooLarge { limit: 1024 })
+            Read::Skipped(ClientError::TooLarge {
+                limit: 1024,
+                cursor: Some(cursor),
+            }) if cursor == Cursor::new(1, 1)
         ));
         assert!(matches!(&answer.items[1], Read::Frame(frame) if frame.data == "1"));
     }

@@ -301,7 +301,10 @@ impl SseConnection {
                         }));
                     }
                     SseItem::TooLarge => {
-                        return Ok(Read::Skipped(ClientError::TooLarge { limit: self.max }));
+                        return Ok(Read::Skipped(ClientError::TooLarge {
+                            limit: self.max,
+                            cursor: None,
+                        }));
                     }
                     SseItem::Retry(delay) => {
                         tracing::trace!(?delay, "ignoring the server's sse retry hint");

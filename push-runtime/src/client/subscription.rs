@@ -13,6 +13,7 @@ use crate::channel::Channel;
 use crate::cursor::Cursor;
 use axum::http::header::HeaderMap;
 use futures_util::Stream;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -61,6 +62,7 @@ impl<C: Channel> Subscription<C> {
             fallback,
             position: after,
             connection: None,
+            sent: HeaderMap::new(),
             delay: None,
             progressed: false,
             finished: false,
@@ -121,7 +123,11 @@ fn position_of<C>(item: &Item<C>) -> Option<Cursor> {
     match item {
         Ok(Update::Ready { cursor }) | Ok(Update::Event { cursor, .. }) => Some(*cursor),
         Ok(Update::Gap(gap)) => Some(gap.to),
-        Err(ClientError::Decode { cursor, .. }) => Some(*cursor),
+        Err(ClientError::Decode { cursor, .. })
+        | Err(ClientError::TooLarge {
+            cursor: Some(cursor),
+            ..
+        }) => Some(*cursor),
         // The cursor `push.expired` named, where the subscription resumes.
         Ok(Update::Reauthorized {
             reason: CredentialsReason::Expired { cursor },
@@ -138,6 +144,8 @@ enum Connection {
     Ws(Box<WsConnection>),
     Poll(PollConnection),
     Iframe(IframeConnection),
+    /// What a WebSocket skip brought, in place of the socket it closed.
+    Skip(Skip),
 }
 
 impl Connection {
@@ -147,7 +155,24 @@ impl Connection {
             Connection::Ws(connection) => connection.next().await,
             Connection::Poll(connection) => connection.next().await,
             Connection::Iframe(connection) => connection.next().await,
+            Connection::Skip(skip) => Ok(skip.next()),
         }
+    }
+}
+
+/// The items of the one-item poll that located a WebSocket message over
+/// the size limit (that item, skipped with its cursor, or the gap before
+/// it), then a [`Read::Resume`] from the poll's cursor: the WebSocket is
+/// reopened after them.
+#[derive(Debug)]
+struct Skip {
+    items: VecDeque<Read>,
+    resume: Cursor,
+}
+
+impl Skip {
+    fn next(&mut self) -> Read {
+        self.items.pop_front().unwrap_or(Read::Resume(self.resume))
     }
 }
 
@@ -271,6 +296,9 @@ struct Driver<C> {
     reconnect: Reconnect,
     position: Option<Cursor>,
     connection: Option<Connection>,
+    /// The headers the current connection was opened with: a WebSocket
+    /// skip's poll sends them too.
+    sent: HeaderMap,
     /// The wait before the next connection attempt.
     delay: Option<Duration>,
     /// The current response brought an event or a gap since its `push.ready`.
@@ -309,6 +337,7 @@ impl<C: Channel> Driver<C> {
                     match connect(&self.target, transport, self.position, &headers).await {
                         Ok(connection) => {
                             self.progressed = false;
+                            self.sent = headers;
                             self.connection.insert(connection)
                         }
                         Err(error) => return Some(self.failed(error, false).await),
@@ -317,6 +346,20 @@ impl<C: Channel> Driver<C> {
             };
             let read = match connection.next().await {
                 Ok(read) => read,
+                // A WebSocket message over the limit cannot be read past:
+                // locate it with a poll and reopen the socket after it.
+                Err(ClientError::TooLarge { limit, .. })
+                    if matches!(connection, Connection::Ws(_)) =>
+                {
+                    self.connection = None;
+                    match self.skip(limit).await {
+                        Ok(skip) => {
+                            self.connection = Some(Connection::Skip(skip));
+                            continue;
+                        }
+                        Err(item) => return Some(item),
+                    }
+                }
                 Err(error) => {
                     self.connection = None;
                     return Some(self.failed(error, true).await);
@@ -325,7 +368,19 @@ impl<C: Channel> Driver<C> {
             let meaning = match read {
                 Read::Frame(frame) => interpret::<C>(&frame),
                 Read::Ready(cursor) => Meaning::Ready(cursor),
-                Read::Skipped(error) => return Some(Err(error)),
+                Read::Resume(cursor) => Meaning::End(cursor),
+                Read::Skipped(error) => {
+                    // An item skipped by its cursor counts as seen.
+                    if let ClientError::TooLarge {
+                        cursor: Some(cursor),
+                        ..
+                    } = &error
+                    {
+                        self.progressed = true;
+                        self.position = Some(*cursor);
+                    }
+                    return Some(Err(error));
+                }
             };
             match meaning {
                 Meaning::Ready(cursor) => {
@@ -382,6 +437,66 @@ impl<C: Channel> Driver<C> {
                 }
             }
         }
+    }
+
+    /// A WebSocket message over `limit` bytes ended the socket: one short
+    /// poll (`limit=1`, the same headers and event filter) after the
+    /// position names that item's cursor, or brings the gap before it.
+    /// Its items are yielded and the socket reopened after them, with no
+    /// backoff and without counting a failure. When the poll cannot locate
+    /// the item, the stream ends with [`ClientError::TooLarge`]; when it
+    /// fails transiently (or its authorization is refused or expired), as
+    /// any failure of a live connection: the socket is reopened from the
+    /// position, which meets the same message and polls again.
+    async fn skip(&mut self, limit: usize) -> Result<Skip, Item<C>> {
+        let too_large = ClientError::TooLarge {
+            limit,
+            cursor: None,
+        };
+        // A socket is read past its `push.ready`, which sets the position.
+        let Some(after) = self.position else {
+            self.finished = true;
+            return Err(Err(too_large));
+        };
+        let client = &self.target.client;
+        let url_for = {
+            let client = client.clone();
+            let topic = self.target.topic.clone();
+            let events = self.target.events.clone();
+            move |after, _timeout| {
+                client.endpoint(&topic, Transport::ShortPoll, after, events.as_deref())
+            }
+        };
+        tracing::debug!(topic = %self.target.topic, %after, limit, "a websocket message over the limit; locating it with a poll");
+        let located = PollConnection::locate(
+            client.http.clone(),
+            self.sent.clone(),
+            Box::new(url_for),
+            after,
+            &client.config,
+        )
+        .await;
+        let answer = match located {
+            Ok(answer) if !answer.items.is_empty() => answer,
+            Ok(_) => {
+                tracing::warn!(%after, "the poll locating a websocket message over the limit found no item; ending the subscription");
+                self.finished = true;
+                return Err(Err(too_large));
+            }
+            Err(error @ (ClientError::Expired { .. } | ClientError::Unauthorized { .. })) => {
+                return Err(self.failed(error, true).await);
+            }
+            Err(error) if error.is_retryable() => return Err(self.failed(error, true).await),
+            Err(error) => {
+                tracing::warn!(%error, %after, "a websocket message over the limit cannot be located with a poll; ending the subscription");
+                self.finished = true;
+                return Err(Err(too_large));
+            }
+        };
+        Ok(Skip {
+            items: answer.items.into(),
+            resume: answer.cursor,
+        })
     }
 
     /// The headers of the next attempt: the configured ones, and the

@@ -583,6 +583,165 @@ async fn websocket_resumes_after_going_away_and_stops_on_policy_violation() {
     );
 }
 
+/// What the scripted server of a WebSocket skip does with one connection.
+enum Step {
+    /// Upgrades and sends these messages, then closes with the code.
+    Socket(Vec<String>, u16),
+    /// Answers with this head and the start of a body that never ends.
+    Endless(String, String),
+}
+
+/// A scripted server for WebSocket and plain requests on one port: the
+/// n-th connection gets `steps[n]`. Reports each request's line and
+/// lowercased head.
+async fn scripted_mixed_server(steps: Vec<Step>) -> (String, tokio::sync::mpsc::Receiver<Seen>) {
+    use futures_util::SinkExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let (requests, seen) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        // Bodies that never end stay open until the test is over.
+        let mut held = Vec::new();
+        for step in steps {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            // Peeked, not read: a WebSocket handshake reads the head itself.
+            let mut buffer = vec![0u8; 4096];
+            let head = loop {
+                let Ok(peeked) = socket.peek(&mut buffer).await else {
+                    return;
+                };
+                let bytes = &buffer[..peeked];
+                if let Some(end) = bytes.windows(4).position(|window| window == b"\r\n\r\n") {
+                    break String::from_utf8_lossy(&bytes[..end + 4]).into_owned();
+                }
+                if peeked == 0 || peeked == buffer.len() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            };
+            let line = head.lines().next().unwrap_or("").to_owned();
+            let at = std::time::Instant::now();
+            let _ = requests
+                .send(Seen {
+                    line,
+                    head: head.to_ascii_lowercase(),
+                    at,
+                })
+                .await;
+            match step {
+                Step::Socket(messages, code) => {
+                    let Ok(mut socket) = tokio_tungstenite::accept_async(socket).await else {
+                        return;
+                    };
+                    for message in messages {
+                        let _ = socket.send(Message::text(message)).await;
+                    }
+                    let close = CloseFrame {
+                        code: code.into(),
+                        reason: "bye".into(),
+                    };
+                    let _ = socket.close(Some(close)).await;
+                }
+                Step::Endless(head_out, body_start) => {
+                    let mut consumed = vec![0u8; head.len()];
+                    if socket.read_exact(&mut consumed).await.is_err() {
+                        return;
+                    }
+                    let _ = socket.write_all(head_out.as_bytes()).await;
+                    let _ = socket.write_all(body_start.as_bytes()).await;
+                    held.push(socket);
+                }
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    (base, seen)
+}
+
+/// A WebSocket message over the limit: one poll after the position, with
+/// the same headers and `limit=1`, whose `ETag` names the item; the client
+/// reads no more of that answer than an item's worth (the body here never
+/// ends, so waiting for it would time out), yields `TooLarge` with the
+/// cursor and reopens the socket after it, at once.
+#[tokio::test]
+async fn websocket_skips_a_message_over_the_limit_located_by_a_poll() {
+    let ready = |cursor: &str| item(cursor, "push.ready", &format!(r#"{{"cursor":"{cursor}"}}"#));
+    let cleared = |cursor: &str| item(cursor, "cleared", r#"{"type":"cleared"}"#);
+    let big = item("3-2", "message", &format!(r#""{}""#, "x".repeat(8 * 1024)));
+    let poll_head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     etag: \"3-2;more\"\r\ncontent-length: 100000000\r\n\r\n"
+        .to_owned();
+    let poll_body = format!(r#"{{"cursor":"3-2","more":true,"events":[{big}"#);
+    let (base, mut requests) = scripted_mixed_server(vec![
+        Step::Socket(vec![ready("3-0"), cleared("3-1"), big.clone()], 1000),
+        Step::Endless(poll_head, poll_body),
+        Step::Socket(vec![ready("3-2"), cleared("3-3")], 1008),
+    ])
+    .await;
+    let config = quick_config()
+        .max_item_size(1024)
+        .header("authorization", "Bearer t")
+        .expect("header");
+    let client = Client::<Chat>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::WebSocket)
+        .stream();
+    assert!(matches!(next_ok(&mut stream).await, Update::Ready { .. }));
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Event { cursor, .. } if cursor == Cursor::new(3, 1)
+    ));
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::TooLarge {
+            limit: 1024,
+            cursor: Some(cursor),
+        })) if cursor == Cursor::new(3, 2)
+    ));
+    assert_eq!(stream.position(), Some(Cursor::new(3, 2)));
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Ready { cursor } if cursor == Cursor::new(3, 2)
+    ));
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Event { cursor, .. } if cursor == Cursor::new(3, 3)
+    ));
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Closed { code: 1008, .. }))
+    ));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(requests.recv().await.expect("a request"));
+    }
+    let lines: Vec<&str> = seen.iter().map(|seen| seen.line.as_str()).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /chat/lobby/ws HTTP/1.1",
+            "GET /chat/lobby/poll?after=3-1&limit=1 HTTP/1.1",
+            "GET /chat/lobby/ws?after=3-2 HTTP/1.1",
+        ]
+    );
+    for seen in &seen {
+        assert!(
+            seen.head.contains("\r\nauthorization: bearer t\r\n"),
+            "{}",
+            seen.head
+        );
+    }
+}
+
 #[test]
 fn builds_polling_and_iframe_urls() {
     let plain = client("http://127.0.0.1:3000");
@@ -825,7 +984,10 @@ async fn a_poll_item_over_the_limit_is_skipped_with_an_error_item() {
     assert!(matches!(next_ok(&mut stream).await, Update::Ready { .. }));
     assert!(matches!(
         stream.next().await,
-        Some(Err(ClientError::TooLarge { limit: 1024 }))
+        Some(Err(ClientError::TooLarge {
+            limit: 1024,
+            cursor: Some(cursor),
+        })) if cursor == Cursor::new(1, 1)
     ));
     assert!(matches!(
         next_ok(&mut stream).await,

@@ -140,7 +140,10 @@ impl WsConnection {
                 }
                 Some(Err(WsError::Capacity(error))) => {
                     tracing::warn!(%error, limit = self.max, "websocket message over the limit");
-                    return Err(ClientError::TooLarge { limit: self.max });
+                    return Err(ClientError::TooLarge {
+                        limit: self.max,
+                        cursor: None,
+                    });
                 }
                 Some(Err(error)) => {
                     return Err(ClientError::Disconnected {
