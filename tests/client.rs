@@ -237,6 +237,7 @@ all_transports!(
     rejects_a_bad_topic_with_the_servers_message,
     rejects_a_cursor_ahead_of_the_topic,
     skips_an_event_it_cannot_decode,
+    skips_items_over_the_client_limit_and_loses_nothing_else,
     streams_over_tls_and_resumes_after_a_cut,
     refuses_an_untrusted_certificate_with_a_clear_error,
     streams_from_a_channel_that_requires_a_bearer_token,
@@ -510,6 +511,234 @@ async fn skips_an_event_it_cannot_decode(transport: Transport) {
     }
     assert_eq!(stream.position(), Some(unknown));
     assert_eq!(next_event(&mut stream).await, (known, OldFeed::Tick));
+}
+
+/// A client limit of 4 KiB: an event of 100 KiB is over it (and over a
+/// poll answer's 64 KiB budget, so polls narrow down to it too).
+const SMALL_LIMIT: usize = 4096;
+
+fn big(n: u64) -> Feed {
+    Feed::Wrapped(format!("{n:03}{}", "x".repeat(100 * 1024)))
+}
+
+/// What a subscription yields for each event: the event, or `None` for
+/// one skipped as too large (with the cursor it named, if any).
+type Seen<C> = (Cursor, Option<C>);
+
+/// Reads until `want` events or skips have arrived, ignoring `Ready`
+/// (a WebSocket is reopened after each skip) and, unless `strict`,
+/// reconnections; any other item fails.
+async fn read_with_skips<C: Channel + std::fmt::Debug>(
+    stream: &mut Subscription<C>,
+    want: usize,
+    strict: bool,
+) -> Vec<(Option<Cursor>, Option<C>)> {
+    let mut seen = Vec::new();
+    while seen.len() < want {
+        match stream.next().await {
+            Some(Ok(Update::Event { cursor, event })) => {
+                assert_eq!(stream.position(), Some(cursor));
+                seen.push((Some(cursor), Some(event)));
+            }
+            Some(Err(ClientError::TooLarge { limit, cursor })) => {
+                assert_eq!(limit, SMALL_LIMIT);
+                if cursor.is_some() {
+                    assert_eq!(stream.position(), cursor);
+                }
+                seen.push((cursor, None));
+            }
+            Some(Ok(Update::Ready { .. })) => {}
+            Some(Ok(Update::Reconnecting { .. })) if !strict => {}
+            other => panic!("after {} items: {other:?}", seen.len()),
+        }
+    }
+    seen
+}
+
+/// What `read_with_skips` must give for `published`: the cursor of a
+/// skipped item is known except on SSE and the forever frame.
+fn expected_with_skips(
+    published: &[Seen<Feed>],
+    transport: Transport,
+) -> Vec<(Option<Cursor>, Option<Feed>)> {
+    let named = !matches!(transport, Transport::Sse | Transport::Iframe);
+    published
+        .iter()
+        .map(|(cursor, event)| match event {
+            Some(event) => (Some(*cursor), Some(event.clone())),
+            None => (named.then_some(*cursor), None),
+        })
+        .collect()
+}
+
+/// Publishes `events`, each as itself (`Some`) or as a big event (`None`).
+async fn publish_mixed(hub: &Hub<Feed>, topic: &str, events: &[Option<Feed>]) -> Vec<Seen<Feed>> {
+    let mut published = Vec::new();
+    for (n, event) in events.iter().enumerate() {
+        let sent = event.clone().unwrap_or_else(|| big(n as u64));
+        published.push((publish(hub, topic, &sent).await, event.clone()));
+    }
+    published
+}
+
+/// A server that takes events of up to 1 MiB and a client that reads items
+/// of up to 4 KiB: each event over it is one `TooLarge` item (naming its
+/// cursor where the transport knows it), in its place; every other event
+/// arrives once, in order, and the stream goes on, from history and live.
+/// On WebSocket the client finds the skipped item with a one-item poll and
+/// reopens the socket after it; `Auto` stays on WebSocket.
+async fn skips_items_over_the_client_limit_and_loses_nothing_else(transport: Transport) {
+    let hub = Hub::<Feed>::new();
+    let base = format!("http://{}", serve(&hub).await);
+    let start = publish(&hub, "large", &Feed::Tick).await;
+    // From history: small, big, small, big, big, small.
+    let backlog = [
+        Some(event(1)),
+        None,
+        Some(event(2)),
+        None,
+        None,
+        Some(event(3)),
+    ];
+    let mut published = publish_mixed(&hub, "large", &backlog).await;
+    let config = config().max_item_size(SMALL_LIMIT).max_retries(Some(0));
+    let client = Client::<Feed>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("large")
+        .transport(transport)
+        .after(start)
+        .stream();
+    let got = read_with_skips(&mut stream, published.len(), true).await;
+    assert_eq!(got, expected_with_skips(&published, transport));
+    // Live: big first, then small, big, small.
+    let live = publish_mixed(&hub, "large", &[None, Some(event(5)), None, Some(event(7))]).await;
+    let got = read_with_skips(&mut stream, live.len(), true).await;
+    assert_eq!(got, expected_with_skips(&live, transport));
+    published.extend(live);
+    assert_eq!(
+        stream.position(),
+        published.last().map(|(cursor, _)| *cursor)
+    );
+    assert_eq!(
+        stream.transport(),
+        match transport {
+            Transport::Auto => Transport::WebSocket,
+            other => other,
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_skips_items_over_the_client_limit_on_websocket_without_falling_back() {
+    // `read_with_skips` fails on a `Fallback` item.
+    within(skips_items_over_the_client_limit_and_loses_nothing_else(
+        Transport::Auto,
+    ))
+    .await;
+}
+
+/// A front without the polling routes (`404`).
+async fn without_poll_route(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.uri().path().ends_with("/poll") {
+        let not_found = (axum::http::StatusCode::NOT_FOUND, "no such route\n");
+        return axum::response::IntoResponse::into_response(not_found);
+    }
+    next.run(request).await
+}
+
+/// Without a poll route to locate it, a WebSocket message over the limit
+/// ends the stream with `TooLarge` (after what came before it), rather than
+/// reconnecting into it again and again; `Auto` does not take the poll's
+/// `404` for its own route missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_ends_on_an_item_over_the_limit_when_polls_are_missing() {
+    within(async {
+        let hub = Hub::<Feed>::new();
+        let app: axum::Router = ChannelRouter::new(hub.clone())
+            .into_router()
+            .layer(axum::middleware::from_fn(without_poll_route));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the server");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        for transport in [Transport::WebSocket, Transport::Auto] {
+            let topic = format!("no-polls-{transport:?}");
+            let config = config().max_item_size(SMALL_LIMIT);
+            let client = Client::<Feed>::with_config(&base, config).expect("client");
+            let mut stream = client.subscribe(&topic).transport(transport).stream();
+            wait_ready(&mut stream).await;
+            let first = publish(&hub, &topic, &event(1)).await;
+            publish(&hub, &topic, &big(2)).await;
+            assert_eq!(next_event(&mut stream).await, (first, event(1)));
+            match stream.next().await {
+                Some(Err(ClientError::TooLarge {
+                    limit: SMALL_LIMIT,
+                    cursor: None,
+                })) => {}
+                other => panic!("{transport:?}: expected the end, got {other:?}"),
+            }
+            assert!(stream.next().await.is_none(), "{transport:?}");
+            assert_eq!(stream.position(), Some(first));
+        }
+    })
+    .await;
+}
+
+/// The poll that locates an item over the limit carries the subscription's
+/// headers (here its bearer token, without which the route answers `401`)
+/// and its event filter (events of other kinds in between are not items).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_locates_an_item_over_the_limit_with_its_credentials_and_filter() {
+    within(async {
+        let hub = Hub::<Feed>::new();
+        let app: axum::Router = ChannelRouter::new(hub.clone())
+            .authorize(bearer)
+            .into_router();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the server");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let config = config()
+            .max_item_size(SMALL_LIMIT)
+            .max_retries(Some(0))
+            .header("authorization", "Bearer good")
+            .expect("valid header");
+        let client = Client::<Feed>::with_config(&base, config).expect("client");
+        let mut stream = client
+            .subscribe("private")
+            .transport(Transport::WebSocket)
+            .kinds([FeedKind::Wrapped, FeedKind::Note])
+            .stream();
+        wait_ready(&mut stream).await;
+        let mut published = Vec::new();
+        for event in [
+            Feed::Tick,
+            Feed::Wrapped("small".into()),
+            Feed::Tick,
+            big(1),
+            Feed::Tick,
+            big(2),
+            Feed::Tick,
+            event(3),
+        ] {
+            let cursor = publish(&hub, "private", &event).await;
+            match &event {
+                Feed::Tick => {}
+                Feed::Wrapped(text) if text.len() > SMALL_LIMIT => published.push((cursor, None)),
+                _ => published.push((cursor, Some(event))),
+            }
+        }
+        let got = read_with_skips(&mut stream, published.len(), true).await;
+        assert_eq!(got, expected_with_skips(&published, Transport::WebSocket));
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
