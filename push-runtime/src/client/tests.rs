@@ -742,6 +742,86 @@ async fn websocket_skips_a_message_over_the_limit_located_by_a_poll() {
     }
 }
 
+/// The poll locating a WebSocket message over the limit may fail (a `503`:
+/// the socket is reopened with backoff, meets the message again and polls
+/// again) or find that the item is gone from history (a `push.gap`: the
+/// gap is delivered and the socket reopened after it). Nothing is skipped
+/// silently.
+#[tokio::test]
+async fn websocket_skip_retries_a_failed_poll_and_delivers_a_gap_it_finds() {
+    let ready = |cursor: &str| item(cursor, "push.ready", &format!(r#"{{"cursor":"{cursor}"}}"#));
+    let big = item("3-1", "message", &format!(r#""{}""#, "x".repeat(8 * 1024)));
+    let unavailable = response("503 Service Unavailable", "text/plain", "", "busy\n");
+    let gap = item("3-5", "push.gap", r#"{"from":"3-0","to":"3-5","missed":5}"#);
+    let mut answer = poll_answer("3-5", true, &[&gap]);
+    answer = answer.replace("etag: \"3-5\"", "etag: \"3-5;gap=3-5;more\"");
+    let (base, mut requests) = scripted_mixed_server(vec![
+        Step::Socket(vec![ready("3-0"), big.clone()], 1000),
+        Step::Endless(unavailable, String::new()),
+        Step::Socket(vec![ready("3-0"), big], 1000),
+        Step::Endless(answer, String::new()),
+        Step::Socket(
+            vec![
+                ready("3-5"),
+                item("3-6", "cleared", r#"{"type":"cleared"}"#),
+            ],
+            1008,
+        ),
+    ])
+    .await;
+    let config = quick_config().max_item_size(1024);
+    let client = Client::<Chat>::with_config(&base, config).expect("client");
+    let mut stream = client
+        .subscribe("lobby")
+        .transport(Transport::WebSocket)
+        .stream();
+    assert!(matches!(next_ok(&mut stream).await, Update::Ready { .. }));
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Reconnecting {
+            cause: ClientError::Server { status: 503, .. },
+            ..
+        }
+    ));
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Ready { cursor } if cursor == Cursor::new(3, 0)
+    ));
+    match next_ok(&mut stream).await {
+        Update::Gap(gap) => assert_eq!(
+            (gap.from, gap.to, gap.missed),
+            (Cursor::new(3, 0), Cursor::new(3, 5), Some(5))
+        ),
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Ready { cursor } if cursor == Cursor::new(3, 5)
+    ));
+    assert!(matches!(
+        next_ok(&mut stream).await,
+        Update::Event { cursor, .. } if cursor == Cursor::new(3, 6)
+    ));
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(ClientError::Closed { code: 1008, .. }))
+    ));
+    let mut lines = Vec::new();
+    for _ in 0..5 {
+        lines.push(next_line(&mut requests).await);
+    }
+    assert_eq!(
+        lines.iter().map(|line| line.as_deref()).collect::<Vec<_>>(),
+        [
+            Some("GET /chat/lobby/ws HTTP/1.1"),
+            Some("GET /chat/lobby/poll?after=3-0&limit=1 HTTP/1.1"),
+            Some("GET /chat/lobby/ws?after=3-0 HTTP/1.1"),
+            Some("GET /chat/lobby/poll?after=3-0&limit=1 HTTP/1.1"),
+            Some("GET /chat/lobby/ws?after=3-5 HTTP/1.1"),
+        ]
+    );
+}
+
 #[test]
 fn builds_polling_and_iframe_urls() {
     let plain = client("http://127.0.0.1:3000");
