@@ -7,6 +7,7 @@
 //! curl -X POST localhost:3002/news/world \
 //!      -H 'content-type: application/json' -d '{"headline":"hi"}'   # publish on node 2
 //! curl -N 'localhost:3002/news/world/sse?after=<cursor seen on node 1>'   # resume on node 2
+//! curl localhost:3001/metrics      # node 1's figures, its link to Redis included
 //! ```
 //!
 //! In production each node is its own process (same code, one address each)
@@ -14,6 +15,7 @@
 //! you a terminal.
 
 use push_runtime::broker::{RedisBroker, RedisConfig};
+use push_runtime::metrics::Metrics;
 use push_runtime::{ChannelRouter, Hub, HubConfig, PublishRequest, Refusal};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -43,7 +45,12 @@ async fn serve_node(
     let broker =
         RedisBroker::connect(RedisConfig::new(redis_url).history_len(config.history_len)).await?;
     let hub = Hub::<NewsEvent>::with_broker(Arc::new(broker), config);
-    let app: axum::Router = ChannelRouter::new(hub).publish(accept).into_router();
+    // Each node's own figures at `/metrics`: scrape every node.
+    let metrics = Metrics::new().hub(&hub);
+    let app: axum::Router = ChannelRouter::new(hub)
+        .publish(accept)
+        .into_router()
+        .merge(metrics.router());
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("node listening on http://{}", listener.local_addr()?);
     println!("node listening on http://{}", listener.local_addr()?);

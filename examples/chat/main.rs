@@ -7,6 +7,7 @@
 //! curl -X POST localhost:3000/chat/lobby \
 //!      -H 'content-type: application/json' \
 //!      -d '{"type":"message","from":"ann","text":"hi"}'
+//! curl localhost:3000/metrics                   # the operator's figures (Prometheus text)
 //! ```
 //!
 //! `PUSH_ALLOWED_ORIGINS=https://a.example,http://localhost:8080` lets pages
@@ -32,6 +33,7 @@ use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
 use event::ChatEvent;
+use push_runtime::metrics::Metrics;
 use push_runtime::serve::{Server, TlsConfig};
 use push_runtime::{ChannelRouter, Hub, OriginPolicy, PublishRequest, Refusal};
 use std::net::SocketAddr;
@@ -87,6 +89,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .publish(check_publish)
             .into_router(),
     );
+    // `GET /metrics` for the operator's Prometheus. A real service would
+    // serve it on an internal port, or behind its own guard.
+    let app = app.merge(Metrics::new().hub(&hub).router());
 
     let tls = match (
         std::env::var_os("PUSH_TLS_CERT"),

@@ -9,7 +9,7 @@
 use crate::auth::{self, AuthRequest, Principal};
 use crate::channel::Channel;
 use crate::limits::{self, Limits};
-use crate::meter::{ConnectionPermit, Meter, Metered, Outbound};
+use crate::meter::{ConnectionPermit, Meter, Metered, Outbound, Transport};
 use crate::origin::{self, Verdict};
 use crate::params::{Query, SubscribeRejection};
 use crate::state::ChannelState;
@@ -24,6 +24,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 use tokio::time::Instant;
 
@@ -40,6 +41,17 @@ pub(crate) enum RouteKind {
     Publish,
 }
 
+impl RouteKind {
+    /// The kind of a subscription route of `transport`.
+    pub(crate) fn of(transport: Transport) -> Self {
+        match transport {
+            Transport::Sse | Transport::Ws => RouteKind::Stream,
+            Transport::Poll | Transport::LongPoll => RouteKind::Poll,
+            Transport::Iframe => RouteKind::Frame,
+        }
+    }
+}
+
 /// A subscription that passed every check: its place in the connection
 /// count (freed when the last clone is dropped).
 #[derive(Clone, Debug)]
@@ -49,6 +61,11 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
+    /// The hub's meter.
+    pub(crate) fn meter(&self) -> &Arc<Meter> {
+        &self.meter
+    }
+
     /// Accounting for one connection's unwritten bytes.
     pub(crate) fn outbound(&self, limits: &Limits) -> Arc<Outbound> {
         Outbound::new(Arc::clone(&self.meter), limits)
@@ -247,6 +264,7 @@ pub(crate) async fn admit<C: Channel>(
     state: &ChannelState<C>,
     topic: &str,
     request: Request,
+    transport: Transport,
 ) -> Result<Admitted, Response> {
     let topic: Topic = match state.hub.topic(topic) {
         Ok(topic) => topic,
@@ -267,6 +285,8 @@ pub(crate) async fn admit<C: Channel>(
             match hook.authorize(request).await {
                 Ok(principal) => (parts, Some(principal)),
                 Err(refusal) => {
+                    let counters = &state.hub.meter().counters;
+                    counters.unauthorized.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(?refusal, %topic, "subscription refused by the authorization hook");
                     return Err(refusal.into_response());
                 }
@@ -274,11 +294,13 @@ pub(crate) async fn admit<C: Channel>(
         }
     };
     let Ok(expiry) = expiry(principal.as_ref()) else {
+        let counters = &state.hub.meter().counters;
+        counters.expired_refused.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(?principal, %topic, "subscription refused: its authorization expired");
         return Err(auth::expired());
     };
     let meter = state.hub.meter();
-    let permit = match meter.admit(&topic, &state.limits) {
+    let permit = match meter.admit(&topic, &state.limits, transport) {
         Ok(permit) => permit,
         Err(refusal) => {
             meter.count_refusal();

@@ -764,6 +764,7 @@ impl TopicLog {
             pending_gap: gap,
             filter: None,
             waiting: Registration::default(),
+            counts: None,
         })
     }
 }
@@ -798,6 +799,77 @@ impl KindFilter {
     }
 }
 
+/// Why a subscriber got a gap, for the counts of [`DeliveryCounts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GapCause {
+    /// It fell behind: the ring overtook its position.
+    SlowClient,
+    /// It resumed from before the oldest event kept.
+    TrimmedHistory,
+    /// It resumed from another epoch, or its topic's history was replaced
+    /// by one of a new epoch while it read.
+    EpochChange,
+    /// An event found no room in the histories' byte budget (or, with the
+    /// Redis broker, was invalid) and was kept as a gap of one.
+    Lost,
+}
+
+impl GapCause {
+    /// Every cause, in the order of the slots of [`DeliveryCounts`].
+    pub(crate) const ALL: [GapCause; 4] = [
+        GapCause::SlowClient,
+        GapCause::TrimmedHistory,
+        GapCause::EpochChange,
+        GapCause::Lost,
+    ];
+
+    #[cfg(feature = "metrics")]
+    /// The cause's label value.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            GapCause::SlowClient => "slow_client",
+            GapCause::TrimmedHistory => "trimmed_history",
+            GapCause::EpochChange => "epoch_change",
+            GapCause::Lost => "lost",
+        }
+    }
+}
+
+/// What the subscriptions of one hub took from their histories: items
+/// (events and gaps) and gaps by cause. Counted once per batch taken, and
+/// where a gap is made (rare), never per event.
+#[derive(Debug, Default)]
+pub(crate) struct DeliveryCounts {
+    items: AtomicU64,
+    gaps: [AtomicU64; GapCause::ALL.len()],
+}
+
+impl DeliveryCounts {
+    #[cfg(feature = "metrics")]
+    /// Gaps delivered for `cause`.
+    pub(crate) fn gaps(&self, cause: GapCause) -> u64 {
+        self.gaps[cause as usize].load(Ordering::Relaxed)
+    }
+
+    #[cfg(feature = "metrics")]
+    /// Events delivered: every item taken that was not a gap.
+    pub(crate) fn events(&self) -> u64 {
+        // Gaps are counted before the items of their batch: read the items
+        // last so that the difference never goes below zero.
+        let gaps: u64 = GapCause::ALL.iter().map(|&cause| self.gaps(cause)).sum();
+        self.items.load(Ordering::Relaxed).saturating_sub(gaps)
+    }
+
+    fn gap(&self, cause: GapCause) {
+        self.gaps[cause as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes back items taken but not sent (a poll's look-ahead item).
+    fn untake(&self, items: u64) {
+        self.items.fetch_sub(items, Ordering::Relaxed);
+    }
+}
+
 /// A reader of one topic's history, live or catching up.
 ///
 /// It holds only a position: the events themselves stay in the topic's ring,
@@ -810,6 +882,8 @@ pub struct Subscription {
     filter: Option<KindFilter>,
     /// In `log`'s list of waiters, kept across polls.
     waiting: Registration,
+    /// Where what it takes is counted, if anywhere.
+    counts: Option<Arc<DeliveryCounts>>,
 }
 
 impl Drop for Subscription {
@@ -822,6 +896,30 @@ impl Subscription {
     /// Delivers only events whose kind is in `filter` (gaps are always delivered).
     pub fn set_filter(&mut self, filter: Option<KindFilter>) {
         self.filter = filter;
+    }
+
+    /// Counts what this subscription takes into `counts`.
+    pub(crate) fn count_into(&mut self, counts: Arc<DeliveryCounts>) {
+        self.counts = Some(counts);
+    }
+
+    /// Uncounts an item taken but not sent after all (a poll's look-ahead
+    /// item), if it is an event. A gap stays counted as made (and as an
+    /// item, so the count of events stays exact): the next poll makes it
+    /// again, and counts it again.
+    pub(crate) fn untake(&self, item: &Delivery) {
+        if let (Some(counts), Delivery::Event(_)) = (&self.counts, item) {
+            counts.untake(1);
+        }
+    }
+
+    /// Counts a gap made for `cause`. Out of the way of the common case.
+    #[cold]
+    #[inline(never)]
+    fn count_gap(&self, cause: GapCause) {
+        if let Some(counts) = &self.counts {
+            counts.gap(cause);
+        }
     }
 
     /// The position of everything delivered or skipped so far: resuming after
@@ -846,6 +944,11 @@ impl Subscription {
         let max = max.max(1);
         let before = out.len();
         if let Some(gap) = self.pending_gap.take() {
+            self.count_gap(if gap.from.epoch() == gap.to.epoch() {
+                GapCause::TrimmedHistory
+            } else {
+                GapCause::EpochChange
+            });
             out.push(Delivery::Gap(gap));
         }
         loop {
@@ -858,7 +961,11 @@ impl Subscription {
                 _ => break,
             }
         }
-        out.len() - before
+        let taken = out.len() - before;
+        if let Some(counts) = &self.counts {
+            counts.items.fetch_add(taken as u64, Ordering::Relaxed);
+        }
+        taken
     }
 
     /// Appends from the current ring; returns whether nothing is left in it.
@@ -867,6 +974,7 @@ impl Subscription {
         let oldest = ring.oldest();
         if self.next_seq < oldest {
             // Overtaken by the ring: the events in between are gone.
+            self.count_gap(GapCause::SlowClient);
             let from = Cursor::new(self.log.epoch, self.next_seq - 1);
             let to = Cursor::new(self.log.epoch, oldest - 1);
             out.push(Delivery::Gap(Gap {
@@ -921,6 +1029,7 @@ impl Subscription {
         if out.len() - before >= max {
             return false;
         }
+        self.count_gap(GapCause::Lost);
         out.push(Delivery::Gap(Gap {
             from: Cursor::new(epoch, seq - 1),
             to: Cursor::new(epoch, seq),
@@ -932,6 +1041,7 @@ impl Subscription {
     /// Continues in the history that replaced this one, after a gap of unknown size.
     fn move_to(&mut self, next: Arc<TopicLog>, out: &mut Vec<Delivery>) {
         let oldest = next.read().oldest();
+        self.count_gap(GapCause::EpochChange);
         out.push(Delivery::Gap(Gap {
             from: self.position(),
             to: Cursor::new(next.epoch, oldest - 1),
@@ -1135,6 +1245,39 @@ mod tests {
         out.clear();
         sub.fill(&mut out, 10);
         assert_eq!(seqs(&out), ["2"]);
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn counts_items_and_gaps_by_cause_once_each() {
+        let counts = Arc::new(DeliveryCounts::default());
+        let log = Arc::new(TopicLog::new(2, 8));
+        let mut sub = log.subscribe(Start::Now).unwrap();
+        sub.count_into(Arc::clone(&counts));
+        assert_eq!(log.append_at(1, outgoing(1)), AppendAt::Appended);
+        assert_eq!(log.lose_at(2), AppendAt::Appended);
+        assert_eq!(log.lose_at(3), AppendAt::Appended);
+        assert_eq!(log.append_at(4, outgoing(4)), AppendAt::Appended);
+        let mut out = Vec::new();
+        sub.fill(&mut out, 10);
+        // Two lost events in a row are one gap.
+        assert_eq!(seqs(&out), ["1", "gap 1..3 Some(2)", "4"]);
+        assert_eq!(counts.gaps(GapCause::Lost), 1);
+        assert_eq!(counts.events(), 2);
+        // Overtaken by the ring of 8: a slow client's gap.
+        for seq in 5..=20 {
+            assert_eq!(log.append_at(seq, outgoing(1)), AppendAt::Appended);
+        }
+        out.clear();
+        sub.fill(&mut out, 3);
+        assert_eq!(counts.gaps(GapCause::SlowClient), 1);
+        assert_eq!(counts.events(), 4);
+        // A poll's look-ahead event, not sent, is taken back; a gap is not.
+        sub.untake(&out[2]);
+        sub.untake(&out[0]);
+        assert_eq!(counts.events(), 3);
+        assert_eq!(counts.gaps(GapCause::TrimmedHistory), 0);
+        assert_eq!(counts.gaps(GapCause::EpochChange), 0);
     }
 
     #[test]

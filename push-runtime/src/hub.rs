@@ -3,7 +3,9 @@
 use crate::broker::{Broker, BrokerError, BrokerSubscribeError, MemoryBroker, TopicKey};
 use crate::channel::{Channel, EventKind};
 use crate::cursor::Cursor;
-use crate::history::{HistoryBudget, KindFilter, Outgoing, Start, StartError, Subscription};
+use crate::history::{
+    DeliveryCounts, HistoryBudget, KindFilter, Outgoing, Start, StartError, Subscription,
+};
 use crate::meter::{Meter, Stats};
 use crate::shutdown::Shutdown;
 use crate::topic::{DEFAULT_MAX_TOPIC_LEN, Topic, TopicError};
@@ -12,6 +14,8 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 pub use crate::history::{
     DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_HISTORY_BYTES, DEFAULT_MAX_TOTAL_HISTORY_BYTES,
@@ -173,6 +177,8 @@ struct HubShared {
     broker: Arc<dyn Broker>,
     config: HubConfig,
     meter: Arc<Meter>,
+    /// What the hub's subscriptions took: events, gaps by cause.
+    deliveries: Arc<DeliveryCounts>,
     shutdown: Shutdown,
 }
 
@@ -223,6 +229,7 @@ impl<C: Channel> Hub<C> {
                 broker,
                 config,
                 meter: Arc::default(),
+                deliveries: Arc::default(),
                 shutdown: Shutdown::default(),
             }),
             channel: PhantomData,
@@ -256,6 +263,16 @@ impl<C: Channel> Hub<C> {
 
     pub(crate) fn meter(&self) -> &Arc<Meter> {
         &self.shared.meter
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) fn deliveries(&self) -> &Arc<DeliveryCounts> {
+        &self.shared.deliveries
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) fn broker(&self) -> &Arc<dyn Broker> {
+        &self.shared.broker
     }
 
     /// Validates a topic name against this hub's limits.
@@ -302,7 +319,20 @@ impl<C: Channel> Hub<C> {
             channel: C::PATH,
             topic: topic.clone(),
         };
-        Ok(self.shared.broker.publish(&key, outgoing).await?)
+        let started = Instant::now();
+        let published = self.shared.broker.publish(&key, outgoing).await;
+        let counters = &self.shared.meter.counters;
+        match published {
+            Ok(cursor) => {
+                counters.publish_latency.observe(started.elapsed());
+                counters.published.fetch_add(1, Ordering::Relaxed);
+                Ok(cursor)
+            }
+            Err(error) => {
+                counters.publish_failed.fetch_add(1, Ordering::Relaxed);
+                Err(error.into())
+            }
+        }
     }
 
     /// Starts reading `topic` at `start`, optionally only events of the given kinds.
@@ -329,6 +359,7 @@ impl<C: Channel> Hub<C> {
         };
         let mut subscription = self.shared.broker.subscribe(&key, start).await?;
         subscription.set_filter(filter);
+        subscription.count_into(Arc::clone(&self.shared.deliveries));
         Ok(subscription)
     }
 }

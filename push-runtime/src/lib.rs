@@ -53,6 +53,9 @@ mod router;
 mod transport;
 // Serving an app: HTTP/1.1, HTTP/2, TLS, deadlines.
 pub mod serve;
+// What an operator scrapes.
+#[cfg(feature = "metrics")]
+pub mod metrics;
 // The clients.
 pub mod browser;
 #[cfg(feature = "client")]

@@ -1,5 +1,9 @@
-//! The hub's own accounting: open connections (per topic too) and the bytes
-//! handed to connections that their sockets have not taken yet.
+//! The hub's own accounting: open connections (per topic and per transport
+//! too), the bytes handed to connections that their sockets have not taken
+//! yet, and the counters an operator scrapes (`metrics`): bytes written,
+//! publishes and their latency, refusals, cuts. Every figure is an atomic
+//! updated where the thing happens, at most once per chunk written, and
+//! read only when asked.
 //!
 //! A chunk handed to hyper is wrapped so that its bytes are counted until
 //! hyper drops it, i.e. until it is written to the socket (hyper queues
@@ -19,6 +23,109 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+/// The transport a connection uses, for the per-transport counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Sse,
+    Ws,
+    Poll,
+    LongPoll,
+    Iframe,
+}
+
+impl Transport {
+    /// Every transport, in the order of [`Transport::index`].
+    pub(crate) const ALL: [Transport; 5] = [
+        Transport::Sse,
+        Transport::Ws,
+        Transport::Poll,
+        Transport::LongPoll,
+        Transport::Iframe,
+    ];
+
+    #[cfg(feature = "metrics")]
+    /// The transport's name, as in its route (`…/sse`, `…/long-poll`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::Ws => "ws",
+            Transport::Poll => "poll",
+            Transport::LongPoll => "long-poll",
+            Transport::Iframe => "iframe",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The upper bounds of the publish latency histogram's buckets, in
+/// microseconds (the last bucket, `+Inf`, is implied).
+pub(crate) const LATENCY_BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// A latency histogram of fixed buckets, one atomic per bucket: what a
+/// scrape renders as a Prometheus histogram.
+#[derive(Debug, Default)]
+pub(crate) struct Latency {
+    /// Observations at most each bound of [`LATENCY_BUCKETS_US`], not
+    /// cumulative; the last slot holds those above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    pub(crate) fn observe(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let slot = LATENCY_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    #[cfg(feature = "metrics")]
+    /// The count of each bucket, by its upper bound in seconds (not
+    /// cumulative; the last bound is infinite), the total count and the
+    /// sum in seconds.
+    pub(crate) fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut total = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS_US.len() + 1);
+        for (slot, count) in self.buckets.iter().enumerate() {
+            let count = count.load(Ordering::Relaxed);
+            total += count;
+            let bound = LATENCY_BUCKETS_US
+                .get(slot)
+                .map_or(f64::INFINITY, |&us| us as f64 / 1e6);
+            buckets.push((bound, count));
+        }
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        (buckets, total, sum)
+    }
+}
+
+/// The counters of a hub that only a scrape reads (`metrics`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Bytes the sockets took (streams: when hyper dropped the chunk;
+    /// WebSocket: when the flush completed; polls: the answer's body).
+    pub(crate) written: AtomicU64,
+    /// Events published through the hub, and publishes that failed.
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_failed: AtomicU64,
+    /// The time each successful publish took.
+    pub(crate) publish_latency: Latency,
+    /// Subscriptions the authorization hook refused.
+    pub(crate) unauthorized: AtomicU64,
+    /// Subscriptions refused because their principal had already expired.
+    pub(crate) expired_refused: AtomicU64,
+    /// Connections (and held long polls) ended when their authorization
+    /// expired.
+    pub(crate) expired_cut: AtomicU64,
+}
 
 /// A snapshot of a hub's accounting, from [`Hub::stats`](crate::Hub::stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,6 +150,8 @@ pub struct Stats {
 #[derive(Debug, Default)]
 pub(crate) struct Meter {
     connections: AtomicUsize,
+    by_transport: [AtomicUsize; Transport::ALL.len()],
+    pub(crate) counters: Counters,
     per_topic: Mutex<HashMap<Topic, usize>>,
     buffered: AtomicUsize,
     peak: AtomicUsize,
@@ -67,11 +176,36 @@ impl Meter {
         self.refused.fetch_add(1, Ordering::SeqCst);
     }
 
+    #[cfg(feature = "metrics")]
+    /// Connections open now on `transport`.
+    pub(crate) fn connections_on(&self, transport: Transport) -> usize {
+        self.by_transport[transport.index()].load(Ordering::Relaxed)
+    }
+
+    #[cfg(feature = "metrics")]
+    /// Topics with at least one connection now.
+    pub(crate) fn topics_read(&self) -> usize {
+        self.topics().len()
+    }
+
+    /// Counts `bytes` written to a socket.
+    pub(crate) fn count_written(&self, bytes: usize) {
+        self.counters
+            .written
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a connection ended by the expiry of its authorization.
+    pub(crate) fn count_expiry_cut(&self) {
+        self.counters.expired_cut.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a new connection to `topic`, unless a limit is reached.
     pub(crate) fn admit(
         self: &Arc<Self>,
         topic: &Topic,
         limits: &Limits,
+        transport: Transport,
     ) -> Result<ConnectionPermit, LimitRefusal> {
         let total = self.connections.fetch_add(1, Ordering::SeqCst);
         if total >= limits.max_connections {
@@ -91,9 +225,12 @@ impl Meter {
             ));
         }
         *count += 1;
+        drop(per_topic);
+        self.by_transport[transport.index()].fetch_add(1, Ordering::Relaxed);
         Ok(ConnectionPermit {
             meter: Arc::clone(self),
             topic: topic.clone(),
+            transport,
         })
     }
 
@@ -110,6 +247,7 @@ impl Meter {
 pub(crate) struct ConnectionPermit {
     meter: Arc<Meter>,
     topic: Topic,
+    transport: Transport,
 }
 
 impl Drop for ConnectionPermit {
@@ -122,6 +260,7 @@ impl Drop for ConnectionPermit {
             }
         }
         drop(per_topic);
+        self.meter.by_transport[self.transport.index()].fetch_sub(1, Ordering::Relaxed);
         self.meter.connections.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -181,9 +320,11 @@ impl Outbound {
         self.meter.peak.fetch_max(now, Ordering::SeqCst);
     }
 
+    /// `bytes` were written: no longer buffered, and counted as written.
     pub(crate) fn release(&self, bytes: usize) {
         self.pending.fetch_sub(bytes, Ordering::SeqCst);
         self.meter.buffered.fetch_sub(bytes, Ordering::SeqCst);
+        self.meter.count_written(bytes);
         self.drained.wake();
     }
 
@@ -200,6 +341,11 @@ impl Outbound {
 
     pub(crate) fn count_stall(&self) {
         self.meter.stalled_cut.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The hub's meter.
+    pub(crate) fn meter(&self) -> &Meter {
+        &self.meter
     }
 }
 
@@ -335,21 +481,50 @@ mod tests {
             .max_connections_per_topic(2);
         let a = Topic::new("a").unwrap();
         let b = Topic::new("b").unwrap();
-        let first = meter.admit(&a, &limits).unwrap();
-        let _second = meter.admit(&a, &limits).unwrap();
+        let first = meter.admit(&a, &limits, Transport::Sse).unwrap();
+        let _second = meter.admit(&a, &limits, Transport::Sse).unwrap();
         assert!(matches!(
-            meter.admit(&a, &limits),
+            meter.admit(&a, &limits, Transport::Sse),
             Err(LimitRefusal::TopicConnections(2))
         ));
-        let _third = meter.admit(&b, &limits).unwrap();
+        let _third = meter.admit(&b, &limits, Transport::Ws).unwrap();
         assert!(matches!(
-            meter.admit(&b, &limits),
+            meter.admit(&b, &limits, Transport::Ws),
             Err(LimitRefusal::Connections(3))
         ));
         assert_eq!(meter.stats().connections, 3);
         drop(first);
         assert_eq!(meter.stats().connections, 2);
-        assert!(meter.admit(&a, &limits).is_ok());
+        assert!(meter.admit(&a, &limits, Transport::Sse).is_ok());
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn counts_connections_per_transport_and_latency_per_bucket() {
+        let meter = Arc::new(Meter::default());
+        let limits = Limits::default();
+        let a = Topic::new("a").unwrap();
+        let sse = meter.admit(&a, &limits, Transport::Sse).unwrap();
+        let _poll = meter.admit(&a, &limits, Transport::LongPoll).unwrap();
+        assert_eq!(meter.connections_on(Transport::Sse), 1);
+        assert_eq!(meter.connections_on(Transport::LongPoll), 1);
+        assert_eq!(meter.connections_on(Transport::Ws), 0);
+        assert_eq!(meter.topics_read(), 1);
+        drop(sse);
+        assert_eq!(meter.connections_on(Transport::Sse), 0);
+
+        let latency = Latency::default();
+        latency.observe(Duration::from_micros(100));
+        latency.observe(Duration::from_micros(101));
+        latency.observe(Duration::from_secs(10));
+        let (buckets, count, sum) = latency.snapshot();
+        assert_eq!(count, 3);
+        assert_eq!(buckets.len(), LATENCY_BUCKETS_US.len() + 1);
+        // At most 100 µs, then at most 250 µs, then above every bound.
+        assert_eq!(buckets[0], (0.0001, 1));
+        assert_eq!(buckets[1], (0.00025, 1));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert!((sum - 10.000201).abs() < 1e-9, "{sum}");
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@
 use crate::admission::{self, Admission, Admitted, RouteKind};
 use crate::channel::Channel;
 use crate::history::{Start, Subscription};
+use crate::meter::Transport;
 use crate::params::{self, PollTag, Query, SubscribeRejection, SubscribeRequest};
 use crate::state::ChannelState;
 use crate::topic::Topic;
@@ -47,7 +48,7 @@ pub(crate) struct Subscribed<P> {
 /// long poll keeps none of it.
 pub(crate) async fn subscribe<C, P, E, Fut>(
     channel: &ChannelState<C>,
-    route: RouteKind,
+    transport: Transport,
     topic: &str,
     mut request: Request,
     own: impl FnOnce(&mut Parts, &Query<'_>) -> Result<P, E>,
@@ -58,15 +59,15 @@ where
     E: IntoResponse,
     Fut: Future<Output: IntoResponse>,
 {
-    let grant = match admission::check(channel, route, &mut request) {
+    let grant = match admission::check(channel, RouteKind::of(transport), &mut request) {
         Ok(grant) => grant,
         Err(answer) => return answer,
     };
     // One async layer (no nested async fn taking the request): each layer
     // would keep a slot of its own for the request in a held long poll.
-    let response = match admission::admit(channel, topic, request).await {
+    let response = match admission::admit(channel, topic, request, transport).await {
         Err(refusal) => refusal,
-        Ok(admitted) => match read::<C, P, E>(route, admitted, own) {
+        Ok(admitted) => match read::<C, P, E>(RouteKind::of(transport), admitted, own) {
             Err(refusal) => refusal.into_response(),
             Ok(Read {
                 topic,

@@ -120,6 +120,43 @@ pub trait Broker: Send + Sync + 'static {
     fn register_channel(&self, channel: &'static str, names: &'static [&'static str]) {
         let _ = (channel, names);
     }
+
+    /// The health of the broker's link to a shared store, for an operator
+    /// (the `metrics` feature renders it); `None`, the default, for a
+    /// broker without one, such as [`MemoryBroker`].
+    fn health(&self) -> Option<BrokerHealth> {
+        None
+    }
+}
+
+/// The health of a broker's link to the store its nodes share, from
+/// [`Broker::health`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerHealth {
+    /// Whether the node's reader is connected to the store now.
+    pub connected: bool,
+    /// How many times the reader reconnected after losing the store.
+    pub reconnects: u64,
+    /// How many events the store held that the node had not mirrored yet,
+    /// at its last check (the largest figure of any one topic): how far the
+    /// reader is behind.
+    pub reader_lag: u64,
+    /// How many topics the node mirrors now.
+    pub mirrored_topics: usize,
+}
+
+impl BrokerHealth {
+    /// A figure of these values (brokers outside this crate build theirs
+    /// with it: the struct may grow).
+    pub fn new(connected: bool, reconnects: u64, reader_lag: u64, mirrored_topics: usize) -> Self {
+        Self {
+            connected,
+            reconnects,
+            reader_lag,
+            mirrored_topics,
+        }
+    }
 }
 
 /// The single-process broker: each topic is a bounded ring in memory.

@@ -15,7 +15,10 @@
 //! outlived a restart or a failover (and so may have gone back in time),
 //! hands out a new epoch, and clients get a gap instead of reused cursors.
 
-use super::{Broker, BrokerError, BrokerErrorKind, BrokerFuture, BrokerSubscribeError, TopicKey};
+use super::{
+    Broker, BrokerError, BrokerErrorKind, BrokerFuture, BrokerHealth, BrokerSubscribeError,
+    TopicKey,
+};
 use crate::cursor::Cursor;
 use crate::history::{
     AppendAt, HistoryBudget, Outgoing, Start, Subscription, TopicLog, fresh_epoch,
@@ -388,6 +391,10 @@ struct Shared {
     channels: RwLock<HashMap<&'static str, &'static [&'static str]>>,
     /// Entries read back from Redis that failed validation.
     invalid_entries: AtomicU64,
+    /// Times the reader reconnected after an outage.
+    reconnects: AtomicU64,
+    /// Entries Redis held that the mirrors lacked, at the last epoch check.
+    reader_lag: AtomicU64,
 }
 
 /// A topic the reader follows, as of one read.
@@ -451,6 +458,8 @@ impl RedisBroker {
             interest: Notify::new(),
             channels: RwLock::default(),
             invalid_entries: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            reader_lag: AtomicU64::new(0),
         });
         let reader = tokio::spawn(read_loop(Arc::clone(&shared)));
         Ok(Self { shared, reader })
@@ -505,6 +514,16 @@ impl Broker for RedisBroker {
             }
             Ok(log.subscribe(start)?)
         })
+    }
+
+    fn health(&self) -> Option<BrokerHealth> {
+        let shared = &self.shared;
+        Some(BrokerHealth::new(
+            shared.reader_id.load(Ordering::SeqCst) != 0,
+            shared.reconnects.load(Ordering::Relaxed),
+            shared.reader_lag.load(Ordering::Relaxed),
+            self.mirrored_topics(),
+        ))
     }
 
     fn register_channel(&self, channel: &'static str, names: &'static [&'static str]) {
@@ -735,6 +754,7 @@ impl Shared {
                 .collect()
         };
         if logs.is_empty() {
+            self.reader_lag.store(0, Ordering::Relaxed);
             return Ok(());
         }
         let mut check = self.check.prepare_invoke();
@@ -747,8 +767,12 @@ impl Shared {
             .arg(fresh_epoch())
             .invoke_async(conn)
             .await?;
+        let mut lag = 0;
         for ((key, log), (epoch, seq)) in logs.iter().zip(topics) {
             let newest = log.newest();
+            if epoch == Some(log.epoch()) {
+                lag = seq.unwrap_or(0).saturating_sub(newest.seq()).max(lag);
+            }
             if epoch == Some(log.epoch()) && seq.unwrap_or(0) < newest.seq() {
                 self.rebase(key, newest, conn).await?;
                 self.refresh(key).await?;
@@ -756,6 +780,7 @@ impl Shared {
                 self.refresh(key).await?;
             }
         }
+        self.reader_lag.store(lag, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1026,6 +1051,7 @@ async fn read_loop(shared: Arc<Shared>) {
         let result = match shared.connect_reader().await {
             Ok(mut conn) => {
                 if let Some(since) = outage_since.take() {
+                    shared.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         down_ms = since.elapsed().as_millis() as u64,
                         "redis is reachable again: catching up from the streams"

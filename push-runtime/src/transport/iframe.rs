@@ -5,10 +5,10 @@
 //! the embedding page with `postMessage`. The target origin comes from the
 //! server's configuration only, never from the request's headers.
 
-use crate::admission::RouteKind;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameSlot, Framing, Subscription};
+use crate::meter::{Meter, Transport};
 use crate::origin::{InvalidOrigin, OriginPolicy, parse_origin};
 use crate::params::{Query, SubscribeRejection};
 use crate::shutdown::{Shutdown, ShutdownWaiter};
@@ -305,6 +305,8 @@ struct Frame {
     last_write: Instant,
     /// The end of the authorization, if it has one.
     expiry: Option<Box<Expiry>>,
+    /// Where an end at the expiry is counted.
+    meter: Option<Arc<Meter>>,
 }
 
 impl Chunks for Frame {
@@ -337,6 +339,9 @@ impl Chunks for Frame {
                 Next::Expired => {
                     // Nothing more without fresh credentials.
                     self.ended = true;
+                    if let Some(meter) = &self.meter {
+                        meter.count_expiry_cut();
+                    }
                     tracing::trace!("ending a forever frame whose authorization expired");
                     return Poll::Ready(Some(ending(self.resume, wire::EXPIRED)));
                 }
@@ -399,6 +404,7 @@ fn stream_body(
     config: &IframeConfig,
     shutdown: Shutdown,
     expiry: Option<Instant>,
+    meter: Option<Arc<Meter>>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let prelude = prelude(target, config.padding, subscription.resume_point());
     let now = Instant::now();
@@ -424,6 +430,7 @@ fn stream_body(
         timer: Timer::at(after(now, config.heartbeat).min(deadline)),
         last_write: now,
         expiry: expiry.map(Expiry::at),
+        meter,
     };
     Body::new(prelude, frame)
 }
@@ -437,7 +444,7 @@ pub(crate) async fn handler<C: Channel>(
     let channel = &route.channel;
     let own = |_: &mut Parts, query: &Query<'_>| own_target(&channel.origins, query);
     let open = |subscribed| async { open(channel, &route.config, subscribed) };
-    subscribe::subscribe(channel, RouteKind::Frame, &topic, request, own, open).await
+    subscribe::subscribe(channel, Transport::Iframe, &topic, request, own, open).await
 }
 
 /// The frame's own parameter: `origin`, the page that will read it.
@@ -476,7 +483,8 @@ fn open<C: Channel>(
         expiry,
         ..
     } = subscribed;
-    let stream = stream_body(subscription, &target, config, shutdown, expiry);
+    let meter = Some(Arc::clone(admission.meter()));
+    let stream = stream_body(subscription, &target, config, shutdown, expiry, meter);
     (headers, admission.body(stream, &channel.limits)).into_response()
 }
 

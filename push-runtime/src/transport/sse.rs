@@ -4,10 +4,10 @@
 //! line per line of its JSON) and those bytes are shared by every subscriber; everything pending for a
 //! connection is written in one chunk.
 
-use crate::admission::RouteKind;
 use crate::channel::Channel;
 use crate::cursor::Cursor;
 use crate::history::{Delivery, EncodedEvent, FrameSlot, Framing, Gap, Subscription};
+use crate::meter::{Meter, Transport};
 use crate::shutdown::{Shutdown, ShutdownWaiter};
 use crate::state::{ChannelState, RouteState};
 use crate::stream::batch::clear_batch;
@@ -147,6 +147,8 @@ struct Connection {
     last_write: Instant,
     /// The end of the authorization, if it has one.
     expiry: Option<Box<Expiry>>,
+    /// Where an end at the expiry is counted.
+    meter: Option<Arc<Meter>>,
 }
 
 /// The last chunk: the control event `name` with the resume cursor.
@@ -187,6 +189,9 @@ impl Chunks for Connection {
                     // Nothing more without fresh credentials: say where to
                     // resume with them, then end.
                     self.ended = true;
+                    if let Some(meter) = &self.meter {
+                        meter.count_expiry_cut();
+                    }
                     last_block(self.subscription.resume_point(), wire::EXPIRED)
                 }
                 Next::Timer => {
@@ -223,6 +228,7 @@ fn stream_body(
         ended: false,
         last_write,
         expiry: expiry.map(Expiry::at),
+        meter: None,
     };
     Body::new(prelude, connection)
 }
@@ -235,7 +241,7 @@ pub(crate) async fn handler<C: Channel>(
 ) -> Response {
     let channel = &route.channel;
     let open = |subscribed| async { open(channel, &route.config, subscribed) };
-    subscribe::subscribe(channel, RouteKind::Stream, &topic, request, no_params, open).await
+    subscribe::subscribe(channel, Transport::Sse, &topic, request, no_params, open).await
 }
 
 fn open<C: Channel>(
@@ -244,12 +250,13 @@ fn open<C: Channel>(
     subscribed: Subscribed<()>,
 ) -> Response {
     let shutdown = channel.hub.shutdown_signal().clone();
-    let stream = stream_body(
+    let mut stream = stream_body(
         subscribed.subscription,
         config.clone(),
         shutdown,
         subscribed.expiry,
     );
+    stream.chunks.meter = Some(Arc::clone(subscribed.admission.meter()));
     let body = subscribed.admission.body(stream, &channel.limits);
     let headers = [
         (

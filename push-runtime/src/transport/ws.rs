@@ -3,11 +3,11 @@
 //! Each event is one text message `{"cursor":…,"event":…,"data":…}`, framed
 //! once per publish and shared. Everything pending is fed before one flush.
 
-use crate::admission::{Admission, RouteKind};
+use crate::admission::Admission;
 use crate::auth;
 use crate::channel::Channel;
 use crate::history::{Delivery, EncodedEvent, FrameSlot, Framing, Subscription};
-use crate::meter::Outbound;
+use crate::meter::{Outbound, Transport};
 use crate::params::Query;
 use crate::shutdown::ShutdownWaiter;
 use crate::state::{ChannelState, RouteState};
@@ -115,7 +115,7 @@ pub(crate) async fn handler<C: Channel>(
 ) -> Response {
     let channel = &route.channel;
     let open = |subscribed| async { open(channel, &route.config, subscribed) };
-    subscribe::subscribe(channel, RouteKind::Stream, &topic, request, handshake, open).await
+    subscribe::subscribe(channel, Transport::Ws, &topic, request, handshake, open).await
 }
 
 /// The WebSocket's own parameters: the handshake. Read after the common
@@ -272,6 +272,7 @@ async fn serve(
         Err(_) => End::Gone,
     };
     if let End::Expired = end {
+        link.outbound.meter().count_expiry_cut();
         // Where to resume with fresh credentials: nothing was taken from
         // the subscription since its last batch was written.
         let expired = wire::control_message(subscription.resume_point(), wire::EXPIRED);
