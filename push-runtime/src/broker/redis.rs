@@ -456,6 +456,20 @@ impl RedisBroker {
         Ok(Self { shared, reader })
     }
 
+    /// The Lua script every publish runs (`EVALSHA`), so that a benchmark
+    /// can run the very same script without the broker, as a raw baseline
+    /// (`cargo run --release --example redis_bench -- publish`).
+    ///
+    /// KEYS: the topic's meta hash and its stream
+    /// (`{prefix}:{{{channel}/{topic}}}:meta` and `…:events`). ARGV: a fresh
+    /// epoch (used if the topic has none Redis answers for), the history
+    /// length, the event's name, its kind index, its data, and the epoch and
+    /// sequence number the node last saw for the topic (empty and 0 if it
+    /// does not mirror it). Returns the event's epoch and sequence number.
+    pub fn publish_script() -> &'static str {
+        PUBLISH_LUA
+    }
+
     /// How many topics this node mirrors now.
     pub fn mirrored_topics(&self) -> usize {
         self.shared
