@@ -388,19 +388,21 @@ fn payload(n: u64) -> Vec<u8> {
 /// connection shared by every publisher, with the broker's arguments.
 async fn raw_level(
     conn: &redis::aio::MultiplexedConnection,
-    sha: &str,
+    (sha, run): (&str, &str),
     keys: (String, String),
     options: &PublishOptions,
     publishers: u64,
 ) -> Rate {
-    let (conn, sha, keys, len) = (
+    let (conn, sha, run, keys, len) = (
         conn.clone(),
         sha.to_owned(),
+        run.to_owned(),
         Arc::new(keys),
         options.history_len,
     );
     concurrently(options.events, publishers, move |n| {
-        let (mut conn, sha, keys) = (conn.clone(), sha.clone(), Arc::clone(&keys));
+        let (mut conn, sha, run, keys) =
+            (conn.clone(), sha.clone(), run.clone(), Arc::clone(&keys));
         async move {
             let _: (String, u64) = redis::cmd("EVALSHA")
                 .arg(&sha)
@@ -414,6 +416,7 @@ async fn raw_level(
                 .arg(payload(n))
                 .arg("")
                 .arg(0)
+                .arg(&run)
                 .query_async(&mut conn)
                 .await
                 .expect("raw publish");
@@ -426,7 +429,7 @@ async fn raw_level(
 /// one call in flight on each; `None` if it cannot be run.
 fn redis_benchmark(
     url: &str,
-    sha: &str,
+    (sha, run): (&str, &str),
     keys: (String, String),
     options: &PublishOptions,
     publishers: u64,
@@ -448,7 +451,7 @@ fn redis_benchmark(
         .arg(options.history_len.to_string())
         .args(["tick", "0"])
         .arg(String::from_utf8(payload(0)).expect("json is text"))
-        .args(["", "0"])
+        .args(["", "0", run])
         .output()
         .ok()?;
     // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
@@ -509,6 +512,17 @@ async fn publish_bench(options: PublishOptions) -> Result<(), Box<dyn std::error
         .arg(RedisBroker::publish_script())
         .query_async(&mut conn)
         .await?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await?;
+    let run = info
+        .lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .ok_or("no run_id in INFO server")?
+        .trim()
+        .to_owned();
+    let script = (sha.as_str(), run.as_str());
     // Warm-up: connections open, the script cached in Redis and the node.
     let warm = PublishOptions {
         events: 500,
@@ -516,7 +530,7 @@ async fn publish_bench(options: PublishOptions) -> Result<(), Box<dyn std::error
         history_len: options.history_len,
         rounds: 1,
     };
-    raw_level(&conn, &sha, topic_keys(&prefix, "warm-raw"), &warm, 4).await;
+    raw_level(&conn, script, topic_keys(&prefix, "warm-raw"), &warm, 4).await;
     broker_level(&hub, "warm-broker", &warm, 4).await;
 
     let mut rows: Vec<(String, u64, Rate)> = Vec::new();
@@ -524,14 +538,14 @@ async fn publish_bench(options: PublishOptions) -> Result<(), Box<dyn std::error
         (0..options.rounds).flat_map(|round| options.levels.iter().map(move |level| (round, level)))
     {
         let keys = |name: &str| topic_keys(&prefix, &format!("{name}-{publishers}-{round}"));
-        if let Some(rate) = redis_benchmark(&url, &sha, keys("cli"), &options, publishers) {
+        if let Some(rate) = redis_benchmark(&url, script, keys("cli"), &options, publishers) {
             rows.push((
                 "redis-benchmark (script, no broker)".to_owned(),
                 publishers,
                 rate,
             ));
         }
-        let rate = raw_level(&conn, &sha, keys("raw"), &options, publishers).await;
+        let rate = raw_level(&conn, script, keys("raw"), &options, publishers).await;
         rows.push((
             "raw client (script, no broker)".to_owned(),
             publishers,
