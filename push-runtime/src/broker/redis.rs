@@ -1150,8 +1150,15 @@ struct Rules {
 /// wire. Returns the invalid entries not seen before, with why.
 fn apply_entries(log: &TopicLog, entries: Vec<Entry>, rules: &Rules) -> Vec<(u64, &'static str)> {
     let mut invalid = Vec::new();
+    // Those the log has already (this node published them, or two reads
+    // overlap) are neither validated nor appended again.
+    let mut newest = log.newest().seq();
     for entry in entries {
         let seq = entry.seq;
+        if seq <= newest {
+            continue;
+        }
+        newest = seq;
         match validate(rules, entry) {
             Ok(event) => {
                 if log.append_at(seq, event.clone()) == AppendAt::NotNext {
@@ -1450,6 +1457,22 @@ mod tests {
         assert!(PUBLISH_LUA.starts_with("local run = ARGV[8]\n"));
         assert!(LOAD_LUA.starts_with("local run = ARGV[6]\n"));
         assert!(CHECK_LUA.starts_with("local run = ARGV[3]\n"));
+    }
+
+    #[test]
+    fn callers_sharing_a_failed_connect_get_an_unavailable_error() {
+        let refused = RedisBrokerError::Command(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        )));
+        let again = refused.again();
+        assert!(again.to_string().contains("refused"), "{again}");
+        assert_eq!(
+            BrokerError::from(again).kind(),
+            BrokerErrorKind::Unavailable
+        );
+        let reply = RedisBrokerError::Reply("no run_id in INFO server").again();
+        assert_eq!(BrokerError::from(reply).kind(), BrokerErrorKind::Other);
     }
 
     const NAMES: &[&str] = &["note", "moved"];
