@@ -709,6 +709,52 @@ async fn a_redis_restarted_from_an_older_snapshot_never_hands_out_a_cursor_twice
     );
 }
 
+/// A node reads the `run_id` of Redis once per connection (not in every
+/// publish): a node that published before a crash, on a topic it does not
+/// mirror (nothing of its own to compare with), must not hand out a cursor
+/// again after Redis comes back from an older snapshot. And a connection
+/// that drops while Redis stays up changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_published_before_a_restart_vouches_with_the_new_redis_process() {
+    let test = "a_node_that_published_before_a_restart_vouches_with_the_new_redis_process";
+    let Some(mut redis) = OwnRedis::start_persistent(test).await else {
+        return;
+    };
+    let url = redis.url();
+    let config = RedisConfig::new(&url)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100));
+    let (broker, node) = lone_node(config).await;
+    let first = node.publish("solo", note(1)).await.unwrap();
+    let mut conn = admin(&url).await;
+    let _: String = redis::cmd("SAVE")
+        .query_async(&mut conn)
+        .await
+        .expect("save");
+    // Every connection drops, Redis stays up: same epoch, next cursor.
+    let _: u64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query_async(&mut conn)
+        .await
+        .expect("client kill");
+    let second = publish_when_back_to(&node, "solo", 2).await;
+    assert_eq!(
+        (second.epoch(), second.seq()),
+        (first.epoch(), 2),
+        "a dropped connection is not a new Redis process"
+    );
+    // A crash: Redis comes back with the snapshot taken at 1.
+    redis.kill();
+    redis.restart().await;
+    let after = publish_when_back_to(&node, "solo", 3).await;
+    assert_ne!(
+        after.epoch(),
+        first.epoch(),
+        "{after} reuses the epoch of {second}, which Redis lost"
+    );
+    assert_eq!(after.seq(), 1);
+    assert_eq!(broker.mirrored_topics(), 0, "the topic was never mirrored");
+}
+
 /// Publishes until Redis takes it (bounded), returning the cursor.
 async fn publish_when_back_to(hub: &Hub<TestEvent>, topic: &str, n: usize) -> Cursor {
     let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -24,7 +24,7 @@ use crate::history::{
     AppendAt, HistoryBudget, Outgoing, Start, Subscription, TopicLog, fresh_epoch,
 };
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,10 +41,20 @@ use tokio::task::JoinHandle;
 /// epoch `fresh`, its stream emptied: Redis may have gone back in time (an
 /// older snapshot, a replica that lagged), and only a new epoch guarantees
 /// that no cursor names two events. Subscribers get a gap.
+///
+/// `run` is that process's `run_id`, passed by the node (the argument named
+/// in the macro's call): the node reads it with `INFO server` on the very
+/// connection the script runs on, once, when it opens it ([`Link`]). A
+/// connection ends with the process at its other end, so no script runs
+/// with another process's `run_id`; and Redis does not build its `INFO`
+/// text on every publish.
 macro_rules! vouch_lua {
-    () => {
-        r"
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+    ($run:literal) => {
+        concat!(
+            "local run = ",
+            $run,
+            r"
+if not string.match(run, '^%x+$') then return redis.error_reply('ERR no run_id given') end
 local function vouch(meta, events, fresh)
   if redis.call('HSETNX', meta, 'epoch', fresh) == 1 then
     redis.call('DEL', events)
@@ -58,6 +68,7 @@ local function vouch(meta, events, fresh)
   return false
 end
 "
+        )
     };
 }
 
@@ -68,9 +79,10 @@ end
 /// A node that mirrors the topic passes how far it knows the topic went
 /// (ARGV[7] in epoch ARGV[6]): a lower sequence number in that epoch means
 /// Redis went back in time without a restart this broker can see, and the
-/// topic starts a new epoch before the event is appended.
+/// topic starts a new epoch before the event is appended. ARGV[8]: the
+/// `run_id` of the Redis process (see `vouch_lua!`).
 const PUBLISH_LUA: &str = concat!(
-    vouch_lua!(),
+    vouch_lua!("ARGV[8]"),
     r"
 vouch(KEYS[1], KEYS[2], ARGV[1])
 redis.call('PERSIST', KEYS[1])
@@ -91,9 +103,9 @@ return {epoch, seq}
 /// first), only those after ARGV[4] when the epoch is still ARGV[3]. An
 /// epoch created by a read expires after ARGV[5] ms unless an event is
 /// published (or a node that mirrors the topic renews it): reading random
-/// topic names leaves nothing durable in Redis.
+/// topic names leaves nothing durable in Redis. ARGV[6]: the `run_id`.
 const LOAD_LUA: &str = concat!(
-    vouch_lua!(),
+    vouch_lua!("ARGV[6]"),
     r"
 if vouch(KEYS[1], KEYS[2], ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -110,8 +122,9 @@ return {epoch, seq, entries}
 /// outlived a restart of Redis moves to the epoch ARGV[2]; a missing one is
 /// left for the node to load); and a new expiry (ARGV[1] ms) for those only
 /// read so far (they have one), so they stay while a node mirrors them.
+/// ARGV[3]: the `run_id`.
 const CHECK_LUA: &str = concat!(
-    vouch_lua!(),
+    vouch_lua!("ARGV[3]"),
     r"
 local topics = {}
 for i = 1, #KEYS, 2 do
@@ -371,7 +384,7 @@ struct Mirror {
 struct Shared {
     config: RedisConfig,
     client: redis::Client,
-    commands: ConnectionManager,
+    commands: Commands,
     publish: Script,
     load: Script,
     check: Script,
@@ -424,6 +437,197 @@ struct Tail {
     entries: Vec<Entry>,
 }
 
+/// A connection to Redis with the `run_id` of the server process at its
+/// other end, read on that connection when it was opened: every script run
+/// on it vouches with that `run_id` (see `vouch_lua!`). Commands sent on
+/// one connection are pipelined (several in flight at once).
+#[derive(Clone)]
+struct Link {
+    conn: MultiplexedConnection,
+    run: Arc<str>,
+    /// Which connection this is, among those [`Commands`] opened.
+    number: u64,
+}
+
+impl Link {
+    /// Opens a connection and reads its server's `run_id` on it.
+    async fn open(
+        client: &redis::Client,
+        config: &AsyncConnectionConfig,
+        number: u64,
+    ) -> Result<Self, RedisBrokerError> {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(config)
+            .await?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        let run = run_id(&info).ok_or(RedisBrokerError::Reply("no run_id in INFO server"))?;
+        Ok(Self {
+            conn,
+            run: Arc::from(run),
+            number,
+        })
+    }
+}
+
+/// The `run_id` in an `INFO server` reply.
+fn run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(str::trim)
+        .filter(|run| !run.is_empty() && run.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The node's connection for publishes and loads: one [`Link`], shared by
+/// every caller, replaced when it fails. While Redis is unreachable, one
+/// attempt to connect is made at a time (callers that arrive meanwhile
+/// share its outcome), and none before the reconnect backoff has passed
+/// since the last failed one: those callers fail at once.
+struct Commands {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    state: Mutex<LinkState>,
+    /// Held while connecting.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+struct LinkState {
+    link: Option<Link>,
+    /// Connections opened or attempted so far.
+    attempts: u64,
+    /// The last attempt failed: no new one before then.
+    retry_at: Option<(Instant, RedisBrokerError)>,
+    backoff: Duration,
+}
+
+impl Commands {
+    fn new(client: redis::Client, config: &RedisConfig) -> Self {
+        Self {
+            client,
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(config.command_timeout))
+                .set_response_timeout(Some(config.command_timeout)),
+            backoff_min: config.backoff_min,
+            backoff_max: config.backoff_max,
+            state: Mutex::new(LinkState {
+                link: None,
+                attempts: 0,
+                retry_at: None,
+                backoff: config.backoff_min,
+            }),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current connection, opened if there is none.
+    async fn link(&self) -> Result<Link, RedisBrokerError> {
+        let seen = {
+            let state = self.state();
+            if let Some(link) = &state.link {
+                return Ok(link.clone());
+            }
+            state.attempts
+        };
+        let _connecting = self.connecting.lock().await;
+        let number = {
+            let state = self.state();
+            if let Some(link) = &state.link {
+                return Ok(link.clone());
+            }
+            if let Some((at, error)) = &state.retry_at
+                && (state.attempts != seen || Instant::now() < *at)
+            {
+                return Err(error.again());
+            }
+            state.attempts + 1
+        };
+        let opened = Link::open(&self.client, &self.config, number).await;
+        let mut state = self.state();
+        state.attempts = number;
+        match opened {
+            Ok(link) => {
+                state.link = Some(link.clone());
+                state.retry_at = None;
+                state.backoff = self.backoff_min;
+                Ok(link)
+            }
+            Err(error) => {
+                let wait = state.backoff;
+                state.backoff = (wait * 2).min(self.backoff_max);
+                state.retry_at = Some((Instant::now() + wait, error.again()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Notes that a command on `link` failed: if the connection is lost
+    /// (or hangs), the next command opens another one.
+    fn failed(&self, link: &Link, error: &redis::RedisError) {
+        if error.is_unrecoverable_error() || error.is_timeout() || error.is_connection_dropped() {
+            let mut state = self.state();
+            if state.link.as_ref().is_some_and(|l| l.number == link.number) {
+                state.link = None;
+            }
+        }
+    }
+
+    /// Runs a script on the current connection, with its `run_id` as the
+    /// last argument.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &mut redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisBrokerError> {
+        let mut link = self.link().await?;
+        let result = script
+            .arg(link.run.as_ref())
+            .invoke_async(&mut link.conn)
+            .await;
+        result.map_err(|error| {
+            self.failed(&link, &error);
+            error.into()
+        })
+    }
+
+    /// Runs a command on the current connection.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, RedisBrokerError> {
+        let mut link = self.link().await?;
+        cmd.query_async(&mut link.conn).await.map_err(|error| {
+            self.failed(&link, &error);
+            error.into()
+        })
+    }
+}
+
+impl RedisBrokerError {
+    /// The same error again, for each caller that shares a failed attempt
+    /// to connect (a `redis::RedisError` is not `Clone`).
+    fn again(&self) -> Self {
+        match self {
+            Self::Command(error) => Self::Command(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("redis is unreachable, reconnecting with backoff: {error}"),
+            ))),
+            Self::Reply(what) => Self::Reply(what),
+            Self::TooManyTopics(n) => Self::TooManyTopics(*n),
+            Self::TooLarge { size, max } => Self::TooLarge {
+                size: *size,
+                max: *max,
+            },
+        }
+    }
+}
+
 impl RedisBroker {
     /// Connects to Redis and starts the node's reader task.
     ///
@@ -434,12 +638,8 @@ impl RedisBroker {
         let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.command_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_min_delay(config.backoff_min)
-            .set_max_delay(config.backoff_max);
-        let commands = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+        let commands = Commands::new(client.clone(), &config);
+        commands.link().await?;
         let budget = HistoryBudget::new(config.max_history_bytes, config.max_total_history_bytes);
         let shared = Arc::new(Shared {
             budget,
@@ -463,6 +663,22 @@ impl RedisBroker {
         });
         let reader = tokio::spawn(read_loop(Arc::clone(&shared)));
         Ok(Self { shared, reader })
+    }
+
+    /// The Lua script every publish runs (`EVALSHA`), so that a benchmark
+    /// can run the very same script without the broker, as a raw baseline
+    /// (`cargo run --release --example redis_bench -- publish`).
+    ///
+    /// KEYS: the topic's meta hash and its stream
+    /// (`{prefix}:{{{channel}/{topic}}}:meta` and `…:events`). ARGV: a fresh
+    /// epoch (used if the topic has none Redis answers for), the history
+    /// length, the event's name, its kind index, its data, the epoch and
+    /// sequence number the node last saw for the topic (empty and 0 if it
+    /// does not mirror it), and the `run_id` of the Redis server (from
+    /// `INFO server`, read on the connection the script runs on). Returns
+    /// the event's epoch and sequence number.
+    pub fn publish_script() -> &'static str {
+        PUBLISH_LUA
     }
 
     /// How many topics this node mirrors now.
@@ -563,17 +779,19 @@ impl Shared {
         let mirror = self.peek(key);
         let known = mirror.as_ref().map(|log| log.newest());
         let (epoch, seq): (String, u64) = self
-            .publish
-            .key(&meta)
-            .key(&events)
-            .arg(fresh_epoch())
-            .arg(self.config.history_len)
-            .arg(event.name)
-            .arg(event.kind_index)
-            .arg(event.data.as_ref())
-            .arg(known.map_or(String::new(), |c| c.epoch().to_string()))
-            .arg(known.map_or(0, Cursor::seq))
-            .invoke_async(&mut self.commands.clone())
+            .commands
+            .invoke(
+                self.publish
+                    .key(&meta)
+                    .key(&events)
+                    .arg(fresh_epoch())
+                    .arg(self.config.history_len)
+                    .arg(event.name)
+                    .arg(event.kind_index)
+                    .arg(event.data.as_ref())
+                    .arg(known.map_or(String::new(), |c| c.epoch().to_string()))
+                    .arg(known.map_or(0, Cursor::seq)),
+            )
             .await?;
         let epoch = epoch
             .parse()
@@ -664,10 +882,9 @@ impl Shared {
             }
             let id = self.reader_id.load(Ordering::SeqCst);
             if id != 0 {
-                let unblocked: Result<u64, _> = redis::cmd("CLIENT")
-                    .arg("UNBLOCK")
-                    .arg(id)
-                    .query_async(&mut self.commands.clone())
+                let unblocked: Result<u64, _> = self
+                    .commands
+                    .query(redis::cmd("CLIENT").arg("UNBLOCK").arg(id))
                     .await;
                 if matches!(unblocked, Ok(1) | Err(_)) {
                     return;
@@ -687,15 +904,17 @@ impl Shared {
         let (meta, events) = self.keys(key);
         let (epoch, after) = known.map_or((0, 0), |c| (c.epoch(), c.seq()));
         let reply: Value = self
-            .load
-            .key(&meta)
-            .key(&events)
-            .arg(fresh_epoch())
-            .arg(self.config.history_len)
-            .arg(epoch.to_string())
-            .arg(after)
-            .arg(millis(self.config.unused_topic_ttl))
-            .invoke_async(&mut self.commands.clone())
+            .commands
+            .invoke(
+                self.load
+                    .key(&meta)
+                    .key(&events)
+                    .arg(fresh_epoch())
+                    .arg(self.config.history_len)
+                    .arg(epoch.to_string())
+                    .arg(after)
+                    .arg(millis(self.config.unused_topic_ttl)),
+            )
             .await?;
         parse_tail(&reply).ok_or(RedisBrokerError::Reply("malformed topic tail"))
     }
@@ -744,7 +963,7 @@ impl Shared {
 
     /// Refreshes every mirror whose epoch Redis no longer holds, and drops
     /// mirrors nobody has used for a while.
-    async fn check_epochs(&self, conn: &mut MultiplexedConnection) -> Result<(), RedisBrokerError> {
+    async fn check_epochs(&self, reader: &mut Link) -> Result<(), RedisBrokerError> {
         self.drop_idle_mirrors();
         let logs: Vec<(TopicKey, Arc<TopicLog>)> = {
             let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
@@ -765,7 +984,8 @@ impl Shared {
         let topics: Vec<(Option<u64>, Option<u64>)> = check
             .arg(millis(self.config.unused_topic_ttl))
             .arg(fresh_epoch())
-            .invoke_async(conn)
+            .arg(reader.run.as_ref())
+            .invoke_async(&mut reader.conn)
             .await?;
         let mut lag = 0;
         for ((key, log), (epoch, seq)) in logs.iter().zip(topics) {
@@ -774,7 +994,7 @@ impl Shared {
                 lag = seq.unwrap_or(0).saturating_sub(newest.seq()).max(lag);
             }
             if epoch == Some(log.epoch()) && seq.unwrap_or(0) < newest.seq() {
-                self.rebase(key, newest, conn).await?;
+                self.rebase(key, newest, &mut reader.conn).await?;
                 self.refresh(key).await?;
             } else if epoch != Some(log.epoch()) {
                 self.refresh(key).await?;
@@ -843,28 +1063,22 @@ impl Shared {
         (generation, topics)
     }
 
-    async fn connect_reader(&self) -> Result<MultiplexedConnection, RedisBrokerError> {
+    async fn connect_reader(&self) -> Result<Link, RedisBrokerError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.config.command_timeout))
             .set_response_timeout(Some(self.config.epoch_check + self.config.command_timeout));
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let mut link = Link::open(&self.client, &config, 0).await?;
         let id: u64 = redis::cmd("CLIENT")
             .arg("ID")
-            .query_async(&mut conn)
+            .query_async(&mut link.conn)
             .await?;
         self.reader_id.store(id, Ordering::SeqCst);
-        Ok(conn)
+        Ok(link)
     }
 
     /// Reads the streams of every mirrored topic until Redis fails.
-    async fn read_until_error(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<(), RedisBrokerError> {
-        self.check_epochs(conn).await?;
+    async fn read_until_error(&self, reader: &mut Link) -> Result<(), RedisBrokerError> {
+        self.check_epochs(reader).await?;
         let mut last_check = Instant::now();
         loop {
             let interest = self.interest.notified();
@@ -891,11 +1105,11 @@ impl Shared {
                 for topic in &topics {
                     cmd.arg(format!("{}-1", topic.after));
                 }
-                let reply: Value = cmd.query_async(conn).await?;
+                let reply: Value = cmd.query_async(&mut reader.conn).await?;
                 self.apply_read(&topics, &reply).await?;
             }
             if last_check.elapsed() >= self.config.epoch_check {
-                self.check_epochs(conn).await?;
+                self.check_epochs(reader).await?;
                 last_check = Instant::now();
             }
         }
@@ -961,8 +1175,15 @@ struct Rules {
 /// wire. Returns the invalid entries not seen before, with why.
 fn apply_entries(log: &TopicLog, entries: Vec<Entry>, rules: &Rules) -> Vec<(u64, &'static str)> {
     let mut invalid = Vec::new();
+    // Those the log has already (this node published them, or two reads
+    // overlap) are neither validated nor appended again.
+    let mut newest = log.newest().seq();
     for entry in entries {
         let seq = entry.seq;
+        if seq <= newest {
+            continue;
+        }
+        newest = seq;
         match validate(rules, entry) {
             Ok(event) => {
                 if log.append_at(seq, event.clone()) == AppendAt::NotNext {
@@ -1049,7 +1270,7 @@ async fn read_loop(shared: Arc<Shared>) {
     let mut outage_since: Option<Instant> = None;
     loop {
         let result = match shared.connect_reader().await {
-            Ok(mut conn) => {
+            Ok(mut reader) => {
                 if let Some(since) = outage_since.take() {
                     shared.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
@@ -1058,7 +1279,7 @@ async fn read_loop(shared: Arc<Shared>) {
                     );
                 }
                 backoff = shared.config.backoff_min;
-                shared.read_until_error(&mut conn).await
+                shared.read_until_error(&mut reader).await
             }
             Err(error) => Err(error),
         };
@@ -1241,6 +1462,43 @@ mod tests {
         assert_eq!(read[0].0, "p:{/t/a}:events");
         assert_eq!(read[0].1.len(), 2);
         assert!(parse_read(&Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn the_run_id_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:3f2a9c01bd\r\ntcp_port:6379\r\n";
+        assert_eq!(run_id(info), Some("3f2a9c01bd"));
+        assert_eq!(run_id("# Server\r\nredis_version:7.0.15\r\n"), None);
+        assert_eq!(run_id("run_id:\r\n"), None);
+        assert_eq!(run_id("run_id:not hex\r\n"), None);
+    }
+
+    #[test]
+    fn scripts_take_the_run_id_from_the_node_not_from_info() {
+        // Redis builds its whole `INFO server` text for each call: the
+        // node reads it once per connection instead (see `vouch_lua!`).
+        for script in [PUBLISH_LUA, LOAD_LUA, CHECK_LUA] {
+            assert!(!script.contains("'INFO'"), "{script}");
+        }
+        assert!(PUBLISH_LUA.starts_with("local run = ARGV[8]\n"));
+        assert!(LOAD_LUA.starts_with("local run = ARGV[6]\n"));
+        assert!(CHECK_LUA.starts_with("local run = ARGV[3]\n"));
+    }
+
+    #[test]
+    fn callers_sharing_a_failed_connect_get_an_unavailable_error() {
+        let refused = RedisBrokerError::Command(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        )));
+        let again = refused.again();
+        assert!(again.to_string().contains("refused"), "{again}");
+        assert_eq!(
+            BrokerError::from(again).kind(),
+            BrokerErrorKind::Unavailable
+        );
+        let reply = RedisBrokerError::Reply("no run_id in INFO server").again();
+        assert_eq!(BrokerError::from(reply).kind(), BrokerErrorKind::Other);
     }
 
     const NAMES: &[&str] = &["note", "moved"];
