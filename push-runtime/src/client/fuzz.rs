@@ -86,8 +86,10 @@ pub fn sse<C: Channel + PartialEq + Debug>(data: &[u8]) {
                 "data of {} over {max}",
                 event.data.len()
             );
+            // `message` is the name of a block without one.
+            let name_max = max.max("message".len());
             assert!(
-                event.event.len() <= max,
+                event.event.len() <= name_max,
                 "name of {} over {max}",
                 event.event.len()
             );
@@ -215,9 +217,12 @@ pub fn ws_frames<C: Channel + PartialEq + Debug>(data: &[u8]) {
         return;
     };
     let max = 1 + usize::from(max) * 4;
+    // A small read buffer: the same parsing as the default 128 KiB one, which
+    // would be most of the time of each run.
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
-        .max_frame_size(Some(max));
+        .max_frame_size(Some(max))
+        .read_buffer_size(512);
     let mut socket = WebSocket::from_raw_socket(Wire(input), Role::Client, Some(config));
     for _ in 0..=input.len() + 1 {
         match socket.read() {
@@ -313,6 +318,10 @@ fn meaning<C: Channel + PartialEq + Debug>(frame: &Frame) {
             let json = serde_json::to_string(&event).expect("an event serializes");
             let back = serde_json::from_str::<C>(&json).expect("an event reads back");
             assert_eq!(back, event);
+        }
+        Meaning::Invalid(ClientError::Malformed { reason }) => {
+            // The name and cursor quoted in 128 characters, and serde's reason.
+            assert!(reason.len() <= 2048, "{reason}");
         }
         Meaning::Invalid(error) => assert!(!error.to_string().is_empty()),
     }
@@ -490,6 +499,28 @@ mod tests {
             panic!("{items:?}");
         };
         assert_eq!(event.data, "\u{fffd}".repeat(10));
+    }
+
+    /// Regression (cargo-fuzz, `client_ws_message`): serde's reason quotes
+    /// a string of the input whole, so a message refused for being a long
+    /// string made an error as long as itself.
+    #[test]
+    fn a_refused_message_is_quoted_briefly() {
+        let text = serde_json::to_string(&"x".repeat(100_000)).unwrap();
+        let Err(error) = parse_envelope(&text) else {
+            panic!("a string is not a message");
+        };
+        assert!(error.to_string().len() < 1024, "{error}");
+        ws_message::<Chat>(text.as_bytes());
+        let ready = Frame {
+            cursor: None,
+            event: wire::READY.to_owned(),
+            data: text,
+        };
+        let Meaning::Invalid(error) = interpret::<Chat>(&ready) else {
+            panic!("a string is not a ready payload");
+        };
+        assert!(error.to_string().len() < 1024, "{error}");
     }
 
     /// The oracles are not vacuous: a parser's item over its limit fails one.
