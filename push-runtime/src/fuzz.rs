@@ -282,7 +282,7 @@ pub fn last_event_id<C: Channel>(data: &[u8]) {
 }
 
 /// `If-None-Match` (the header's bytes, then after a NUL an optional query):
-/// a tag parses into a [`PollTag`] whose `ETag` parses back to itself, or is
+/// a tag parses into a `PollTag` whose `ETag` parses back to itself, or is
 /// refused naming the header; it is a start only without `after` and
 /// `Last-Event-ID`.
 pub fn if_none_match<C: Channel>(data: &[u8]) {

@@ -183,8 +183,9 @@ pub fn poll_answer<C: Channel + PartialEq + Debug>(data: &[u8]) {
 }
 
 /// A WebSocket text message (the bytes, lossily as text): a frame exactly
-/// when it is a JSON object with string `cursor` and `event` and any `data`,
-/// which it keeps verbatim; then interpreted for `C`.
+/// when it is a JSON object with string `cursor` and `event` and any `data`
+/// (or those three as an array, as serde reads a struct), which it keeps
+/// verbatim; then interpreted for `C`.
 pub fn ws_message<C: Channel + PartialEq + Debug>(data: &[u8]) {
     message::<C>(&String::from_utf8_lossy(data));
 }
@@ -260,17 +261,29 @@ fn message<C: Channel + PartialEq + Debug>(text: &str) {
     }
 }
 
+/// The `cursor`, `event` and `data` of a JSON message: the keys of an
+/// object, or the elements of a 3-element array (serde reads a struct from
+/// its fields in order too, which the client accepts).
+fn envelope_fields(value: &Value) -> Option<(Option<&str>, Option<&str>, Option<&Value>)> {
+    match value {
+        Value::Object(object) => Some((
+            object.get("cursor").and_then(Value::as_str),
+            object.get("event").and_then(Value::as_str),
+            object.get("data"),
+        )),
+        Value::Array(items) if items.len() == 3 => {
+            Some((items[0].as_str(), items[1].as_str(), Some(&items[2])))
+        }
+        _ => None,
+    }
+}
+
 /// Whether the JSON `value` (read from `text`) is a message the envelope
-/// must accept: an object with string `cursor` and `event` and a `data`,
-/// each key once (`Value` keeps the last of repeated keys, the envelope
-/// refuses them; a key may be written with escapes, hence the backslash).
+/// must accept: string `cursor` and `event` and a `data`, each key once
+/// (`Value` keeps the last of repeated keys, the envelope refuses them; a
+/// key may be written with escapes, hence the backslash).
 fn is_envelope(value: &Value, text: &str) -> bool {
-    let Some(object) = value.as_object() else {
-        return false;
-    };
-    let fields = object.get("cursor").is_some_and(Value::is_string)
-        && object.get("event").is_some_and(Value::is_string)
-        && object.contains_key("data");
+    let fields = matches!(envelope_fields(value), Some((Some(_), Some(_), Some(_))));
     let repeated = ["\"cursor\"", "\"event\"", "\"data\""]
         .iter()
         .any(|key| text.matches(key).count() > 1);
@@ -279,12 +292,11 @@ fn is_envelope(value: &Value, text: &str) -> bool {
 
 /// A frame parsed from `text` holds what the JSON `value` holds.
 fn envelope_agrees(frame: &Frame, value: &Value, text: &str) {
-    let object = value.as_object().expect("an envelope is an object");
-    let string = |key: &str| object.get(key).and_then(Value::as_str);
-    assert_eq!(frame.cursor.as_deref(), string("cursor"), "{text:?}");
-    assert_eq!(Some(frame.event.as_str()), string("event"), "{text:?}");
-    if let Ok(data) = serde_json::from_str::<Value>(&frame.data) {
-        assert_eq!(Some(&data), object.get("data"), "{text:?}");
+    let (cursor, event, data) = envelope_fields(value).expect("an envelope is an object or array");
+    assert_eq!(frame.cursor.as_deref(), cursor, "{text:?}");
+    assert_eq!(Some(frame.event.as_str()), event, "{text:?}");
+    if let Ok(parsed) = serde_json::from_str::<Value>(&frame.data) {
+        assert_eq!(Some(&parsed), data, "{text:?}");
     }
 }
 
@@ -521,6 +533,16 @@ mod tests {
             panic!("a string is not a ready payload");
         };
         assert!(error.to_string().len() < 1024, "{error}");
+    }
+
+    /// Found by cargo-fuzz (`client_ws_message`): serde reads the envelope
+    /// from an array of its three fields too; the oracle knows it.
+    #[test]
+    fn an_envelope_may_be_an_array_of_its_fields() {
+        let frame = parse_envelope(r#"["1-2","left",{"type":"left","name":"n"}]"#).unwrap();
+        assert_eq!(frame.cursor.as_deref(), Some("1-2"));
+        ws_message::<Chat>(br#"["u\\4\\t","\u00ffleft","name"]"#);
+        assert!(parse_envelope(r#"["1-2","left"]"#).is_err());
     }
 
     /// The oracles are not vacuous: a parser's item over its limit fails one.
