@@ -307,7 +307,12 @@ fn meaning<C: Channel + PartialEq + Debug>(frame: &Frame) {
         assert_eq!(frame.event, name);
         // `Value` refuses numbers out of `f64`'s range, which the payload skips.
         if let Ok(payload) = serde_json::from_str::<Value>(&frame.data) {
-            let sent = payload.get("cursor").and_then(Value::as_str);
+            // `{"cursor":…}`, or serde's sequence form of it, `[…]`.
+            let sent = match &payload {
+                Value::Array(items) => items.first(),
+                object => object.get("cursor"),
+            };
+            let sent = sent.and_then(Value::as_str);
             assert_eq!(sent.map(str::parse::<Cursor>), Some(Ok(cursor)));
         }
     };
@@ -543,6 +548,14 @@ mod tests {
         assert_eq!(frame.cursor.as_deref(), Some("1-2"));
         ws_message::<Chat>(br#"["u\\4\\t","\u00ffleft","name"]"#);
         assert!(parse_envelope(r#"["1-2","left"]"#).is_err());
+        // Found by the long run of `client_sse`: a control payload likewise.
+        let ready = Frame {
+            cursor: None,
+            event: wire::READY.to_owned(),
+            data: r#"[ "8-0" ]"#.to_owned(),
+        };
+        assert!(matches!(interpret::<Chat>(&ready), Meaning::Ready(c) if c == Cursor::new(8, 0)));
+        meaning::<Chat>(&ready);
     }
 
     /// The oracles are not vacuous: a parser's item over its limit fails one.
