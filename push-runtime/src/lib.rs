@@ -60,7 +60,9 @@ pub mod metrics;
 pub mod browser;
 #[cfg(feature = "client")]
 pub mod client;
-#[cfg(test)]
+// The fuzzing oracles: driven by proptest in the tests, and by the
+// cargo-fuzz targets in `fuzz/` through `__fuzz`.
+#[cfg(any(test, feature = "fuzzing"))]
 mod fuzz;
 
 pub use auth::{AuthRequest, Authorize, DenyAll, Principal, Refusal};
@@ -220,6 +222,22 @@ pub mod __bench {
     /// A poll answer holding `items`.
     pub fn poll_answer(cursor: crate::Cursor, items: &[Delivery]) -> Bytes {
         crate::transport::poll::answer_body(cursor, false, items)
+    }
+}
+
+/// The fuzzing oracles, for the cargo-fuzz targets in `fuzz/` only (feature
+/// `fuzzing`): not API. Each takes the fuzzer's bytes and panics when a
+/// property of the parser fails; see docs/security.md.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Parsers of request input.
+    pub mod server {
+        pub use crate::fuzz::*;
+    }
+    /// The client's parsers of server output.
+    pub mod client {
+        pub use crate::client::fuzz::*;
     }
 }
 

@@ -72,19 +72,19 @@ pub(crate) fn interpret<C: Channel>(frame: &Frame) -> Meaning<C> {
     match frame.event.as_str() {
         wire::READY => match serde_json::from_str::<ReadyPayload>(&frame.data) {
             Ok(ready) => Meaning::Ready(ready.cursor),
-            Err(error) => malformed(format!("push.ready payload: {error}")),
+            Err(error) => malformed(format!("push.ready payload: {}", serde_reason(&error))),
         },
         wire::END => match serde_json::from_str::<ReadyPayload>(&frame.data) {
             Ok(end) => Meaning::End(end.cursor),
-            Err(error) => malformed(format!("push.end payload: {error}")),
+            Err(error) => malformed(format!("push.end payload: {}", serde_reason(&error))),
         },
         wire::EXPIRED => match serde_json::from_str::<ReadyPayload>(&frame.data) {
             Ok(expired) => Meaning::Expired(expired.cursor),
-            Err(error) => malformed(format!("push.expired payload: {error}")),
+            Err(error) => malformed(format!("push.expired payload: {}", serde_reason(&error))),
         },
         wire::GAP => match serde_json::from_str::<Gap>(&frame.data) {
             Ok(gap) => Meaning::Gap(gap),
-            Err(error) => malformed(format!("push.gap payload: {error}")),
+            Err(error) => malformed(format!("push.gap payload: {}", serde_reason(&error))),
         },
         name if name.starts_with("push.") => {
             tracing::debug!(event = %quote(name, QUOTE_LIMIT), "ignoring an unknown control event");
@@ -108,6 +108,12 @@ pub(crate) fn interpret<C: Channel>(frame: &Frame) -> Meaning<C> {
             }
         }
     }
+}
+
+/// serde's reason, bounded: it quotes a string of the input whole (e.g.
+/// `invalid type: string "…"`), which could be as long as the item.
+fn serde_reason(error: &serde_json::Error) -> String {
+    quote(&error.to_string(), QUOTE_LIMIT)
 }
 
 fn malformed<C>(reason: String) -> Meaning<C> {
@@ -135,7 +141,7 @@ pub(crate) fn parse_envelope(text: &str) -> Result<Frame, ClientError> {
             data: envelope.data.get().to_owned(),
         }),
         Err(error) => Err(ClientError::Malformed {
-            reason: format!("message `{}`: {error}", quote(text, 64)),
+            reason: format!("message `{}`: {}", quote(text, 64), serde_reason(&error)),
         }),
     }
 }

@@ -559,7 +559,7 @@ impl<C: Channel> Subscribe<C> {
     }
 }
 
-#[cfg(test)]
-mod fuzz;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -184,7 +184,8 @@ impl SseParser {
             if self.block.skipping || text.first() == Some(&b':') {
                 continue;
             }
-            self.block.size += text.len();
+            // Counted as decoded: each invalid byte may become a 3-byte U+FFFD.
+            self.block.size += text.len() + lossy_growth(text);
             if self.block.size > self.max {
                 if let Some(item) = self.overflow() {
                     return Some(item);
@@ -248,6 +249,16 @@ impl SseParser {
             event: block.event,
             data: block.data,
         })
+    }
+}
+
+/// How many bytes decoding `text` lossily adds (0 for valid UTF-8).
+fn lossy_growth(text: &[u8]) -> usize {
+    match std::str::from_utf8(text) {
+        Ok(_) => 0,
+        Err(_) => String::from_utf8_lossy(text)
+            .len()
+            .saturating_sub(text.len()),
     }
 }
 
