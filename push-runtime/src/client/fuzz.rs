@@ -170,7 +170,7 @@ pub fn poll_answer<C: Channel + PartialEq + Debug>(data: &[u8]) {
                 envelope_agrees(frame, &value, raw);
                 meaning::<C>(frame);
             }
-            super::frame::Read::Skipped(ClientError::TooLarge { limit }) => {
+            super::frame::Read::Skipped(ClientError::TooLarge { limit, .. }) => {
                 assert_eq!(*limit, max);
                 assert!(raw.len() > max, "item of {} skipped under {max}", raw.len());
             }
@@ -319,7 +319,7 @@ fn meaning<C: Channel + PartialEq + Debug>(frame: &Frame) {
     match interpret::<C>(frame) {
         Meaning::Ready(cursor) => control(wire::READY, cursor),
         Meaning::End(cursor) => control(wire::END, cursor),
-        Meaning::Expired(cursor) => control(super::frame::EXPIRED, cursor),
+        Meaning::Expired(cursor) => control(crate::wire::EXPIRED, cursor),
         Meaning::Gap(_) => assert_eq!(frame.event, wire::GAP),
         Meaning::Ignored => {
             assert!(
