@@ -14,6 +14,10 @@
 //! process that answers for it: a Redis that lost its data, or whose data
 //! outlived a restart or a failover (and so may have gone back in time),
 //! hands out a new epoch, and clients get a gap instead of reused cursors.
+//!
+//! The server is one address ([`RedisConfig::new`]) or the primary Redis
+//! Sentinel names ([`RedisConfig::sentinel`]), asked again for every
+//! connection, so the broker follows a failover.
 
 use super::{
     Broker, BrokerError, BrokerErrorKind, BrokerFuture, BrokerHealth, BrokerSubscribeError,
@@ -200,7 +204,14 @@ impl RedisConfig {
     /// (`SENTINEL get-master-addr-by-name`), then checks with `ROLE` that
     /// the server there is a primary; after a failure it asks again, so the
     /// broker follows a failover. The primary is reached over plain TCP,
-    /// database 0, without credentials.
+    /// database 0, without credentials; a sentinel's URL may carry its own
+    /// password (`redis://:secret@10.0.0.1:26379`).
+    ///
+    /// A failover is a restart for the epoch rules: the promoted replica has
+    /// another `run_id`, so each topic moves to a new epoch when first
+    /// touched after it, and subscribers get a gap. Events the old primary
+    /// acknowledged but had not replicated are lost (replication is
+    /// asynchronous); the gap is how clients learn it.
     ///
     /// ```
     /// use push_runtime::broker::RedisConfig;
