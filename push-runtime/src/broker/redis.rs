@@ -14,6 +14,10 @@
 //! process that answers for it: a Redis that lost its data, or whose data
 //! outlived a restart or a failover (and so may have gone back in time),
 //! hands out a new epoch, and clients get a gap instead of reused cursors.
+//!
+//! The server is one address ([`RedisConfig::new`]) or the primary Redis
+//! Sentinel names ([`RedisConfig::sentinel`]), asked again for every
+//! connection, so the broker follows a failover.
 
 use super::{
     Broker, BrokerError, BrokerErrorKind, BrokerFuture, BrokerHealth, BrokerSubscribeError,
@@ -170,7 +174,7 @@ const MAX_NAMES: usize = 4096;
 /// ```
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    url: String,
+    endpoint: Endpoint,
     history_len: usize,
     key_prefix: String,
     backoff_min: Duration,
@@ -188,8 +192,49 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Defaults for the Redis server at `url` (e.g. `redis://127.0.0.1:6379`).
     pub fn new(url: impl Into<String>) -> Self {
+        Self::with_endpoint(Endpoint::Server(url.into()))
+    }
+
+    /// Defaults for the primary that Redis Sentinel names `master_name`,
+    /// asked of the sentinels at `sentinels` (URLs such as
+    /// `redis://127.0.0.1:26379`, tried in order until one answers).
+    ///
+    /// Every connection the broker opens (its commands' and its reader's)
+    /// first asks a sentinel for the primary's address
+    /// (`SENTINEL get-master-addr-by-name`), then checks with `ROLE` that
+    /// the server there is a primary; after a failure it asks again, so the
+    /// broker follows a failover. The primary is reached over plain TCP,
+    /// database 0, without credentials; a sentinel's URL may carry its own
+    /// password (`redis://:secret@10.0.0.1:26379`).
+    ///
+    /// A failover is a restart for the epoch rules: the promoted replica has
+    /// another `run_id`, so each topic moves to a new epoch when first
+    /// touched after it, and subscribers get a gap. Events the old primary
+    /// acknowledged but had not replicated are lost (replication is
+    /// asynchronous); the gap is how clients learn it.
+    ///
+    /// ```
+    /// use push_runtime::broker::RedisConfig;
+    ///
+    /// let config = RedisConfig::sentinel(
+    ///     "mymaster",
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"],
+    /// );
+    /// # let _ = config;
+    /// ```
+    pub fn sentinel(
+        master_name: impl Into<String>,
+        sentinels: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self::with_endpoint(Endpoint::Sentinel {
+            master: master_name.into(),
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    fn with_endpoint(endpoint: Endpoint) -> Self {
         Self {
-            url: url.into(),
+            endpoint,
             history_len: crate::DEFAULT_HISTORY_LEN,
             key_prefix: "push".to_owned(),
             backoff_min: Duration::from_millis(100),
@@ -303,6 +348,18 @@ impl RedisConfig {
     }
 }
 
+/// Where the broker finds its Redis server.
+#[derive(Clone, Debug)]
+enum Endpoint {
+    /// One server, at this URL.
+    Server(String),
+    /// The primary Sentinel names `master`, asked of these sentinels' URLs.
+    Sentinel {
+        master: String,
+        sentinels: Vec<String>,
+    },
+}
+
 /// Why the Redis broker failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -324,6 +381,12 @@ pub enum RedisBrokerError {
         /// The limit.
         max: usize,
     },
+    /// No sentinel named a reachable primary (see [`RedisConfig::sentinel`]):
+    /// none answered, none knows the master's name, or the server named is
+    /// not (or no longer) a primary. The message says what each sentinel
+    /// said.
+    #[error("no primary found through redis sentinel: {0}")]
+    NoPrimary(String),
 }
 
 impl From<redis::RedisError> for RedisBrokerError {
@@ -343,6 +406,7 @@ impl From<RedisBrokerError> for BrokerError {
             {
                 BrokerErrorKind::Unavailable
             }
+            RedisBrokerError::NoPrimary(_) => BrokerErrorKind::Unavailable,
             RedisBrokerError::TooManyTopics(_) => BrokerErrorKind::Capacity,
             _ => BrokerErrorKind::Other,
         };
@@ -383,7 +447,7 @@ struct Mirror {
 
 struct Shared {
     config: RedisConfig,
-    client: redis::Client,
+    target: Arc<Target>,
     commands: Commands,
     publish: Script,
     load: Script,
@@ -450,15 +514,23 @@ struct Link {
 }
 
 impl Link {
-    /// Opens a connection and reads its server's `run_id` on it.
+    /// Opens a connection to the target's server (its primary, asked of
+    /// Sentinel) and reads that server's `run_id` on it.
     async fn open(
-        client: &redis::Client,
+        target: &Target,
         config: &AsyncConnectionConfig,
         number: u64,
     ) -> Result<Self, RedisBrokerError> {
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(config)
-            .await?;
+        let mut conn = match target {
+            Target::Server(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?
+            }
+            Target::Sentinel { master, sentinels } => {
+                primary_connection(master, sentinels, config).await?
+            }
+        };
         let info: String = redis::cmd("INFO")
             .arg("server")
             .query_async(&mut conn)
@@ -469,6 +541,106 @@ impl Link {
             run: Arc::from(run),
             number,
         })
+    }
+}
+
+/// What a [`Link`] connects to: [`Endpoint`], parsed.
+enum Target {
+    Server(redis::Client),
+    Sentinel {
+        master: String,
+        sentinels: Vec<(String, redis::Client)>,
+    },
+}
+
+impl Target {
+    fn new(endpoint: &Endpoint) -> Result<Self, RedisBrokerError> {
+        Ok(match endpoint {
+            Endpoint::Server(url) => Self::Server(client(url.as_str())?),
+            Endpoint::Sentinel { master, sentinels } => {
+                if sentinels.is_empty() {
+                    return Err(RedisBrokerError::NoPrimary(format!(
+                        "no sentinel address given for master '{master}'"
+                    )));
+                }
+                let sentinels = sentinels
+                    .iter()
+                    .map(|url| Ok((url.clone(), client(url.as_str())?)))
+                    .collect::<Result<_, RedisBrokerError>>()?;
+                Self::Sentinel {
+                    master: master.clone(),
+                    sentinels,
+                }
+            }
+        })
+    }
+}
+
+/// A client for `info`, with `TCP_NODELAY` (without it, pipelined
+/// publishes wait on Nagle's algorithm).
+fn client(info: impl redis::IntoConnectionInfo) -> Result<redis::Client, RedisBrokerError> {
+    let info = info
+        .into_connection_info()?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    Ok(redis::Client::open(info)?)
+}
+
+/// A connection to the primary that the sentinels name `master`: each
+/// sentinel in turn is asked for its address, and the server there must say
+/// (`ROLE`) that it is a primary (during a failover, a sentinel may still
+/// name the demoted one). The error says what each sentinel answered.
+async fn primary_connection(
+    master: &str,
+    sentinels: &[(String, redis::Client)],
+    config: &AsyncConnectionConfig,
+) -> Result<MultiplexedConnection, RedisBrokerError> {
+    let mut failures = Vec::with_capacity(sentinels.len());
+    for (url, sentinel) in sentinels {
+        match primary_through(master, sentinel, config).await {
+            Ok(conn) => return Ok(conn),
+            Err(failure) => failures.push(format!("{url}: {failure}")),
+        }
+    }
+    Err(RedisBrokerError::NoPrimary(failures.join("; ")))
+}
+
+/// [`primary_connection`], through one sentinel.
+async fn primary_through(
+    master: &str,
+    sentinel: &redis::Client,
+    config: &AsyncConnectionConfig,
+) -> Result<MultiplexedConnection, String> {
+    let mut conn = sentinel
+        .get_multiplexed_async_connection_with_config(config)
+        .await
+        .map_err(|e| format!("unreachable ({e})"))?;
+    let addr: Option<(String, String)> = redis::cmd("SENTINEL")
+        .arg("get-master-addr-by-name")
+        .arg(master)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("SENTINEL get-master-addr-by-name failed ({e})"))?;
+    let (host, port) = addr.ok_or_else(|| format!("knows no master named '{master}'"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("named port '{port}' for master '{master}'"))?;
+    let primary = client(redis::ConnectionAddr::Tcp(host.clone(), port))
+        .map_err(|e| format!("named {host}:{port}, unusable ({e})"))?;
+    let mut conn = primary
+        .get_multiplexed_async_connection_with_config(config)
+        .await
+        .map_err(|e| format!("named {host}:{port}, unreachable ({e})"))?;
+    let role: Value = redis::cmd("ROLE")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("named {host}:{port}, whose ROLE failed ({e})"))?;
+    match &role {
+        Value::Array(parts) if matches!(parts.first(), Some(Value::BulkString(role)) if role == b"master") => {
+            Ok(conn)
+        }
+        _ => Err(format!(
+            "named {host}:{port}, which is not a primary (a failover under way?)"
+        )),
     }
 }
 
@@ -486,7 +658,7 @@ fn run_id(info: &str) -> Option<&str> {
 /// share its outcome), and none before the reconnect backoff has passed
 /// since the last failed one: those callers fail at once.
 struct Commands {
-    client: redis::Client,
+    target: Arc<Target>,
     config: AsyncConnectionConfig,
     backoff_min: Duration,
     backoff_max: Duration,
@@ -505,9 +677,9 @@ struct LinkState {
 }
 
 impl Commands {
-    fn new(client: redis::Client, config: &RedisConfig) -> Self {
+    fn new(target: Arc<Target>, config: &RedisConfig) -> Self {
         Self {
-            client,
+            target,
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.command_timeout))
                 .set_response_timeout(Some(config.command_timeout)),
@@ -549,7 +721,7 @@ impl Commands {
             }
             state.attempts + 1
         };
-        let opened = Link::open(&self.client, &self.config, number).await;
+        let opened = Link::open(&self.target, &self.config, number).await;
         let mut state = self.state();
         state.attempts = number;
         match opened {
@@ -570,8 +742,14 @@ impl Commands {
 
     /// Notes that a command on `link` failed: if the connection is lost
     /// (or hangs), the next command opens another one.
+    /// A server demoted to a replica (a failover) refuses writes: the
+    /// next command asks Sentinel for the new primary.
     fn failed(&self, link: &Link, error: &redis::RedisError) {
-        if error.is_unrecoverable_error() || error.is_timeout() || error.is_connection_dropped() {
+        if error.is_unrecoverable_error()
+            || error.is_timeout()
+            || error.is_connection_dropped()
+            || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        {
             let mut state = self.state();
             if state.link.as_ref().is_some_and(|l| l.number == link.number) {
                 state.link = None;
@@ -620,6 +798,7 @@ impl RedisBrokerError {
             ))),
             Self::Reply(what) => Self::Reply(what),
             Self::TooManyTopics(n) => Self::TooManyTopics(*n),
+            Self::NoPrimary(what) => Self::NoPrimary(what.clone()),
             Self::TooLarge { size, max } => Self::TooLarge {
                 size: *size,
                 max: *max,
@@ -634,17 +813,14 @@ impl RedisBroker {
     /// Fails if Redis cannot be reached now; once started, the broker
     /// survives outages (see the crate's README).
     pub async fn connect(config: RedisConfig) -> Result<Self, RedisBrokerError> {
-        // Without TCP_NODELAY, pipelined publishes wait on Nagle's algorithm.
-        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info)?;
-        let commands = Commands::new(client.clone(), &config);
+        let target = Arc::new(Target::new(&config.endpoint)?);
+        let commands = Commands::new(Arc::clone(&target), &config);
         commands.link().await?;
         let budget = HistoryBudget::new(config.max_history_bytes, config.max_total_history_bytes);
         let shared = Arc::new(Shared {
             budget,
             config,
-            client,
+            target,
             commands,
             publish: Script::new(PUBLISH_LUA),
             load: Script::new(LOAD_LUA),
@@ -1067,7 +1243,7 @@ impl Shared {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.config.command_timeout))
             .set_response_timeout(Some(self.config.epoch_check + self.config.command_timeout));
-        let mut link = Link::open(&self.client, &config, 0).await?;
+        let mut link = Link::open(&self.target, &config, 0).await?;
         let id: u64 = redis::cmd("CLIENT")
             .arg("ID")
             .query_async(&mut link.conn)
