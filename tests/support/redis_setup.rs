@@ -186,9 +186,14 @@ impl OwnRedis {
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"]);
-        if let Some(dir) = &self.dir {
-            command.arg("--dir").arg(dir);
-        }
+        // Never the test's working directory: a replica's full sync writes
+        // its snapshot there even without `--save`.
+        let dir = self.dir.clone().unwrap_or_else(|| {
+            let dir = std::env::temp_dir().join(format!("push-redis-{}", self.port));
+            std::fs::create_dir_all(&dir).expect("a directory for the server");
+            dir
+        });
+        command.arg("--dir").arg(dir);
         command.args(&self.extra);
         let child = command
             .stdout(Stdio::null())
