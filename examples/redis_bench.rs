@@ -161,15 +161,19 @@ async fn run(hubs: &[Hub<BenchEvent>], options: &Options) -> Figures {
             let hub = hubs[0].clone();
             let (from, to) = share(options.events, options.publishers, p);
             tokio::spawn(async move {
-                for n in from..to {
+                // Paced by deadlines, not by a sleep after each publish: the
+                // timer's millisecond granularity would halve a rate of
+                // 1,000/s.
+                let begin = tokio::time::Instant::now();
+                for (k, n) in (from..to).enumerate() {
+                    if let Some(pause) = pause {
+                        tokio::time::sleep_until(begin + pause.mul_f64(k as f64)).await;
+                    }
                     let event = BenchEvent::Tick {
                         sent_ns: since_start(),
                         n,
                     };
                     hub.publish("load", event).await.expect("publish");
-                    if let Some(pause) = pause {
-                        tokio::time::sleep(pause).await;
-                    }
                 }
             })
         })
