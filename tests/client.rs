@@ -154,7 +154,11 @@ async fn within<T>(future: impl Future<Output = T>) -> T {
 
 /// Serves `hub`'s routes on `127.0.0.1:0`.
 async fn serve(hub: &Hub<Feed>) -> SocketAddr {
-    let app: axum::Router = ChannelRouter::new(hub.clone()).into_router();
+    serve_app(ChannelRouter::new(hub.clone()).into_router()).await
+}
+
+/// Serves `app` on `127.0.0.1:0`.
+async fn serve_app(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the server");
@@ -660,11 +664,7 @@ async fn websocket_ends_on_an_item_over_the_limit_when_polls_are_missing() {
         let app: axum::Router = ChannelRouter::new(hub.clone())
             .into_router()
             .layer(axum::middleware::from_fn(without_poll_route));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the server");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let base = format!("http://{}", serve_app(app).await);
 
         for transport in [Transport::WebSocket, Transport::Auto] {
             let topic = format!("no-polls-{transport:?}");
@@ -699,11 +699,7 @@ async fn websocket_locates_an_item_over_the_limit_with_its_credentials_and_filte
         let app: axum::Router = ChannelRouter::new(hub.clone())
             .authorize(bearer)
             .into_router();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the server");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let base = format!("http://{}", serve_app(app).await);
 
         let config = config()
             .max_item_size(SMALL_LIMIT)
@@ -798,11 +794,7 @@ async fn auto_falls_back_to_sse_when_the_websocket_route_is_missing() {
         let app: axum::Router = ChannelRouter::new(hub.clone())
             .into_router()
             .layer(axum::middleware::from_fn(without_websocket_route));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the server");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let base = format!("http://{}", serve_app(app).await);
 
         let mut stream = client::<Feed>(&base)
             .subscribe("behind-proxy")
@@ -853,11 +845,7 @@ async fn iframe_resumes_at_once_each_time_the_server_ends_the_document() {
         let app: axum::Router = ChannelRouter::new(hub.clone())
             .iframe(push_runtime::IframeConfig::default().max_bytes(2048))
             .into_router();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the server");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let base = format!("http://{}", serve_app(app).await);
 
         let mut stream = client::<Feed>(&base)
             .subscribe("long")
@@ -899,11 +887,7 @@ async fn delivers_a_payload_with_raw_line_breaks_on_every_transport() {
     within(async {
         let hub = Hub::<RawFeed>::new();
         let app: axum::Router = ChannelRouter::new(hub.clone()).into_router();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the server");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let base = format!("http://{}", serve_app(app).await);
         // LF, CRLF, a lone CR and an empty line, each where JSON allows whitespace.
         let text = "{\n  \"a\": [1,\r\n2],\r\"b\": \"x\"\n\n}";
         let raw = serde_json::value::RawValue::from_string(text.to_owned()).expect("JSON");
@@ -1062,11 +1046,7 @@ async fn streams_from_a_channel_that_requires_a_bearer_token(transport: Transpor
     let app: axum::Router = ChannelRouter::new(hub.clone())
         .authorize(bearer)
         .into_router();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the server");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://{}", serve_app(app).await);
 
     // A fixed header.
     let with_header = config()
@@ -1186,11 +1166,7 @@ async fn serve_expiring(hub: &Hub<Feed>) -> String {
     let app: axum::Router = ChannelRouter::new(hub.clone())
         .authorize(expiring_tokens())
         .into_router();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the server");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://{}", serve_app(app).await);
     base
 }
 
