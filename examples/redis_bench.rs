@@ -234,16 +234,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let redis = run(&nodes, &options).await;
     let client = redis::Client::open(url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await?;
-    if !keys.is_empty() {
-        redis::cmd("DEL")
-            .arg(keys)
-            .query_async::<()>(&mut conn)
-            .await?;
-    }
+    delete_keys(&mut conn, &prefix).await?;
 
     println!(
         "{} subscribers, {} events from {} publishers{}\n",
@@ -577,16 +568,7 @@ async fn publish_bench(options: PublishOptions) -> Result<(), Box<dyn std::error
         ));
     }
 
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await?;
-    if !keys.is_empty() {
-        redis::cmd("DEL")
-            .arg(keys)
-            .query_async::<()>(&mut conn)
-            .await?;
-    }
+    delete_keys(&mut conn, &prefix).await?;
 
     // Each row: its median round by publishes/s, in the order first run.
     let order: Vec<String> = rows.iter().map(|row| row.0.clone()).collect();
@@ -635,6 +617,21 @@ async fn publish_bench(options: PublishOptions) -> Result<(), Box<dyn std::error
                 rate.p99_us
             );
         }
+    }
+    Ok(())
+}
+
+/// Deletes the keys a run left under `prefix`.
+async fn delete_keys(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> redis::RedisResult<()> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(conn)
+        .await?;
+    if !keys.is_empty() {
+        redis::cmd("DEL").arg(keys).query_async::<()>(conn).await?;
     }
     Ok(())
 }
