@@ -198,8 +198,16 @@ pub async fn subscribe(
     let failed = ready.clone();
     let result = match (transport, h2) {
         (Transport::Sse | Transport::Iframe, Some(pool)) => {
-            let segment = transport.name();
-            h2_stream(pool, format!("{path}/{segment}"), seen, ready, progress).await
+            let (segment, resumes) = (transport.name(), transport == Transport::Iframe);
+            h2_stream(
+                pool,
+                format!("{path}/{segment}"),
+                seen,
+                ready,
+                progress,
+                resumes,
+            )
+            .await
         }
         (_, Some(_)) => Err(format!(
             "--http2 takes --transport sse or iframe, not {}",
@@ -492,38 +500,54 @@ impl H2Pool {
 
 /// SSE or the forever frame as one stream of a shared HTTP/2 connection:
 /// the body's data frames read as they come (no chunked coding to undo).
+/// Like [`stream`], the forever frame is reopened from the last cursor it
+/// saw when it ends (`push.end` after its size or age limit).
 async fn h2_stream(
     pool: Arc<H2Pool>,
     path: String,
     mut seen: Seen,
     ready: Ready,
     progress: Arc<Progress>,
+    resumes: bool,
 ) -> Result<Seen, String> {
     let mut opening = connecting().await?;
-    let sender = pool.sender().await?;
-    let mut sender = sender.ready().await.map_err(|e| e.to_string())?;
-    let request = http::Request::get(format!("http://{}{path}", pool.host))
-        .body(())
-        .map_err(|e| e.to_string())?;
-    let (response, _) = sender
-        .send_request(request, true)
-        .map_err(|e| format!("{path}: {e}"))?;
-    let response = response.await.map_err(|e| format!("{path}: {e}"))?;
-    if response.status() != 200 {
-        return Err(format!("{path}: {}", response.status()));
-    }
-    let mut body = response.into_body();
+    let mut after: Option<String> = None;
     let mut buffer = Vec::with_capacity(READ_CHUNK);
     while !seen.done() {
-        let Some(data) = body.data().await else {
-            return Err("stream ended".into());
-        };
-        let data = data.map_err(|e| e.to_string())?;
-        let _ = body.flow_control().release_capacity(data.len());
-        announce(&mut opening, &ready).await;
-        buffer.extend_from_slice(&data);
-        let used = seen.scan(&buffer, &progress);
-        buffer.drain(..used);
+        let sender = pool.sender().await?;
+        let mut sender = sender.ready().await.map_err(|e| e.to_string())?;
+        let query = after
+            .as_ref()
+            .map_or(String::new(), |c| format!("?after={c}"));
+        let request = http::Request::get(format!("http://{}{path}{query}", pool.host))
+            .body(())
+            .map_err(|e| e.to_string())?;
+        let (response, _) = sender
+            .send_request(request, true)
+            .map_err(|e| format!("{path}: {e}"))?;
+        let response = response.await.map_err(|e| format!("{path}: {e}"))?;
+        if response.status() != 200 {
+            return Err(format!("{path}: {}", response.status()));
+        }
+        let mut body = response.into_body();
+        buffer.clear();
+        while !seen.done() {
+            let Some(data) = body.data().await else {
+                if resumes {
+                    break;
+                }
+                return Err("stream ended".into());
+            };
+            let data = data.map_err(|e| e.to_string())?;
+            let _ = body.flow_control().release_capacity(data.len());
+            announce(&mut opening, &ready).await;
+            buffer.extend_from_slice(&data);
+            if resumes && let Some(cursor) = last_cursor(&buffer) {
+                after = Some(cursor);
+            }
+            let used = seen.scan(&buffer, &progress);
+            buffer.drain(..used);
+        }
     }
     Ok(seen)
 }
