@@ -622,11 +622,12 @@ impl OwnCluster {
 
     /// Moves `slot`, with its keys, to the primary at `to`, as an operator
     /// resharding does: `SETSLOT IMPORTING` on `to`, `MIGRATING` on the
-    /// owner, `MIGRATE` of the slot's keys in batches, then `SETSLOT NODE`
-    /// on both and on every other primary; waits until the cluster settled
-    /// with `to` owning it. Clients in between get `ASK` (keys already
-    /// moved) or `TRYAGAIN` (a script's keys split between both).
-    pub async fn migrate_slot(&self, slot: u16, to: u16) {
+    /// owner, `MIGRATE` of the slot's keys (`GETKEYSINSLOT`) one at a time,
+    /// `pause` after each, then `SETSLOT NODE` on both and on every other
+    /// primary; waits until the cluster settled with `to` owning it.
+    /// Clients in between get `ASK` (a key already moved) or `TRYAGAIN` (a
+    /// script's keys on both sides, for `pause` at least).
+    pub async fn migrate_slot(&self, slot: u16, to: u16, pause: Duration) {
         let view = self.view_of(to).await;
         let from = owner(&view, slot).unwrap_or_else(|| panic!("nobody owns slot {slot}"));
         assert_ne!(from, to, "slot {slot} is already on {to}");
@@ -649,10 +650,9 @@ impl OwnCluster {
         };
         ok(to, setslot("IMPORTING", &from_id)).await;
         ok(from, setslot("MIGRATING", &to_id)).await;
-        const BATCH: usize = 10;
         loop {
             let mut get = ::redis::cmd("CLUSTER");
-            get.arg("GETKEYSINSLOT").arg(slot).arg(BATCH);
+            get.arg("GETKEYSINSLOT").arg(slot).arg(1);
             let keys: Vec<String> = query(from, &get).await.expect("CLUSTER GETKEYSINSLOT");
             if keys.is_empty() {
                 break;
@@ -669,6 +669,7 @@ impl OwnCluster {
             query::<::redis::Value>(from, &migrate)
                 .await
                 .unwrap_or_else(|e| panic!("MIGRATE {keys:?} from {from} to {to}: {e}"));
+            tokio::time::sleep(pause).await;
         }
         // The new owner first, then the old one, then everyone else.
         ok(to, setslot("NODE", &to_id)).await;
@@ -729,7 +730,7 @@ impl OwnCluster {
             .filter(|n| n.alive())
             .map(|n| n.port)
             .collect();
-        let mut agreed: Option<(u16, Vec<NodeLine>, Vec<(u16, u16, u16)>)> = None;
+        let mut agreed: Option<(u16, Vec<NodeLine>, SlotMap)> = None;
         for &port in &live {
             let info: String = query(port, ::redis::cmd("CLUSTER").arg("INFO")).await?;
             if !info.contains("cluster_state:ok") {
@@ -887,9 +888,12 @@ fn parse_nodes(text: &str) -> Vec<NodeLine> {
         .collect()
 }
 
-/// The slot map of a view: (first slot, last slot, owner's port), sorted.
-fn slot_map(view: &[NodeLine]) -> Vec<(u16, u16, u16)> {
-    let mut map: Vec<(u16, u16, u16)> = view
+/// Who owns which slots: (first slot, last slot, owner's port), sorted.
+type SlotMap = Vec<(u16, u16, u16)>;
+
+/// The slot map of a view.
+fn slot_map(view: &[NodeLine]) -> SlotMap {
+    let mut map: SlotMap = view
         .iter()
         .flat_map(|n| n.slots.iter().map(|&(a, b)| (a, b, n.port)))
         .collect();
