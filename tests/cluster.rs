@@ -227,7 +227,11 @@ impl Run {
             let mut behind = Vec::new();
             for (i, record) in self.published.iter().enumerate() {
                 let record = record.lock().expect("published");
-                assert!(record.failures.is_empty(), "{what}: {:?}", record.failures);
+                let failures = record.failures.clone();
+                if !failures.is_empty() {
+                    drop(record);
+                    panic!("{what}: {failures:?}");
+                }
                 let acked = record.acked.iter().filter(|(n, _)| *n >= marks[i]).count();
                 if acked < count {
                     behind.push(format!(
@@ -296,10 +300,12 @@ impl Run {
                     );
                 }
             }
+            let mut gaps = Vec::new();
             for reader in self.readers.iter().filter(|r| r.topic == i) {
                 let what = format!("{} on node {}", topic(i), reader.node);
                 let seen = reader.seen.lock().expect("seen");
                 check(&what, reader.start, &seen, record);
+                gaps.push(seen.iter().filter(|s| matches!(s, Seen::Gap(_))).count());
                 // Events not acknowledged (refused, yet written) too: one
                 // cursor, one event, whichever node delivered it.
                 for item in seen.iter() {
@@ -309,6 +315,13 @@ impl Run {
                     }
                 }
             }
+            eprintln!(
+                "{}: {} acknowledged, {} refused, {} epoch(s); gaps seen per node: {gaps:?}",
+                topic(i),
+                record.acked.len(),
+                record.refused,
+                epochs(record).len()
+            );
         }
         (self.cluster, published)
     }
@@ -388,15 +401,19 @@ fn epochs(published: &Published) -> Vec<u64> {
     epochs
 }
 
-/// Whether the primary at `port` holds topic `i`'s events.
-async fn holds(port: u16, i: usize) -> bool {
+/// Whether the node at `port` holds topic `i`'s events (asked of the
+/// node's own keys: `EXISTS` would answer `MOVED` where the slot is not).
+async fn holds(cluster: &OwnCluster, port: u16, i: usize) -> bool {
+    let slot = cluster.slot_of(&events_key(i)).await;
     let mut conn = admin(&format!("redis://127.0.0.1:{port}")).await;
-    let exists: u64 = redis::cmd("EXISTS")
-        .arg(events_key(i))
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(1000)
         .query_async(&mut conn)
         .await
-        .expect("EXISTS");
-    exists == 1
+        .expect("CLUSTER GETKEYSINSLOT");
+    keys.contains(&events_key(i))
 }
 
 /// Where each topic lives, by primary.
@@ -444,8 +461,10 @@ async fn a_primary_killed_and_its_replica_promoted() {
                 topic(i)
             );
         } else {
+            // Publishes here may have been refused too: until the failover,
+            // every node answers CLUSTERDOWN (a slot has no primary, and
+            // `cluster-require-full-coverage` is on by default).
             assert_eq!(epochs.len(), 1, "{}: another shard's failover", topic(i));
-            assert_eq!(record.refused, 0, "{}: another shard's failover", topic(i));
         }
     }
 }
@@ -483,7 +502,7 @@ async fn migrate(cluster: &OwnCluster, moving: &[usize], to: u16, pause: Duratio
 /// refused: a migration costs no availability.
 async fn after_migration(cluster: &OwnCluster, published: &[Published], moving: &[usize], to: u16) {
     for &i in moving {
-        assert!(holds(to, i).await, "{} is not on {to}", topic(i));
+        assert!(holds(cluster, to, i).await, "{} is not on {to}", topic(i));
     }
     for (i, record) in published.iter().enumerate() {
         assert_eq!(
@@ -493,7 +512,11 @@ async fn after_migration(cluster: &OwnCluster, published: &[Published], moving: 
             topic(i)
         );
         let owner = cluster.primary_of(&events_key(i)).await;
-        assert!(holds(owner, i).await, "{} is not on {owner}", topic(i));
+        assert!(
+            holds(cluster, owner, i).await,
+            "{} is not on {owner}",
+            topic(i)
+        );
     }
 }
 
@@ -518,7 +541,11 @@ async fn slots_of_live_topics_migrated_while_publishing() {
 
     after_migration(&cluster, &published, &moving, to).await;
     for &i in &moving {
-        assert!(!holds(from, i).await, "{} is still on {from}", topic(i));
+        assert!(
+            !holds(&cluster, from, i).await,
+            "{} is still on {from}",
+            topic(i)
+        );
     }
 }
 
@@ -545,6 +572,10 @@ async fn publishing_with_a_stale_slot_map_follows_moved() {
 
     after_migration(&cluster, &published, &moving, to).await;
     for &i in &moving {
-        assert!(!holds(from, i).await, "{} is still on {from}", topic(i));
+        assert!(
+            !holds(&cluster, from, i).await,
+            "{} is still on {from}",
+            topic(i)
+        );
     }
 }
