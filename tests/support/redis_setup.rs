@@ -702,6 +702,24 @@ impl OwnCluster {
         query(port, &delete).await.expect("DEL")
     }
 
+    /// How many `kind` error replies (`MOVED`, `ASK`, `TRYAGAIN`,
+    /// `CLUSTERDOWN`…) the live nodes gave so far (`INFO errorstats`).
+    pub async fn error_replies(&self, kind: &str) -> u64 {
+        let field = format!("errorstat_{kind}:count=");
+        let mut total = 0;
+        for node in self.nodes.iter().filter(|n| n.alive()) {
+            let stats: String = query(node.port, ::redis::cmd("INFO").arg("errorstats"))
+                .await
+                .expect("INFO errorstats");
+            total += stats
+                .lines()
+                .find_map(|line| line.strip_prefix(&field))
+                .and_then(|count| count.split(',').next()?.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        total
+    }
+
     /// Waits until every live node says `cluster_state:ok`, all agree on the
     /// slot map (each slot owned by a live primary), none sees a live node
     /// as failing, every live replica is in sync, and `also` holds of the
