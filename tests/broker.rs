@@ -1,8 +1,9 @@
 //! The broker conformance suite: every check here is written once, generic
 //! over a [`Deployment`] (a broker and the nodes sharing it), and runs
 //! against every broker: the in-memory broker (several nodes are several
-//! `Hub`s sharing one `MemoryBroker`) and the Redis broker (each node is its
-//! own `RedisBroker` on the same Redis and key prefix). The checks work at
+//! `Hub`s sharing one `MemoryBroker`), the Redis broker (each node is its
+//! own `RedisBroker` on the same Redis and key prefix), and the Redis broker
+//! on a Redis Cluster (the same, every node given the cluster's seeds). The checks work at
 //! the `Hub`/`Subscription` level; the transports have their own suite
 //! (`tests/conformance.rs`).
 //!
@@ -12,7 +13,9 @@
 //! The Redis deployment needs a Redis at `REDIS_URL` (default
 //! `redis://127.0.0.1:6379`); without one its tests print why and pass,
 //! except under CI (`CI` set), where they fail. The outage check runs its own
-//! `redis-server` (from `PATH`).
+//! `redis-server` (from `PATH`). The cluster deployment starts its own
+//! cluster (3 primaries, 3 replicas: `redis-server` and `redis-cli` from
+//! `PATH`; without them its tests print why and pass, except under CI).
 
 mod support;
 
@@ -24,11 +27,11 @@ use push_runtime::{
     Channel, Cursor, DEFAULT_MAX_TOPICS, Delivery, Gap, Hub, HubConfig, PublishError, Start,
     SubscribeError, Topic,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use support::PATIENCE;
 use support::channel::{TestEvent, note};
-use support::redis_setup::{OwnRedis, admin, shared_redis, unique_prefix};
+use support::redis_setup::{OwnCluster, OwnRedis, admin, shared_redis, unique_prefix};
 use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------
@@ -210,17 +213,7 @@ impl Deployment for Redis {
     }
 
     async fn node(&self) -> Hub<TestEvent> {
-        let config = RedisConfig::new(&self.url)
-            .key_prefix(&self.prefix)
-            .max_topics(self.settings.max_topics)
-            .history_len(self.settings.history_len)
-            .epoch_check_interval(Duration::from_millis(150))
-            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
-            .command_timeout(Duration::from_secs(1));
-        let broker = RedisBroker::connect(config)
-            .await
-            .expect("connect to redis");
-        Hub::with_broker(Arc::new(broker), self.settings.hub_config())
+        redis_node(RedisConfig::new(&self.url), &self.prefix, self.settings).await
     }
 
     /// Deletes the topic's keys (`DEL`), as a Redis that lost its data.
@@ -269,6 +262,22 @@ impl Deployment for Redis {
     }
 }
 
+/// A hub over a `RedisBroker` of `config`, tuned for tests: quick epoch
+/// checks and reconnections, short command timeouts.
+async fn redis_node(config: RedisConfig, prefix: &str, settings: Settings) -> Hub<TestEvent> {
+    let config = config
+        .key_prefix(prefix)
+        .max_topics(settings.max_topics)
+        .history_len(settings.history_len)
+        .epoch_check_interval(Duration::from_millis(150))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .command_timeout(Duration::from_secs(1));
+    let broker = RedisBroker::connect(config)
+        .await
+        .expect("connect to redis");
+    Hub::with_broker(Arc::new(broker), settings.hub_config())
+}
+
 impl Drop for Redis {
     /// Deletes the deployment's keys (best effort, also when a check
     /// failed). The nodes are gone by now: their readers would otherwise
@@ -295,6 +304,89 @@ impl Drop for Redis {
         if !keys.is_empty() {
             let _: Result<u64, _> = ::redis::cmd("DEL").arg(keys).query(&mut conn);
         }
+    }
+}
+
+/// The Redis broker on a Redis Cluster (3 primaries, 3 replicas) of the
+/// tests' own: each node is its own `RedisBroker` given every node of the
+/// cluster as seeds, all on one key prefix of the test's own.
+///
+/// Checks that need no store of their own share one cluster while they
+/// overlap in time (their prefixes keep them apart), as the Redis
+/// deployment shares one Redis; it stops with the last of them, and its
+/// keys with it. A check with `Settings::own_store` gets a cluster of its
+/// own, so that it can kill it.
+struct Cluster {
+    cluster: Arc<OwnCluster>,
+    prefix: String,
+    settings: Settings,
+}
+
+/// The cluster the checks running now share, started if none runs.
+async fn shared_cluster(test: &str) -> Option<Arc<OwnCluster>> {
+    static SHARED: tokio::sync::Mutex<Weak<OwnCluster>> =
+        tokio::sync::Mutex::const_new(Weak::new());
+    let mut shared = SHARED.lock().await;
+    if let Some(cluster) = shared.upgrade() {
+        return Some(cluster);
+    }
+    let cluster = Arc::new(OwnCluster::start(test).await?);
+    *shared = Arc::downgrade(&cluster);
+    Some(cluster)
+}
+
+impl Deployment for Cluster {
+    fn name() -> &'static str {
+        "redis cluster"
+    }
+
+    const EVICTION_LOSES_HISTORY: bool = false;
+    const PUBLISH_NEEDS_ROOM: bool = false;
+
+    async fn start(test: &str, settings: Settings) -> Option<Self> {
+        let cluster = if settings.own_store {
+            Arc::new(OwnCluster::start(test).await?)
+        } else {
+            shared_cluster(test).await?
+        };
+        Some(Self {
+            cluster,
+            prefix: unique_prefix(),
+            settings,
+        })
+    }
+
+    async fn node(&self) -> Hub<TestEvent> {
+        let config = RedisConfig::cluster(self.cluster.urls());
+        redis_node(config, &self.prefix, self.settings).await
+    }
+
+    /// Deletes the topic's keys on the primary that owns their slot.
+    async fn lose_history(&self, topic: &str) -> bool {
+        let pattern = format!("{}:{{{}/{topic}}}:*", self.prefix, TestEvent::PATH);
+        let deleted = tokio::time::timeout(PATIENCE, self.cluster.delete_keys(&pattern))
+            .await
+            .expect("the cluster deletes the topic's keys in time");
+        deleted > 0
+    }
+
+    /// Kills every process of the cluster.
+    async fn stop_store(&self) -> bool {
+        if !self.settings.own_store {
+            return false;
+        }
+        self.cluster.kill_all();
+        true
+    }
+
+    /// Starts every process again, each with its `nodes.conf`: the same
+    /// cluster, empty.
+    async fn restart_store(&self) -> bool {
+        if !self.settings.own_store {
+            return false;
+        }
+        self.cluster.restart_all().await;
+        true
     }
 }
 
@@ -824,6 +916,22 @@ generate!(
 generate!(
     redis,
     Redis,
+    [
+        publish_then_subscribe,
+        cursors_agree_on_every_node,
+        resume_on_another_node,
+        trimmed_history_is_a_counted_gap,
+        lost_history_is_a_gap_on_resume,
+        lost_history_hands_live_subscribers_over,
+        cursor_ahead_is_refused,
+        outage_then_catch_up,
+        topic_limits,
+    ]
+);
+
+generate!(
+    redis_cluster,
+    Cluster,
     [
         publish_then_subscribe,
         cursors_agree_on_every_node,

@@ -462,6 +462,22 @@ impl From<RedisBrokerError> for BrokerError {
             {
                 BrokerErrorKind::Unavailable
             }
+            // The server's "not now": a cluster without a primary for a
+            // slot, a slot moving, a replica promoting or a dump loading,
+            // still so after the retries.
+            RedisBrokerError::Command(e)
+                if matches!(
+                    e.kind(),
+                    redis::ErrorKind::Server(
+                        redis::ServerErrorKind::ClusterDown
+                            | redis::ServerErrorKind::TryAgain
+                            | redis::ServerErrorKind::MasterDown
+                            | redis::ServerErrorKind::BusyLoading
+                    )
+                ) =>
+            {
+                BrokerErrorKind::Unavailable
+            }
             RedisBrokerError::NoPrimary(_) => BrokerErrorKind::Unavailable,
             RedisBrokerError::TooManyTopics(_) => BrokerErrorKind::Capacity,
             _ => BrokerErrorKind::Other,
@@ -1990,6 +2006,27 @@ mod tests {
         );
         let reply = RedisBrokerError::Reply("no run_id in INFO server").again();
         assert_eq!(BrokerError::from(reply).kind(), BrokerErrorKind::Other);
+    }
+
+    #[test]
+    fn a_cluster_that_cannot_serve_now_is_unavailable() {
+        use redis::{ErrorKind, ServerErrorKind};
+        for kind in [
+            ServerErrorKind::ClusterDown,
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::MasterDown,
+            ServerErrorKind::BusyLoading,
+        ] {
+            let error = redis::RedisError::from((ErrorKind::Server(kind), "not now"));
+            let error = BrokerError::from(RedisBrokerError::Command(error));
+            assert_eq!(error.kind(), BrokerErrorKind::Unavailable, "{error}");
+        }
+        let other = redis::RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "ERR something",
+        ));
+        let other = BrokerError::from(RedisBrokerError::Command(other));
+        assert_eq!(other.kind(), BrokerErrorKind::Other);
     }
 
     const NAMES: &[&str] = &["note", "moved"];
