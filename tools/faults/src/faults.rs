@@ -56,6 +56,13 @@ pub enum Kind {
     /// promote the replica (`REPLICAOF NO ONE`) and point the nodes' Redis
     /// proxy at it; then start a new replica of it.
     ReplicaPromote,
+    /// Redis Cluster: SIGKILL the primary serving a probe topic's slot, wait
+    /// until a replica is promoted, restart the killed server (it rejoins
+    /// as a replica).
+    ClusterFailover,
+    /// Redis Cluster: move a probe topic's slot to another primary while
+    /// events are published (IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE).
+    SlotMigrate,
 }
 
 impl Kind {
@@ -67,6 +74,8 @@ impl Kind {
         Kind::RedisRestart,
         Kind::RedisRollback,
         Kind::ReplicaPromote,
+        Kind::ClusterFailover,
+        Kind::SlotMigrate,
     ];
 
     /// Whether the fault kills or restarts Redis, so needs one of the
@@ -78,6 +87,20 @@ impl Kind {
         )
     }
 
+    /// Whether the fault acts on one Redis server (restarts it, or proxies
+    /// the nodes' link to it), so has no meaning with `--cluster`.
+    pub fn needs_single_redis(self) -> bool {
+        matches!(
+            self,
+            Kind::RedisLink | Kind::RedisRestart | Kind::RedisRollback | Kind::ReplicaPromote
+        )
+    }
+
+    /// Whether the fault acts on a Redis Cluster (`--cluster`).
+    pub fn needs_cluster(self) -> bool {
+        matches!(self, Kind::ClusterFailover | Kind::SlotMigrate)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::NodeKill => "node-kill",
@@ -87,6 +110,8 @@ impl Kind {
             Kind::RedisRestart => "redis-restart",
             Kind::RedisRollback => "redis-rollback",
             Kind::ReplicaPromote => "replica-promote",
+            Kind::ClusterFailover => "cluster-failover",
+            Kind::SlotMigrate => "slot-migrate",
         }
     }
 }
@@ -207,5 +232,17 @@ mod tests {
         assert_eq!(parse_kinds(""), Ok(vec![]));
         assert_eq!(parse_kinds("none"), Ok(vec![]));
         assert!(parse_kinds("meteor").is_err());
+    }
+
+    #[test]
+    fn every_kind_parses_back_from_its_name() {
+        for &kind in Kind::ALL {
+            assert_eq!(kind.name().parse::<Kind>(), Ok(kind));
+            assert!(!(kind.needs_cluster() && kind.needs_single_redis()));
+        }
+        assert_eq!(
+            parse_kinds("cluster-failover,slot-migrate,cluster-failover"),
+            Ok(vec![Kind::ClusterFailover, Kind::SlotMigrate])
+        );
     }
 }

@@ -29,6 +29,7 @@
 //! panics or is interrupted.
 
 mod check;
+mod cluster;
 mod faults;
 mod inject;
 mod node;
@@ -59,8 +60,12 @@ enum Mode {
     /// http://ADDR` and runs until killed.
     Node {
         /// The Redis to use, e.g. redis://127.0.0.1:6380.
-        #[arg(long)]
-        redis: String,
+        #[arg(long, required_unless_present = "redis_cluster")]
+        redis: Option<String>,
+        /// A Redis Cluster instead: seed URLs of its nodes, comma-separated
+        /// (e.g. redis://127.0.0.1:7001,redis://127.0.0.1:7002).
+        #[arg(long, conflicts_with = "redis", value_delimiter = ',')]
+        redis_cluster: Option<Vec<String>>,
         /// The key prefix of the broker.
         #[arg(long, default_value = "faults")]
         prefix: String,
@@ -90,9 +95,16 @@ enum Mode {
         rate: f64,
         /// Comma-separated fault kinds (none by default): node-kill,
         /// client-cut, slow-client, redis-link, redis-restart,
-        /// redis-rollback, replica-promote.
+        /// redis-rollback, replica-promote; with --cluster:
+        /// cluster-failover, slot-migrate.
         #[arg(long, default_value = "")]
         faults: String,
+        /// Start a Redis Cluster (3 primaries, a replica each) instead of
+        /// one Redis, and spread the probe topics over its shards. The
+        /// faults on one Redis (redis-link, redis-restart, redis-rollback,
+        /// replica-promote) are refused then.
+        #[arg(long, conflicts_with = "redis")]
+        cluster: bool,
         /// Use this Redis (host:port, e.g. the one of your own deployment)
         /// instead of starting one; the harness's keys get a prefix of the
         /// run's own. The faults that kill Redis (redis-restart,
@@ -141,9 +153,18 @@ fn main() -> ExitCode {
     let result = match cli.mode {
         Mode::Node {
             redis,
+            redis_cluster,
             prefix,
             addr,
         } => {
+            let backend = match (redis, redis_cluster) {
+                (_, Some(urls)) => node::Backend::Cluster(urls),
+                (Some(url), None) => node::Backend::Single(url),
+                (None, None) => {
+                    eprintln!("faults: --redis or --redis-cluster is needed");
+                    return ExitCode::FAILURE;
+                }
+            };
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -152,7 +173,7 @@ fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
                 .init();
-            runtime.block_on(node::run(&redis, &prefix, &addr))
+            runtime.block_on(node::run(&backend, &prefix, &addr))
         }
         Mode::Run {
             seed,
@@ -163,6 +184,7 @@ fn main() -> ExitCode {
             rate,
             faults,
             redis,
+            cluster,
             pause,
             catch_up,
             keep,
@@ -182,6 +204,7 @@ fn main() -> ExitCode {
                     }
                 },
                 redis,
+                cluster,
                 pause,
                 catch_up,
                 keep,

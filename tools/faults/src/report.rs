@@ -17,7 +17,9 @@ pub struct Report<'a> {
     pub injected: BTreeMap<Kind, usize>,
     pub verdict: &'a Verdict,
     pub subscribers: &'a [Subscriber],
-    pub newest: Option<Cursor>,
+    pub topics: &'a [String],
+    /// Each topic's newest acknowledged cursor.
+    pub newest: &'a [Option<Cursor>],
     pub all_caught_up: bool,
     pub elapsed_ms: u64,
 }
@@ -40,7 +42,8 @@ pub fn markdown(r: &Report) -> String {
     let kinds: Vec<&str> = o.faults.iter().map(|k| k.name()).collect();
     let _ = writeln!(
         out,
-        "\nfaults run --seed {} --duration {}s --nodes {} --clients-per-transport {} --publishers {} --rate {} --faults {}\n",
+        "\nfaults run{} --seed {} --duration {}s --nodes {} --clients-per-transport {} --publishers {} --rate {} --faults {}\n",
+        if o.cluster { " --cluster" } else { "" },
         o.seed,
         o.duration.as_secs_f64(),
         o.nodes,
@@ -59,6 +62,7 @@ pub fn markdown(r: &Report) -> String {
         ("acked", r.acked.to_string()),
         ("failed (may be stored)", r.failed.to_string()),
         ("faults", faults_text(&r.injected)),
+        ("topics", r.topics.join(", ")),
         ("clients", v.clients.len().to_string()),
         ("deliveries", v.sum(|c| c.deliveries).to_string()),
         ("gaps", v.sum(|c| c.gaps).to_string()),
@@ -116,11 +120,20 @@ pub fn markdown(r: &Report) -> String {
             c.last.map_or("-".to_owned(), |c| c.to_string()),
         );
     }
-    let _ = writeln!(
-        out,
-        "\nnewest acked cursor: {}",
-        r.newest.map_or("-".to_owned(), |c| c.to_string())
-    );
+    let newest: Vec<String> = r
+        .topics
+        .iter()
+        .zip(r.newest)
+        .map(|(topic, cursor)| {
+            let cursor = cursor.map_or("-".to_owned(), |c| c.to_string());
+            if r.topics.len() > 1 {
+                format!("{topic} {cursor}")
+            } else {
+                cursor
+            }
+        })
+        .collect();
+    let _ = writeln!(out, "\nnewest acked cursor: {}", newest.join(", "));
     for (s, c) in r.subscribers.iter().zip(&v.clients) {
         if !c.lost_sample.is_empty() {
             let lost: Vec<String> = c.lost_sample.iter().map(Cursor::to_string).collect();
@@ -155,6 +168,7 @@ pub fn json(r: &Report) -> String {
             serde_json::json!({
                 "client": s.name,
                 "transport": transport_name(s.transport),
+                "topic": r.topics.get(s.topic),
                 "slow_ms": s.slow_ms,
                 "deliveries": c.deliveries,
                 "gaps": c.gaps,
@@ -169,6 +183,8 @@ pub fn json(r: &Report) -> String {
         "seed": r.options.seed,
         "duration_s": r.options.duration.as_secs_f64(),
         "nodes": r.options.nodes,
+        "cluster": r.options.cluster,
+        "topics": r.topics,
         "published": r.published,
         "acked": r.acked,
         "failed": r.failed,
