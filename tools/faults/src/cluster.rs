@@ -296,8 +296,10 @@ impl Cluster {
     /// `cluster-failover`: SIGKILL the primary serving `topic`, wait until
     /// the cluster has promoted a replica in its place, then restart the
     /// killed server (same port and `nodes.conf`: it rejoins as a replica
-    /// of the new primary) and wait until the cluster is whole again.
+    /// of the new primary). The cluster is whole again (see `is_whole`)
+    /// when the next cluster fault starts: other faults may come between.
     pub async fn failover(&mut self, topic: &str) -> Result<String, String> {
+        self.wait_whole().await?;
         let slot = self.slot_of(topic).await?;
         let old = self.owner(slot).await?;
         let index = self
@@ -306,6 +308,7 @@ impl Cluster {
             .position(|server| server.port == old.port)
             .ok_or_else(|| format!("slot {slot} is served by {}, not ours", old.port))?;
         self.servers[index].kill().await;
+        let killed_at = tokio::time::Instant::now();
         let promoted = std::sync::Mutex::new(None);
         wait_until(
             &format!("a replica of {} is promoted", old.port),
@@ -322,13 +325,15 @@ impl Cluster {
             },
         )
         .await?;
+        let took = killed_at.elapsed();
         self.servers[index].restart().await?;
-        self.wait_whole().await?;
         let promoted = promoted.into_inner().unwrap_or_else(|p| p.into_inner());
         Ok(format!(
-            "{topic} (slot {slot}): primary {} killed, {} promoted",
+            "{topic} (slot {slot}): primary {} killed, {} promoted after {} ms, {} restarted",
             old.port,
-            promoted.unwrap_or_default()
+            promoted.unwrap_or_default(),
+            took.as_millis(),
+            old.port,
         ))
     }
 
@@ -337,8 +342,10 @@ impl Cluster {
     /// source, then `MIGRATE` one key at a time (`CLUSTER GETKEYSINSLOT`
     /// with a count of 1: the topic's two keys are apart for a while, so
     /// multi-key commands get `TRYAGAIN`), pausing between them, then
-    /// `SETSLOT … NODE` on every primary.
+    /// `SETSLOT … NODE` on every primary. It starts once the cluster is
+    /// whole, and returns once every server agrees on the new owner.
     pub async fn migrate(&self, topic: &str, rng: &mut Rng) -> Result<String, String> {
+        self.wait_whole().await?;
         let slot = self.slot_of(topic).await?;
         let view = self.any_view().await?;
         let source = view
