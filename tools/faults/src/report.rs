@@ -8,16 +8,28 @@ use push_runtime::Cursor;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+/// What happened to one topic: publishes acknowledged and failed, gaps its
+/// clients got (a fault on one shard shows on its topics only).
+pub struct TopicCounts {
+    pub acked: usize,
+    pub failed: usize,
+    pub gaps: usize,
+}
+
 pub struct Report<'a> {
     pub options: &'a Options,
     pub published: usize,
     pub acked: usize,
     pub failed: usize,
-    pub failure_sample: Vec<String>,
+    /// Failed publishes by kind of failure (an HTTP status and the route's
+    /// answer, or the transport's error), with how many.
+    pub failures: BTreeMap<String, usize>,
     pub injected: BTreeMap<Kind, usize>,
     pub verdict: &'a Verdict,
     pub subscribers: &'a [Subscriber],
     pub topics: &'a [String],
+    /// In the order of `topics`.
+    pub per_topic: Vec<TopicCounts>,
     /// Each topic's newest acknowledged cursor.
     pub newest: &'a [Option<Cursor>],
     pub all_caught_up: bool,
@@ -63,6 +75,15 @@ pub fn markdown(r: &Report) -> String {
         ("failed (may be stored)", r.failed.to_string()),
         ("faults", faults_text(&r.injected)),
         ("topics", r.topics.join(", ")),
+        (
+            "per topic: acked / failed / gaps",
+            r.topics
+                .iter()
+                .zip(&r.per_topic)
+                .map(|(t, c)| format!("{t} {} / {} / {}", c.acked, c.failed, c.gaps))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         ("clients", v.clients.len().to_string()),
         ("deliveries", v.sum(|c| c.deliveries).to_string()),
         ("gaps", v.sum(|c| c.gaps).to_string()),
@@ -143,12 +164,8 @@ pub fn markdown(r: &Report) -> String {
     for (cursor, ids) in &v.conflict_sample {
         let _ = writeln!(out, "cursor {cursor} names ids {ids:?}");
     }
-    if !r.failure_sample.is_empty() {
-        let _ = writeln!(
-            out,
-            "publish failures, e.g.: {}",
-            r.failure_sample.join("; ")
-        );
+    for (kind, n) in &r.failures {
+        let _ = writeln!(out, "publish failures: {n} × {kind}");
     }
     out
 }
@@ -185,9 +202,16 @@ pub fn json(r: &Report) -> String {
         "nodes": r.options.nodes,
         "cluster": r.options.cluster,
         "topics": r.topics,
+        "per_topic": r.topics.iter().zip(&r.per_topic).map(|(t, c)| serde_json::json!({
+            "topic": t,
+            "acked": c.acked,
+            "failed": c.failed,
+            "gaps": c.gaps,
+        })).collect::<Vec<_>>(),
         "published": r.published,
         "acked": r.acked,
         "failed": r.failed,
+        "failures": r.failures,
         "faults": faults,
         "deliveries": v.sum(|c| c.deliveries),
         "gaps": v.sum(|c| c.gaps),

@@ -362,16 +362,32 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
         published: published.acks.len() + published.failed.len(),
         acked: published.acks.len(),
         failed: published.failed.len(),
-        failure_sample: published
+        failures: published
             .failed
             .iter()
-            .take(3)
-            .map(|(_, e)| e.clone())
-            .collect(),
+            .fold(BTreeMap::new(), |mut kinds, (_, _, error)| {
+                *kinds
+                    .entry(crate::traffic::failure_kind(error).to_owned())
+                    .or_default() += 1;
+                kinds
+            }),
         injected,
         verdict: &verdict,
         subscribers: &world.subscribers,
         topics: &world.topics,
+        per_topic: (0..world.topics.len())
+            .map(|topic| report::TopicCounts {
+                acked: published.acks.iter().filter(|a| a.topic == topic).count(),
+                failed: published.failed.iter().filter(|f| f.0 == topic).count(),
+                gaps: world
+                    .subscribers
+                    .iter()
+                    .zip(&verdict.clients)
+                    .filter(|(s, _)| s.topic == topic)
+                    .map(|(_, c)| c.gaps)
+                    .sum(),
+            })
+            .collect(),
         newest: &targets,
         all_caught_up,
         elapsed_ms: clock.ms(),

@@ -182,12 +182,19 @@ async fn read(
     ended.store(true, Ordering::SeqCst);
 }
 
+/// A failure's kind, for counting: its text without the URL of the request
+/// (`send: error sending request for url (…)`).
+pub fn failure_kind(error: &str) -> &str {
+    error.find(" for url (").map_or(error, |at| &error[..at])
+}
+
 /// Everything publishers did.
 #[derive(Default)]
 pub struct Published {
     pub acks: Vec<Ack>,
-    /// Ids whose publish failed (may still have been stored), with why.
-    pub failed: Vec<(u64, String)>,
+    /// Publishes that failed (may still have been stored): the topic's
+    /// index, the id, why.
+    pub failed: Vec<(usize, u64, String)>,
 }
 
 pub struct Publisher {
@@ -240,7 +247,7 @@ impl Publisher {
                         id,
                         at_ms: clock.ms(),
                     }),
-                    Err(error) => out.failed.push((id, error)),
+                    Err(error) => out.failed.push((topic, id, error)),
                 }
             }
         });
@@ -269,7 +276,9 @@ async fn publish(
     let status = response.status();
     let body = response.bytes().await.map_err(|e| format!("body: {e}"))?;
     if !status.is_success() {
-        return Err(format!("{status}"));
+        // The route's answer says which broker error it was: keep its start.
+        let answer: String = String::from_utf8_lossy(&body).chars().take(160).collect();
+        return Err(format!("{status}: {}", answer.trim()));
     }
     #[derive(serde::Deserialize)]
     struct Answer {
