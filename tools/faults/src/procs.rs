@@ -425,3 +425,55 @@ impl Node {
         self.process.kill().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parse(bytes: &[u8]) -> Result<Reply, String> {
+        read_reply(&mut BufReader::new(bytes), 0).await
+    }
+
+    fn text(s: &str) -> Reply {
+        Reply::Text(s.to_owned())
+    }
+
+    #[tokio::test]
+    async fn replies_parse() {
+        assert_eq!(parse(b"+OK\r\n").await, Ok(text("OK")));
+        assert_eq!(parse(b":42\r\n").await, Ok(text("42")));
+        assert_eq!(parse(b"$5\r\nhello\r\n").await, Ok(text("hello")));
+        assert_eq!(parse(b"$-1\r\n").await, Ok(Reply::Nil));
+        assert_eq!(parse(b"*-1\r\n").await, Ok(Reply::Nil));
+        assert_eq!(
+            parse(b"*3\r\n$1\r\na\r\n*1\r\n:7\r\n$0\r\n\r\n").await,
+            Ok(Reply::Array(vec![
+                text("a"),
+                Reply::Array(vec![text("7")]),
+                text("")
+            ]))
+        );
+        assert_eq!(
+            parse(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n")
+                .await
+                .and_then(Reply::into_list),
+            Ok(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(
+            parse(b"-ERR unknown\r\n").await,
+            Err("ERR unknown".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_replies_are_errors() {
+        // A length out of bounds, a truncated body, an unknown type, too deep.
+        assert!(parse(b"$99999999999\r\n").await.is_err());
+        assert!(parse(b"*-7\r\n").await.is_err());
+        assert!(parse(b"$5\r\nhel").await.is_err());
+        assert!(parse(b"?what\r\n").await.is_err());
+        assert!(parse(b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n").await.is_err());
+        assert!(parse(b"").await.is_err());
+        assert!(parse(b"*1\r\n:1\r\n").await.unwrap().into_text().is_err());
+    }
+}
