@@ -472,7 +472,11 @@ mod tests {
         assert!(parse(b"*-7\r\n").await.is_err());
         assert!(parse(b"$5\r\nhel").await.is_err());
         assert!(parse(b"?what\r\n").await.is_err());
-        assert!(parse(b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n").await.is_err());
+        assert!(
+            parse(b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n")
+                .await
+                .is_err()
+        );
         assert!(parse(b"").await.is_err());
         assert!(parse(b"*1\r\n:1\r\n").await.unwrap().into_text().is_err());
     }

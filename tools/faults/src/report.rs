@@ -69,21 +69,12 @@ pub fn markdown(r: &Report) -> String {
         },
     );
     let _ = writeln!(out, "| metric | value |\n|---|---|");
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("events published", r.published.to_string()),
         ("acked", r.acked.to_string()),
         ("failed (may be stored)", r.failed.to_string()),
         ("faults", faults_text(&r.injected)),
         ("topics", r.topics.join(", ")),
-        (
-            "per topic: acked / failed / gaps",
-            r.topics
-                .iter()
-                .zip(&r.per_topic)
-                .map(|(t, c)| format!("{t} {} / {} / {}", c.acked, c.failed, c.gaps))
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
         ("clients", v.clients.len().to_string()),
         ("deliveries", v.sum(|c| c.deliveries).to_string()),
         ("gaps", v.sum(|c| c.gaps).to_string()),
@@ -113,6 +104,18 @@ pub fn markdown(r: &Report) -> String {
             if v.passed() { "PASS" } else { "FAIL" }.to_owned(),
         ),
     ];
+    if r.topics.len() > 1 {
+        let per_topic: Vec<String> = r
+            .topics
+            .iter()
+            .zip(&r.per_topic)
+            .map(|(t, c)| format!("{t} {} / {} / {}", c.acked, c.failed, c.gaps))
+            .collect();
+        rows.insert(
+            5,
+            ("per topic: acked / failed / gaps", per_topic.join(", ")),
+        );
+    }
     for (name, value) in rows {
         let _ = writeln!(out, "| {name} | {value} |");
     }

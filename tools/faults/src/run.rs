@@ -182,7 +182,8 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
     let front = Proxy::start(vec![None; o.nodes])
         .await
         .map_err(|e| e.to_string())?;
-    let mut world = if o.cluster {
+    // The Redis side: a cluster, or one Redis (ours or `--redis`) behind a proxy.
+    let (redis, redis_proxy, cluster, topics, prefix) = if o.cluster {
         // Ports: not from the run's seed (runs side by side would collide).
         let mut ports = Rng::new(u64::from(std::process::id()) ^ clock_nanos() as u64);
         let cluster = Cluster::start(&dir.join("cluster"), 3, 1, &mut ports).await?;
@@ -193,22 +194,8 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
             clock.ms(),
             topics.join(", ")
         );
-        World {
-            dir: dir.to_owned(),
-            prefix: format!("faults:{}", o.seed),
-            clock,
-            rng: Rng::new(rng.next_u64()),
-            redis: None,
-            replica: None,
-            repl_proxy: None,
-            redis_dirs: 0,
-            redis_proxy: None,
-            cluster: Some(cluster),
-            topics,
-            front,
-            nodes: (0..o.nodes).map(|_| None).collect(),
-            subscribers: Vec::new(),
-        }
+        let prefix = format!("faults:{}", o.seed);
+        (None, None, Some(cluster), topics, prefix)
     } else {
         let (redis, redis_addr, prefix) = match o.redis {
             Some(addr) => {
@@ -225,22 +212,24 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
         let redis_proxy = Proxy::start(vec![Some(redis_addr)])
             .await
             .map_err(|e| e.to_string())?;
-        World {
-            dir: dir.to_owned(),
-            prefix,
-            clock,
-            rng: Rng::new(rng.next_u64()),
-            redis,
-            replica: None,
-            repl_proxy: None,
-            redis_dirs: 0,
-            redis_proxy: Some(redis_proxy),
-            cluster: None,
-            topics: vec![TOPIC.to_owned()],
-            front,
-            nodes: (0..o.nodes).map(|_| None).collect(),
-            subscribers: Vec::new(),
-        }
+        let topics = vec![TOPIC.to_owned()];
+        (redis, Some(redis_proxy), None, topics, prefix)
+    };
+    let mut world = World {
+        dir: dir.to_owned(),
+        prefix,
+        clock,
+        rng: Rng::new(rng.next_u64()),
+        redis,
+        replica: None,
+        repl_proxy: None,
+        redis_dirs: 0,
+        redis_proxy,
+        cluster,
+        topics,
+        front,
+        nodes: (0..o.nodes).map(|_| None).collect(),
+        subscribers: Vec::new(),
     };
     if o.faults.contains(&Kind::ReplicaPromote) {
         world.start_replica().await?;
