@@ -1,13 +1,22 @@
 //! `faults run --cluster`: a Redis Cluster of the harness's own (primaries
 //! with a replica each, on free loopback ports), what it looks like from
-//! its nodes (`CLUSTER NODES`), and the two cluster faults: a primary killed
-//! and its replica promoted, a slot migrated while events are published.
+//! its nodes (`CLUSTER NODES`), and the cluster faults: a primary killed
+//! and its replica promoted, a slot migrated while events are published,
+//! the clients' link to one shard cut.
+//!
+//! Each server announces (`--cluster-announce-port`) the port of a proxy
+//! in front of it, so every client connection (the nodes', the replicas'
+//! replication) goes through a proxy the harness can cut; the cluster bus
+//! and the harness's own commands go straight to the server.
 //!
 //! Every wait polls with a deadline; the only sleeps pace the faults.
 
 use crate::faults::Rng;
 use crate::probe::Probe;
-use crate::procs::{Redis, redis_call, redis_cmd, wait_until};
+use crate::procs::{
+    ClusterNode, Redis, free_cluster_port, loopback, redis_call, redis_cmd, wait_until,
+};
+use crate::proxy::Proxy;
 use push_runtime::Channel;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,6 +35,7 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeLine {
     pub id: String,
+    /// The port it announces (through `Cluster::view`: its own port).
     pub port: u16,
     pub primary: bool,
     /// `fail` or `fail?`: the others think it is down.
@@ -96,6 +106,8 @@ pub struct Cluster {
     /// Every server, primaries and replicas alike; a killed one stays here
     /// (stopped) until it is restarted on its port, with its `nodes.conf`.
     pub servers: Vec<Redis>,
+    /// In front of each server (same index): the port it announces.
+    pub links: Vec<Proxy>,
 }
 
 impl Cluster {
@@ -110,11 +122,21 @@ impl Cluster {
         rng: &mut Rng,
     ) -> Result<Self, String> {
         let mut servers = Vec::new();
+        let mut links = Vec::new();
         for index in 0..primaries * (1 + replicas) {
             let server_dir = dir.join(format!("cluster-{index}"));
-            servers.push(Redis::start_cluster_node(&server_dir, NODE_TIMEOUT_MS, rng).await?);
+            let port = free_cluster_port(rng).map_err(|e| e.to_string())?;
+            let link = Proxy::start(vec![Some(loopback(port))])
+                .await
+                .map_err(|e| e.to_string())?;
+            let settings = ClusterNode {
+                node_timeout_ms: NODE_TIMEOUT_MS,
+                announce_port: link.addr.port(),
+            };
+            servers.push(Redis::start_cluster_node(&server_dir, port, settings).await?);
+            links.push(link);
         }
-        let cluster = Self { servers };
+        let cluster = Self { servers, links };
         let mut create = tokio::process::Command::new("redis-cli");
         create.arg("--cluster").arg("create");
         for server in &cluster.servers {
@@ -142,12 +164,18 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Seed URLs for the nodes: every server.
+    /// Seed URLs for the nodes: every server, through its link.
     pub fn urls(&self) -> Vec<String> {
-        self.servers
+        self.links
             .iter()
-            .map(|server| format!("redis://127.0.0.1:{}", server.port))
+            .map(|link| format!("redis://{}", link.addr))
             .collect()
+    }
+
+    /// The link in front of the server on `port`.
+    pub fn link_of(&self, port: u16) -> Option<&Proxy> {
+        let index = self.servers.iter().position(|s| s.port == port)?;
+        self.links.get(index)
     }
 
     /// The slot of a probe topic (`CLUSTER KEYSLOT`, asked of any server).
@@ -165,16 +193,23 @@ impl Cluster {
         ))
     }
 
-    /// The cluster as one running server sees it.
-    async fn view(port: u16) -> Result<Vec<NodeLine>, String> {
-        parse_nodes(&redis_cmd(port, &["CLUSTER", "NODES"]).await?)
+    /// The cluster as one running server sees it, each node named by its
+    /// own port (not the one of the link it announces).
+    async fn view(&self, port: u16) -> Result<Vec<NodeLine>, String> {
+        let mut view = parse_nodes(&redis_cmd(port, &["CLUSTER", "NODES"]).await?)?;
+        for node in &mut view {
+            if let Some(index) = self.links.iter().position(|l| l.addr.port() == node.port) {
+                node.port = self.servers[index].port;
+            }
+        }
+        Ok(view)
     }
 
     /// The cluster as the first running server that answers sees it.
     pub async fn any_view(&self) -> Result<Vec<NodeLine>, String> {
         let mut last = "no server running".to_owned();
         for server in self.servers.iter().filter(|s| s.is_running()) {
-            match Self::view(server.port).await {
+            match self.view(server.port).await {
                 Ok(view) => return Ok(view),
                 Err(error) => last = error,
             }
@@ -205,7 +240,7 @@ impl Cluster {
             if !info.lines().any(|line| line.trim() == "cluster_state:ok") {
                 return Err(format!("{}: cluster_state is not ok", server.port));
             }
-            let view = Self::view(server.port).await?;
+            let view = self.view(server.port).await?;
             if let Some(node) = view.iter().find(|node| node.failing) {
                 return Err(format!("{} sees {} failing", server.port, node.port));
             }
@@ -334,6 +369,26 @@ impl Cluster {
             promoted.unwrap_or_default(),
             took.as_millis(),
             old.port,
+        ))
+    }
+
+    /// `redis-link` with a cluster: the link to the primary serving `topic`
+    /// (the nodes' and its replicas' connections) drops every connection
+    /// and refuses new ones for `outage`; the cluster itself (its bus) sees
+    /// nothing wrong, so no failover follows.
+    pub async fn cut_link(&self, topic: &str, outage: Duration) -> Result<String, String> {
+        let slot = self.slot_of(topic).await?;
+        let owner = self.owner(slot).await?;
+        let link = self
+            .link_of(owner.port)
+            .ok_or_else(|| format!("slot {slot} is served by {}, not ours", owner.port))?;
+        link.block();
+        tokio::time::sleep(outage).await;
+        link.unblock();
+        Ok(format!(
+            "{topic} (slot {slot}): the link to {} cut for {} ms",
+            owner.port,
+            outage.as_millis()
         ))
     }
 

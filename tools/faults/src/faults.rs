@@ -45,7 +45,8 @@ pub enum Kind {
     /// history: a gap, or the server drops it).
     SlowClient,
     /// Cut the node<->Redis link (every connection dropped, new ones
-    /// refused) for a while, then restore it.
+    /// refused) for a while, then restore it; with a cluster, the link to
+    /// the primary of one probe topic's shard.
     RedisLink,
     /// Kill Redis and restart it empty: its data is lost, new epochs follow.
     RedisRestart,
@@ -87,12 +88,12 @@ impl Kind {
         )
     }
 
-    /// Whether the fault acts on one Redis server (restarts it, or proxies
-    /// the nodes' link to it), so has no meaning with `--cluster`.
+    /// Whether the fault acts on one Redis server (restarts it, or
+    /// promotes its replica by hand), so has no meaning with `--cluster`.
     pub fn needs_single_redis(self) -> bool {
         matches!(
             self,
-            Kind::RedisLink | Kind::RedisRestart | Kind::RedisRollback | Kind::ReplicaPromote
+            Kind::RedisRestart | Kind::RedisRollback | Kind::ReplicaPromote
         )
     }
 

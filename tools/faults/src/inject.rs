@@ -13,6 +13,16 @@ pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
             world.front.cut();
             Ok(())
         }
+        Kind::RedisLink if world.cluster.is_some() => {
+            let topic = world
+                .rng
+                .pick(&world.topics.iter().collect::<Vec<_>>())
+                .clone();
+            let outage = world.rng.millis(500, 3000);
+            let what = world.cluster()?.cut_link(&topic, outage).await?;
+            eprintln!("faults: redis-link: {what}");
+            Ok(())
+        }
         Kind::RedisLink => {
             world.redis_proxy()?.block();
             tokio::time::sleep(world.rng.millis(500, 3000)).await;

@@ -24,16 +24,17 @@
 //! | `node-kill` | SIGKILL a node, restart it after 0.3-1.5 s | both | passes |
 //! | `client-cut` | the front proxy drops every client connection | both | passes |
 //! | `slow-client` | one client stops reading for 2-6 s | both | passes |
-//! | `redis-link` | the node<->Redis proxy drops and refuses connections for 0.5-3 s | single | passes |
+//! | `redis-link` | the node<->Redis proxy drops and refuses connections for 0.5-3 s (a cluster: the proxy a probe topic's primary announces) | both | passes |
 //! | `redis-restart` | Redis killed and restarted empty: new epochs | single | passes |
 //! | `redis-rollback` | Redis restarted from an older snapshot: same epoch, lower seq | single | passes |
 //! | `replica-promote` | a lagging replica promoted in place of the primary | single | passes |
 //! | `cluster-failover` | SIGKILL the primary of a probe topic's shard, wait for its replica's promotion, restart it (it rejoins as a replica) | cluster | passes |
 //! | `slot-migrate` | move a probe topic's slot to another primary while publishing (IMPORTING/MIGRATING, MIGRATE key by key, SETSLOT NODE) | cluster | passes |
 //!
-//! "single" kinds are refused with `--cluster` (they act on one server, or
-//! on the one link the nodes have to it), "cluster" kinds without it.
-//! `.ci/faults-smoke` runs every kind. Every process a run starts
+//! "single" kinds are refused with `--cluster` (they restart the one
+//! server, or promote its replica by hand), "cluster" kinds without it.
+//! `.ci/faults-smoke` runs every kind (its cluster run's seed draws all six
+//! of a cluster within 30 s). Every process a run starts
 //! (redis-server, nodes) listens on a free loopback port with its own
 //! directory under the temp dir, and is killed when the run ends, fails,
 //! panics or is interrupted.
@@ -111,7 +112,7 @@ enum Mode {
         faults: String,
         /// Start a Redis Cluster (3 primaries, a replica each) instead of
         /// one Redis, and spread the probe topics over its shards. The
-        /// faults on one Redis (redis-link, redis-restart, redis-rollback,
+        /// faults on one Redis (redis-restart, redis-rollback,
         /// replica-promote) are refused then.
         #[arg(long, conflicts_with = "redis")]
         cluster: bool,

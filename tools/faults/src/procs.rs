@@ -228,14 +228,23 @@ where
     }
 }
 
+/// The settings of a Redis Cluster server.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterNode {
+    /// `--cluster-node-timeout`.
+    pub node_timeout_ms: u64,
+    /// `--cluster-announce-port`: the port the cluster tells clients.
+    pub announce_port: u16,
+}
+
 /// A redis-server of the harness's own: its own port and directory.
 pub struct Redis {
     pub port: u16,
     pub dir: PathBuf,
     /// `--replicaof 127.0.0.1 <port>` when started as a replica.
     replica_of: Option<u16>,
-    /// A Redis Cluster node with this `--cluster-node-timeout` (ms).
-    cluster_node_timeout: Option<u64>,
+    /// A Redis Cluster node: its settings.
+    cluster: Option<ClusterNode>,
     process: Option<Guard>,
 }
 
@@ -246,26 +255,26 @@ impl Redis {
             port: free_port().map_err(|e| e.to_string())?,
             dir: dir.to_owned(),
             replica_of,
-            cluster_node_timeout: None,
+            cluster: None,
             process: None,
         };
         redis.restart().await?;
         Ok(redis)
     }
 
-    /// A Redis Cluster node (not yet part of a cluster): its own port with a
-    /// free bus port, its `nodes.conf` in its directory.
+    /// A Redis Cluster node (not yet part of a cluster) on `port` (see
+    /// [`free_cluster_port`]), its `nodes.conf` in its directory.
     pub async fn start_cluster_node(
         dir: &Path,
-        node_timeout_ms: u64,
-        rng: &mut crate::faults::Rng,
+        port: u16,
+        settings: ClusterNode,
     ) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut redis = Self {
-            port: free_cluster_port(rng).map_err(|e| e.to_string())?,
+            port,
             dir: dir.to_owned(),
             replica_of: None,
-            cluster_node_timeout: Some(node_timeout_ms),
+            cluster: Some(settings),
             process: None,
         };
         redis.restart().await?;
@@ -300,11 +309,24 @@ impl Redis {
         if let Some(primary) = self.replica_of {
             command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
-        if let Some(node_timeout) = self.cluster_node_timeout {
+        if let Some(cluster) = &self.cluster {
             command
                 .args(["--cluster-enabled", "yes", "--cluster-config-file"])
                 .arg(self.dir.join("nodes.conf"))
-                .args(["--cluster-node-timeout", &node_timeout.to_string()])
+                .args([
+                    "--cluster-node-timeout",
+                    &cluster.node_timeout_ms.to_string(),
+                ])
+                // Clients (the nodes, the replicas) are told this port: a
+                // proxy the harness can cut. The bus stays direct.
+                .args([
+                    "--cluster-announce-port",
+                    &cluster.announce_port.to_string(),
+                ])
+                .args([
+                    "--cluster-announce-bus-port",
+                    &(u32::from(self.port) + 10_000).to_string(),
+                ])
                 // The other shards keep serving while one has no primary:
                 // a fault hits the topics of one shard, not all.
                 .args(["--cluster-require-full-coverage", "no"])

@@ -155,7 +155,7 @@ pub async fn run(o: Options) -> Result<bool, String> {
     {
         return Err(format!(
             "{kind} acts on one Redis server, not on a cluster: drop it or --cluster \
-             (cluster-failover and slot-migrate are the cluster's Redis faults)"
+             (a cluster's Redis faults: redis-link, cluster-failover, slot-migrate)"
         ));
     }
     if !o.cluster
