@@ -15,9 +15,14 @@
 //! outlived a restart or a failover (and so may have gone back in time),
 //! hands out a new epoch, and clients get a gap instead of reused cursors.
 //!
-//! The server is one address ([`RedisConfig::new`]) or the primary Redis
+//! The server is one address ([`RedisConfig::new`]), the primary Redis
 //! Sentinel names ([`RedisConfig::sentinel`]), asked again for every
-//! connection, so the broker follows a failover.
+//! connection, so the broker follows a failover, or a Redis Cluster
+//! ([`RedisConfig::cluster`]; see the `cluster` module), whose shards each
+//! hold some topics.
+
+mod cluster;
+mod slots;
 
 use super::{
     Broker, BrokerError, BrokerErrorKind, BrokerFuture, BrokerHealth, BrokerSubscribeError,
@@ -85,6 +90,10 @@ end
 /// Redis went back in time without a restart this broker can see, and the
 /// topic starts a new epoch before the event is appended. ARGV[8]: the
 /// `run_id` of the Redis process (see `vouch_lua!`).
+///
+/// On a cluster, KEYS[3] is the topic's live channel: the event is
+/// announced there (`SPUBLISH <epoch> <seq> <kind> <name> <data>`) in the
+/// same atomic step, for the nodes' readers (see the `cluster` module).
 const PUBLISH_LUA: &str = concat!(
     vouch_lua!("ARGV[8]"),
     r"
@@ -99,6 +108,9 @@ end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], string.format('%d-1', seq),
   'e', epoch, 'n', ARGV[3], 'k', ARGV[4], 'd', ARGV[5])
+if KEYS[3] then
+  redis.call('SPUBLISH', KEYS[3], string.format('%s %d %s %s ', epoch, seq, ARGV[4], ARGV[3]) .. ARGV[5])
+end
 return {epoch, seq}
 "
 );
@@ -232,6 +244,43 @@ impl RedisConfig {
         })
     }
 
+    /// Defaults for a Redis Cluster (Redis 7 or later), reached through any
+    /// of its nodes at `nodes` (URLs such as `redis://10.0.0.1:7000`, tried
+    /// in order until one answers with the slot map; their credentials, if
+    /// any, are used for every node of the cluster).
+    ///
+    /// Topics spread over the cluster's shards: both keys of a topic share
+    /// a hash tag, so each topic lives in one slot and is written
+    /// atomically. A node keeps one command connection and one reader per
+    /// primary, whatever the number of topics and clients; `MOVED`, `ASK`
+    /// and `TRYAGAIN` are followed, and the slot map is read again after
+    /// each sign of change and at every epoch check.
+    ///
+    /// The epoch rules are those of one server: a topic whose keys were
+    /// written by another Redis process moves to a new epoch, and its
+    /// subscribers get a gap. That happens after a shard's failover (the
+    /// promoted replica may lack what the old primary acknowledged) and
+    /// after a slot migrates to another primary (its topics start again in
+    /// a new epoch, their history dropped). Publishing to a shard that has
+    /// lost its primary fails ([`BrokerErrorKind::Unavailable`]: `503`)
+    /// until the cluster has promoted a replica.
+    ///
+    /// The key prefix must not contain `{` or `}` (they would make every
+    /// topic share one slot): connecting fails with
+    /// [`RedisBrokerError::Config`].
+    ///
+    /// ```
+    /// use push_runtime::broker::RedisConfig;
+    ///
+    /// let config = RedisConfig::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
+    /// # let _ = config;
+    /// ```
+    pub fn cluster(nodes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self::with_endpoint(Endpoint::Cluster(
+            nodes.into_iter().map(Into::into).collect(),
+        ))
+    }
+
     fn with_endpoint(endpoint: Endpoint) -> Self {
         Self {
             endpoint,
@@ -358,6 +407,8 @@ enum Endpoint {
         master: String,
         sentinels: Vec<String>,
     },
+    /// A Redis Cluster, reached through any of these nodes' URLs.
+    Cluster(Vec<String>),
 }
 
 /// Why the Redis broker failed.
@@ -383,10 +434,15 @@ pub enum RedisBrokerError {
     },
     /// No sentinel named a reachable primary (see [`RedisConfig::sentinel`]):
     /// none answered, none knows the master's name, or the server named is
-    /// not (or no longer) a primary. The message says what each sentinel
-    /// said.
-    #[error("no primary found through redis sentinel: {0}")]
+    /// not (or no longer) a primary; or no node of a cluster answered with
+    /// a slot map that serves every slot ([`RedisConfig::cluster`]). The
+    /// message says what each one said.
+    #[error("no primary found through redis sentinel or cluster: {0}")]
     NoPrimary(String),
+    /// The configuration cannot work (the message says why), e.g. a key
+    /// prefix with a brace on a cluster ([`RedisConfig::cluster`]).
+    #[error("unusable redis broker configuration: {0}")]
+    Config(String),
 }
 
 impl From<redis::RedisError> for RedisBrokerError {
@@ -447,12 +503,11 @@ struct Mirror {
 
 struct Shared {
     config: RedisConfig,
-    target: Arc<Target>,
-    commands: Commands,
-    publish: Script,
-    load: Script,
-    check: Script,
-    rebase: Script,
+    routes: Routes,
+    publish: Lua,
+    load: Lua,
+    check: Lua,
+    rebase: Lua,
     mirrors: RwLock<HashMap<TopicKey, Mirror>>,
     /// The byte budget every mirror is made with.
     budget: HistoryBudget,
@@ -472,6 +527,18 @@ struct Shared {
     reconnects: AtomicU64,
     /// Entries Redis held that the mirrors lacked, at the last epoch check.
     reader_lag: AtomicU64,
+}
+
+/// Where the commands of a topic go.
+enum Routes {
+    /// One server (or the primary Sentinel names): one connection for
+    /// commands, and the reader's `XREAD` over every mirrored stream.
+    Single {
+        target: Arc<Target>,
+        commands: Box<Commands>,
+    },
+    /// A Redis Cluster: each topic to the primary serving its slot.
+    Cluster(Arc<cluster::Cluster>),
 }
 
 /// A topic the reader follows, as of one read.
@@ -544,6 +611,27 @@ impl Link {
     }
 }
 
+impl Link {
+    /// Runs a script call here, with this server's `run_id` last; sends
+    /// the script's text if the server lacks it.
+    async fn eval<T: redis::FromRedisValue>(&mut self, call: &Call<'_>) -> redis::RedisResult<T> {
+        let result = call
+            .command(&self.run, false)
+            .query_async(&mut self.conn)
+            .await;
+        match result {
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                call.command(&self.run, true)
+                    .query_async(&mut self.conn)
+                    .await
+            }
+            result => result,
+        }
+    }
+}
+
 /// What a [`Link`] connects to: [`Endpoint`], parsed.
 enum Target {
     Server(redis::Client),
@@ -557,6 +645,11 @@ impl Target {
     fn new(endpoint: &Endpoint) -> Result<Self, RedisBrokerError> {
         Ok(match endpoint {
             Endpoint::Server(url) => Self::Server(client(url.as_str())?),
+            Endpoint::Cluster(_) => {
+                return Err(RedisBrokerError::Config(
+                    "a cluster is reached through its slot map, not one target".to_owned(),
+                ));
+            }
             Endpoint::Sentinel { master, sentinels } => {
                 if sentinels.is_empty() {
                     return Err(RedisBrokerError::NoPrimary(format!(
@@ -579,10 +672,16 @@ impl Target {
 /// A client for `info`, with `TCP_NODELAY` (without it, pipelined
 /// publishes wait on Nagle's algorithm).
 fn client(info: impl redis::IntoConnectionInfo) -> Result<redis::Client, RedisBrokerError> {
-    let info = info
+    Ok(redis::Client::open(client_info(info)?)?)
+}
+
+/// `info`, parsed, with `TCP_NODELAY`.
+fn client_info(
+    info: impl redis::IntoConnectionInfo,
+) -> Result<redis::ConnectionInfo, RedisBrokerError> {
+    Ok(info
         .into_connection_info()?
-        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    Ok(redis::Client::open(info)?)
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)))
 }
 
 /// A connection to the primary that the sentinels name `master`: each
@@ -650,6 +749,69 @@ fn run_id(info: &str) -> Option<&str> {
         .find_map(|line| line.strip_prefix("run_id:"))
         .map(str::trim)
         .filter(|run| !run.is_empty() && run.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A Lua script of the broker: its text and its SHA1 (`EVALSHA`).
+struct Lua {
+    code: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            hash: Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    /// A call of this script, its keys and arguments to be added.
+    fn call(&self) -> Call<'_> {
+        Call {
+            lua: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One call of a [`Lua`] script. The connection it runs on adds the
+/// `run_id` of its server as the last argument (see `vouch_lua!`).
+struct Call<'a> {
+    lua: &'a Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call<'_> {
+    fn key(mut self, key: impl redis::ToRedisArgs) -> Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    fn arg(mut self, arg: impl redis::ToRedisArgs) -> Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    /// `EVALSHA` (or `EVAL`, with the script's text) with `run` last.
+    fn command(&self, run: &str, with_text: bool) -> redis::Cmd {
+        let mut cmd = if with_text {
+            redis::cmd("EVAL")
+        } else {
+            redis::cmd("EVALSHA")
+        };
+        cmd.arg(if with_text {
+            self.lua.code
+        } else {
+            self.lua.hash.as_str()
+        })
+        .arg(self.keys.len())
+        .arg(&self.keys)
+        .arg(&self.args)
+        .arg(run);
+        cmd
+    }
 }
 
 /// The node's connection for publishes and loads: one [`Link`], shared by
@@ -758,17 +920,28 @@ impl Commands {
     }
 
     /// Runs a script on the current connection, with its `run_id` as the
-    /// last argument.
-    async fn invoke<T: redis::FromRedisValue>(
+    /// last argument (the script is sent again if the server lacks it).
+    async fn eval<T: redis::FromRedisValue>(&self, call: &Call<'_>) -> Result<T, RedisBrokerError> {
+        let mut link = self.link().await?;
+        link.eval(call).await.map_err(|error| {
+            self.failed(&link, &error);
+            error.into()
+        })
+    }
+
+    /// [`Commands::eval`] on a cluster node importing the call's slot,
+    /// right after `ASKING` (one pipeline, so nothing else comes between).
+    async fn eval_asking<T: redis::FromRedisValue>(
         &self,
-        script: &mut redis::ScriptInvocation<'_>,
+        call: &Call<'_>,
     ) -> Result<T, RedisBrokerError> {
         let mut link = self.link().await?;
-        let result = script
-            .arg(link.run.as_ref())
-            .invoke_async(&mut link.conn)
-            .await;
-        result.map_err(|error| {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ASKING")
+            .ignore()
+            .add_command(call.command(&link.run, true));
+        let result: Result<(T,), _> = pipe.query_async(&mut link.conn).await;
+        result.map(|(value,)| value).map_err(|error| {
             self.failed(&link, &error);
             error.into()
         })
@@ -799,6 +972,7 @@ impl RedisBrokerError {
             Self::Reply(what) => Self::Reply(what),
             Self::TooManyTopics(n) => Self::TooManyTopics(*n),
             Self::NoPrimary(what) => Self::NoPrimary(what.clone()),
+            Self::Config(what) => Self::Config(what.clone()),
             Self::TooLarge { size, max } => Self::TooLarge {
                 size: *size,
                 max: *max,
@@ -813,19 +987,26 @@ impl RedisBroker {
     /// Fails if Redis cannot be reached now; once started, the broker
     /// survives outages (see the crate's README).
     pub async fn connect(config: RedisConfig) -> Result<Self, RedisBrokerError> {
-        let target = Arc::new(Target::new(&config.endpoint)?);
-        let commands = Commands::new(Arc::clone(&target), &config);
-        commands.link().await?;
+        let routes = match &config.endpoint {
+            Endpoint::Cluster(nodes) => {
+                Routes::Cluster(Arc::new(cluster::Cluster::connect(nodes, &config).await?))
+            }
+            endpoint => {
+                let target = Arc::new(Target::new(endpoint)?);
+                let commands = Box::new(Commands::new(Arc::clone(&target), &config));
+                commands.link().await?;
+                Routes::Single { target, commands }
+            }
+        };
         let budget = HistoryBudget::new(config.max_history_bytes, config.max_total_history_bytes);
         let shared = Arc::new(Shared {
             budget,
             config,
-            target,
-            commands,
-            publish: Script::new(PUBLISH_LUA),
-            load: Script::new(LOAD_LUA),
-            check: Script::new(CHECK_LUA),
-            rebase: Script::new(REBASE_LUA),
+            routes,
+            publish: Lua::new(PUBLISH_LUA),
+            load: Lua::new(LOAD_LUA),
+            check: Lua::new(CHECK_LUA),
+            rebase: Lua::new(REBASE_LUA),
             mirrors: RwLock::default(),
             started: Instant::now(),
             generation: AtomicU64::new(0),
@@ -837,7 +1018,12 @@ impl RedisBroker {
             reconnects: AtomicU64::new(0),
             reader_lag: AtomicU64::new(0),
         });
-        let reader = tokio::spawn(read_loop(Arc::clone(&shared)));
+        let reader = match &shared.routes {
+            Routes::Cluster(cluster) => {
+                tokio::spawn(cluster::run(Arc::clone(&shared), Arc::clone(cluster)))
+            }
+            Routes::Single { .. } => tokio::spawn(read_loop(Arc::clone(&shared))),
+        };
         Ok(Self { shared, reader })
     }
 
@@ -910,10 +1096,17 @@ impl Broker for RedisBroker {
 
     fn health(&self) -> Option<BrokerHealth> {
         let shared = &self.shared;
+        let (connected, lag) = match &shared.routes {
+            Routes::Single { .. } => (
+                shared.reader_id.load(Ordering::SeqCst) != 0,
+                shared.reader_lag.load(Ordering::Relaxed),
+            ),
+            Routes::Cluster(cluster) => (cluster.readers_connected(), cluster.lag()),
+        };
         Some(BrokerHealth::new(
-            shared.reader_id.load(Ordering::SeqCst) != 0,
+            connected,
             shared.reconnects.load(Ordering::Relaxed),
-            shared.reader_lag.load(Ordering::Relaxed),
+            lag,
             self.mirrored_topics(),
         ))
     }
@@ -939,6 +1132,38 @@ impl Shared {
         (format!("{base}:meta"), format!("{base}:events"))
     }
 
+    /// The topic's live channel on a cluster (see [`PUBLISH_LUA`]).
+    fn live(&self, key: &TopicKey) -> String {
+        format!(
+            "{}:{{{}/{}}}:live",
+            self.config.key_prefix,
+            key.channel,
+            key.topic.as_str()
+        )
+    }
+
+    /// Runs a script call about the topic whose meta key is `meta`: on the
+    /// server, or on the cluster's primary serving its slot.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        meta: &str,
+        call: &Call<'_>,
+    ) -> Result<T, RedisBrokerError> {
+        match &self.routes {
+            Routes::Single { commands, .. } => commands.eval(call).await,
+            Routes::Cluster(cluster) => cluster.invoke(cluster::slot(meta), call).await,
+        }
+    }
+
+    /// Every mirror, with its topic.
+    fn mirrored(&self) -> Vec<(TopicKey, Arc<TopicLog>)> {
+        let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
+        mirrors
+            .iter()
+            .map(|(k, m)| (k.clone(), Arc::clone(&m.log)))
+            .collect()
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -954,21 +1179,19 @@ impl Shared {
         // How far this node knows the topic went, if it mirrors it.
         let mirror = self.peek(key);
         let known = mirror.as_ref().map(|log| log.newest());
-        let (epoch, seq): (String, u64) = self
-            .commands
-            .invoke(
-                self.publish
-                    .key(&meta)
-                    .key(&events)
-                    .arg(fresh_epoch())
-                    .arg(self.config.history_len)
-                    .arg(event.name)
-                    .arg(event.kind_index)
-                    .arg(event.data.as_ref())
-                    .arg(known.map_or(String::new(), |c| c.epoch().to_string()))
-                    .arg(known.map_or(0, Cursor::seq)),
-            )
-            .await?;
+        let mut call = self.publish.call().key(&meta).key(&events);
+        if let Routes::Cluster(_) = &self.routes {
+            call = call.key(self.live(key));
+        }
+        let call = call
+            .arg(fresh_epoch())
+            .arg(self.config.history_len)
+            .arg(event.name)
+            .arg(event.kind_index)
+            .arg(event.data.as_ref())
+            .arg(known.map_or(String::new(), |c| c.epoch().to_string()))
+            .arg(known.map_or(0, Cursor::seq));
+        let (epoch, seq): (String, u64) = self.invoke(&meta, &call).await?;
         let epoch = epoch
             .parse()
             .map_err(|_| RedisBrokerError::Reply("epoch is not a number"))?;
@@ -1051,6 +1274,14 @@ impl Shared {
 
     /// Makes the reader include a topic set of at least `generation`.
     async fn wake_reader(&self, generation: u64) {
+        let commands = match &self.routes {
+            Routes::Single { commands, .. } => commands,
+            Routes::Cluster(_) => {
+                // Each primary's reader subscribes what it serves.
+                self.interest.notify_waiters();
+                return;
+            }
+        };
         self.interest.notify_one();
         for _ in 0..5 {
             if self.reading_generation.load(Ordering::SeqCst) >= generation {
@@ -1058,8 +1289,7 @@ impl Shared {
             }
             let id = self.reader_id.load(Ordering::SeqCst);
             if id != 0 {
-                let unblocked: Result<u64, _> = self
-                    .commands
+                let unblocked: Result<u64, _> = commands
                     .query(redis::cmd("CLIENT").arg("UNBLOCK").arg(id))
                     .await;
                 if matches!(unblocked, Ok(1) | Err(_)) {
@@ -1079,19 +1309,17 @@ impl Shared {
     ) -> Result<Tail, RedisBrokerError> {
         let (meta, events) = self.keys(key);
         let (epoch, after) = known.map_or((0, 0), |c| (c.epoch(), c.seq()));
-        let reply: Value = self
-            .commands
-            .invoke(
-                self.load
-                    .key(&meta)
-                    .key(&events)
-                    .arg(fresh_epoch())
-                    .arg(self.config.history_len)
-                    .arg(epoch.to_string())
-                    .arg(after)
-                    .arg(millis(self.config.unused_topic_ttl)),
-            )
-            .await?;
+        let call = self
+            .load
+            .call()
+            .key(&meta)
+            .key(&events)
+            .arg(fresh_epoch())
+            .arg(self.config.history_len)
+            .arg(epoch.to_string())
+            .arg(after)
+            .arg(millis(self.config.unused_topic_ttl));
+        let reply: Value = self.invoke(&meta, &call).await?;
         parse_tail(&reply).ok_or(RedisBrokerError::Reply("malformed topic tail"))
     }
 
@@ -1138,67 +1366,84 @@ impl Shared {
     }
 
     /// Refreshes every mirror whose epoch Redis no longer holds, and drops
-    /// mirrors nobody has used for a while.
+    /// mirrors nobody has used for a while (one server: one script for
+    /// every topic, on the reader's connection).
     async fn check_epochs(&self, reader: &mut Link) -> Result<(), RedisBrokerError> {
         self.drop_idle_mirrors();
-        let logs: Vec<(TopicKey, Arc<TopicLog>)> = {
-            let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
-            mirrors
-                .iter()
-                .map(|(k, m)| (k.clone(), Arc::clone(&m.log)))
-                .collect()
+        let keys: Vec<TopicKey> = self.mirrored().into_iter().map(|(key, _)| key).collect();
+        let lag = self.check_on(&keys, Some(reader)).await?;
+        self.reader_lag.store(lag, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The epoch check of some mirrored topics of one cluster slot (a
+    /// script may only touch one slot). Returns their largest lag.
+    async fn check_topics(&self, keys: &[TopicKey]) -> Result<u64, RedisBrokerError> {
+        self.check_on(keys, None).await
+    }
+
+    /// Checks the topics' epochs in one script ([`CHECK_LUA`]), on `reader`
+    /// or where their slot lives: a mirror whose epoch Redis no longer
+    /// holds moves to Redis's; one whose sequence number went back starts
+    /// a new epoch; one behind Redis catches up. Returns the largest lag.
+    async fn check_on(
+        &self,
+        keys: &[TopicKey],
+        reader: Option<&mut Link>,
+    ) -> Result<u64, RedisBrokerError> {
+        let logs: Vec<(&TopicKey, Arc<TopicLog>)> = keys
+            .iter()
+            .filter_map(|key| Some((key, self.peek(key)?)))
+            .collect();
+        let Some((first, _)) = logs.first() else {
+            return Ok(0);
         };
-        if logs.is_empty() {
-            self.reader_lag.store(0, Ordering::Relaxed);
-            return Ok(());
-        }
-        let mut check = self.check.prepare_invoke();
+        let mut call = self.check.call();
         for (key, _) in &logs {
             let (meta, events) = self.keys(key);
-            check.key(meta).key(events);
+            call = call.key(meta).key(events);
         }
-        let topics: Vec<(Option<u64>, Option<u64>)> = check
+        let call = call
             .arg(millis(self.config.unused_topic_ttl))
-            .arg(fresh_epoch())
-            .arg(reader.run.as_ref())
-            .invoke_async(&mut reader.conn)
-            .await?;
+            .arg(fresh_epoch());
+        let topics: Vec<(Option<u64>, Option<u64>)> = match reader {
+            Some(link) => link.eval(&call).await?,
+            None => self.invoke(&self.keys(first).0, &call).await?,
+        };
         let mut lag = 0;
         for ((key, log), (epoch, seq)) in logs.iter().zip(topics) {
             let newest = log.newest();
-            if epoch == Some(log.epoch()) {
-                lag = seq.unwrap_or(0).saturating_sub(newest.seq()).max(lag);
-            }
-            if epoch == Some(log.epoch()) && seq.unwrap_or(0) < newest.seq() {
-                self.rebase(key, newest, &mut reader.conn).await?;
+            let seq = seq.unwrap_or(0);
+            if epoch != Some(log.epoch()) {
                 self.refresh(key).await?;
-            } else if epoch != Some(log.epoch()) {
+                continue;
+            }
+            lag = seq.saturating_sub(newest.seq()).max(lag);
+            if seq < newest.seq() {
+                self.rebase(key, newest).await?;
+                self.refresh(key).await?;
+            } else if seq > newest.seq() {
+                // Missed by the reader (or still on its way): the stream has it.
                 self.refresh(key).await?;
             }
         }
-        self.reader_lag.store(lag, Ordering::Relaxed);
-        Ok(())
+        Ok(lag)
     }
 
     /// Starts a new epoch for a topic whose sequence number in Redis went
     /// back below `known` (an older snapshot, a replica that lagged), so
     /// that no cursor names two events; subscribers get a gap.
-    async fn rebase(
-        &self,
-        key: &TopicKey,
-        known: Cursor,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<(), RedisBrokerError> {
+    async fn rebase(&self, key: &TopicKey, known: Cursor) -> Result<(), RedisBrokerError> {
         let (meta, events) = self.keys(key);
-        let rebased: u64 = self
+        let call = self
             .rebase
+            .call()
             .key(&meta)
             .key(&events)
             .arg(known.epoch().to_string())
             .arg(known.seq())
-            .arg(fresh_epoch())
-            .invoke_async(conn)
-            .await?;
+            .arg(fresh_epoch());
+        let rebased: u64 = self.invoke(&meta, &call).await?;
         if rebased == 1 {
             tracing::warn!(
                 channel = key.channel,
@@ -1243,7 +1488,12 @@ impl Shared {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.config.command_timeout))
             .set_response_timeout(Some(self.config.epoch_check + self.config.command_timeout));
-        let mut link = Link::open(&self.target, &config, 0).await?;
+        let Routes::Single { target, .. } = &self.routes else {
+            return Err(RedisBrokerError::Config(
+                "a cluster has a reader per primary, not one".to_owned(),
+            ));
+        };
+        let mut link = Link::open(target, &config, 0).await?;
         let id: u64 = redis::cmd("CLIENT")
             .arg("ID")
             .query_async(&mut link.conn)
