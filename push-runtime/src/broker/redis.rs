@@ -463,8 +463,9 @@ impl From<RedisBrokerError> for BrokerError {
                 BrokerErrorKind::Unavailable
             }
             // The server's "not now": a cluster without a primary for a
-            // slot, a slot moving, a replica promoting or a dump loading,
-            // still so after the retries.
+            // slot, a slot moving (or redirections that did not settle), a
+            // replica promoting or a dump loading, still so after the
+            // retries.
             RedisBrokerError::Command(e)
                 if matches!(
                     e.kind(),
@@ -473,6 +474,8 @@ impl From<RedisBrokerError> for BrokerError {
                             | redis::ServerErrorKind::TryAgain
                             | redis::ServerErrorKind::MasterDown
                             | redis::ServerErrorKind::BusyLoading
+                            | redis::ServerErrorKind::Moved
+                            | redis::ServerErrorKind::Ask
                     )
                 ) =>
             {
@@ -1010,7 +1013,7 @@ impl Commands {
         let result: Result<(T,), _> = pipe.query_async(&mut link.conn).await;
         result.map(|(value,)| value).map_err(|error| {
             self.failed(&link, &error);
-            error.into()
+            the_failure(error).into()
         })
     }
 
@@ -1024,6 +1027,20 @@ impl Commands {
             self.failed(&link, &error);
             error.into()
         })
+    }
+}
+
+/// The error of the one command of a pipeline that failed, as if it had
+/// been sent alone (so that its kind and its redirection can be read), or
+/// `error` itself.
+fn the_failure(error: redis::RedisError) -> redis::RedisError {
+    if !matches!(error.kind(), redis::ErrorKind::Server(_)) || error.detail().is_some() {
+        return error;
+    }
+    let text = error.to_string();
+    match error.into_server_errors() {
+        Some(failures) if failures.len() == 1 => failures[0].1.clone().into(),
+        _ => redis::RedisError::from((redis::ErrorKind::Extension, "pipeline failed", text)),
     }
 }
 
@@ -2016,6 +2033,8 @@ mod tests {
             ServerErrorKind::TryAgain,
             ServerErrorKind::MasterDown,
             ServerErrorKind::BusyLoading,
+            ServerErrorKind::Moved,
+            ServerErrorKind::Ask,
         ] {
             let error = redis::RedisError::from((ErrorKind::Server(kind), "not now"));
             let error = BrokerError::from(RedisBrokerError::Command(error));
@@ -2027,6 +2046,19 @@ mod tests {
         ));
         let other = BrokerError::from(RedisBrokerError::Command(other));
         assert_eq!(other.kind(), BrokerErrorKind::Other);
+    }
+
+    #[test]
+    fn a_failed_pipeline_reads_as_its_failed_command() {
+        use redis::{ErrorKind, ServerErrorKind};
+        let ask = redis::RedisError::from((
+            ErrorKind::Server(ServerErrorKind::Ask),
+            "An error was signalled by the server",
+            "3999 127.0.0.1:6381".to_owned(),
+        ));
+        // Not a pipeline error: unchanged.
+        let same = the_failure(ask);
+        assert_eq!(same.redirect_node(), Some(("127.0.0.1:6381", 3999)));
     }
 
     const NAMES: &[&str] = &["note", "moved"];

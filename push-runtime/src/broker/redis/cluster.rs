@@ -32,8 +32,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Most attempts of one command across redirections and retries.
-const MAX_ATTEMPTS: u32 = 6;
+/// Most attempts of one command across redirections and retries (each
+/// also bounded in time: [`RedisConfig::command_timeout`] in all).
+const MAX_ATTEMPTS: u32 = 32;
+/// The longest pause between two attempts after a `TRYAGAIN` (a slot
+/// whose keys are moving) or a `CLUSTERDOWN`.
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Pushes (sharded pub/sub messages) a reader holds before it stops
 /// queueing them and catches up from the streams instead.
 const PUSH_QUEUE: usize = 8192;
@@ -231,6 +235,7 @@ impl Cluster {
     ) -> Result<T, RedisBrokerError> {
         let mut ask: Option<Arc<str>> = None;
         let mut attempt = 0;
+        let deadline = Instant::now() + self.config.command_timeout;
         loop {
             attempt += 1;
             let (addr, asking) = match ask.take() {
@@ -254,7 +259,7 @@ impl Cluster {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            if attempt >= MAX_ATTEMPTS {
+            if attempt >= MAX_ATTEMPTS || Instant::now() >= deadline {
                 return Err(error);
             }
             let RedisBrokerError::Command(redis_error) = &error else {
@@ -265,7 +270,19 @@ impl Cluster {
                 }
                 return Err(error);
             };
+            let pause = (Duration::from_millis(10) * attempt)
+                .min(MAX_RETRY_PAUSE)
+                .min(deadline.saturating_duration_since(Instant::now()));
             match redis_error.kind() {
+                redis::ErrorKind::Server(
+                    redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask,
+                ) if attempt > 3 => {
+                    // Redirections that do not settle: the nodes do not
+                    // agree yet on a slot that just moved. Ask again soon.
+                    ask = None;
+                    tokio::time::sleep(pause).await;
+                    self.refresh().await;
+                }
                 redis::ErrorKind::Server(redis::ServerErrorKind::Moved) => {
                     if let Some((to, moved_slot)) = redis_error.redirect_node() {
                         self.moved(moved_slot, to);
@@ -283,8 +300,10 @@ impl Cluster {
                     | redis::ServerErrorKind::MasterDown
                     | redis::ServerErrorKind::BusyLoading,
                 ) => {
-                    let wait = self.config.backoff_min.min(Duration::from_millis(50));
-                    tokio::time::sleep(wait * attempt).await;
+                    // Until the keys of the slot are together again (a
+                    // migration moves them one by one), or the cluster
+                    // has promoted a replica.
+                    tokio::time::sleep(pause).await;
                 }
                 _ if redis_error.is_io_error()
                     || redis_error.is_connection_dropped()
