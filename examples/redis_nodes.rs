@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --example redis_nodes      # REDIS_URL, PUSH_ADDRS override the defaults
+//! REDIS_CLUSTER=redis://127.0.0.1:7000,redis://127.0.0.1:7001 cargo run --example redis_nodes   # a Redis Cluster
 //! curl -N localhost:3001/news/world/sse                        # subscribe on node 1
 //! curl -X POST localhost:3002/news/world \
 //!      -H 'content-type: application/json' -d '{"headline":"hi"}'   # publish on node 2
@@ -39,11 +40,10 @@ async fn accept(request: PublishRequest<NewsEvent>) -> Result<NewsEvent, Refusal
 /// One node: its own hub and broker (its own Redis connections and reader), its own port.
 async fn serve_node(
     addr: SocketAddr,
-    redis_url: String,
+    redis: RedisConfig,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config = HubConfig::default();
-    let broker =
-        RedisBroker::connect(RedisConfig::new(redis_url).history_len(config.history_len)).await?;
+    let broker = RedisBroker::connect(redis.history_len(config.history_len)).await?;
     let hub = Hub::<NewsEvent>::with_broker(Arc::new(broker), config);
     // Each node's own figures at `/metrics`: scrape every node.
     let metrics = Metrics::new().hub(&hub);
@@ -65,8 +65,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let redis_url =
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    // A cluster's seed nodes (REDIS_CLUSTER, comma-separated), or one server.
+    let redis = match std::env::var("REDIS_CLUSTER") {
+        Ok(seeds) => RedisConfig::cluster(seeds.split(',').map(str::trim)),
+        Err(_) => RedisConfig::new(
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+        ),
+    };
     let addrs = std::env::var("PUSH_ADDRS").unwrap_or_else(|_| DEFAULT_ADDRS.to_owned());
     let mut nodes = tokio::task::JoinSet::new();
     for addr in addrs.split(',') {
@@ -74,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .trim()
             .parse()
             .map_err(|e| format!("PUSH_ADDRS must be addresses like {DEFAULT_ADDRS}: {e}"))?;
-        nodes.spawn(serve_node(addr, redis_url.clone()));
+        nodes.spawn(serve_node(addr, redis.clone()));
     }
     // The first node to stop (an error, e.g. Redis unreachable at start) stops the example.
     if let Some(result) = nodes.join_next().await {

@@ -152,7 +152,17 @@ async fn the_broker_follows_a_failover_and_subscribers_get_every_event_or_a_gap(
         .unwrap();
     assert_eq!(run, run_id(&replica).await, "the new primary vouches");
 
-    // Every event, or a gap before whatever is missing; never a hole.
+    every_event_or_a_gap(&mut subscription, &published).await;
+}
+
+/// Reads `subscription` up to the last of `published`: every event was
+/// published, follows the one before or a gap (never a hole), the first five
+/// arrive as published, and the epoch change shows as a gap.
+async fn every_event_or_a_gap(
+    subscription: &mut push_runtime::history::Subscription,
+    published: &[Cursor],
+) {
+    let last = *published.last().expect("events were published");
     let mut previous: Option<Cursor> = None;
     let mut gap_before = false;
     let mut gaps_into_new_epoch = 0;
@@ -189,6 +199,55 @@ async fn the_broker_follows_a_failover_and_subscribers_get_every_event_or_a_gap(
     }
     assert_eq!(&seen[..5], &published[..5]);
     assert!(gaps_into_new_epoch >= 1, "the epoch change shows as a gap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_follows_a_killed_primary_to_the_promoted_replica() {
+    let test = "the_broker_follows_a_killed_primary_to_the_promoted_replica";
+    let Some(mut primary) = OwnRedis::start(test).await else {
+        return;
+    };
+    let Some(replica) = OwnRedis::start_replica_of(test, &primary).await else {
+        return;
+    };
+    let sentinel = OwnSentinel::start("m", &primary, 1).await;
+    let hub = hub_over(
+        RedisBroker::connect(config(&sentinel, "m"))
+            .await
+            .expect("connect through the sentinel"),
+    );
+    let mut subscription = hub.subscribe("room", Start::Now, None).await.unwrap();
+    let mut published = Vec::new();
+    for n in 1..=5 {
+        published.push(hub.publish("room", note(n)).await.unwrap());
+    }
+    // The replica has them before the primary dies (nothing lost here).
+    let mut on_replica = admin(&replica.url()).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let len: u64 = redis::cmd("XLEN")
+            .arg("push-sentinel-test:{/t/room}:events")
+            .query_async(&mut on_replica)
+            .await
+            .expect("XLEN on the replica");
+        if len == 5 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the replica lags");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    primary.kill();
+    // Refused (503) until Sentinel promotes the replica, then accepted.
+    for n in 6..=10 {
+        published.push(publish_when_back(&hub, n).await);
+    }
+    assert_eq!(sentinel.primary_port().await, replica.port());
+    assert_eq!(role(&replica).await, "master");
+    let last = *published.last().unwrap();
+    assert_ne!(last.epoch(), published[0].epoch(), "no epoch change");
+    let unique: HashSet<Cursor> = published.iter().copied().collect();
+    assert_eq!(unique.len(), published.len(), "a cursor named two events");
+    every_event_or_a_gap(&mut subscription, &published).await;
 }
 
 fn described(error: BrokerError) -> (BrokerErrorKind, String) {

@@ -515,6 +515,57 @@ struct Mirror {
     log: Arc<TopicLog>,
     /// Milliseconds since the broker started, at the last subscription.
     used: AtomicU64,
+    /// This node's events to the topic that came back ahead of one before.
+    early: Arc<Early>,
+}
+
+/// Events a node published to a topic it mirrors whose cursors came back
+/// ahead of an earlier publish's (concurrent publishes finish in any
+/// order), by sequence number: held until the events before them are in the
+/// mirror, so that the reader need not bring them back from Redis. At most
+/// [`MAX_EARLY`]; past that, or if the one before never comes (its publisher
+/// gave up waiting), the reader brings them as any other event.
+type Early = Mutex<std::collections::BTreeMap<u64, Outgoing>>;
+
+/// Most events held per mirror in its [`Early`].
+const MAX_EARLY: usize = 1024;
+
+/// Appends this node's own event `seq` to `log` now, or holds it in
+/// `early` until the events before it are there.
+fn append_own(log: &TopicLog, early: &Early, seq: u64, event: Outgoing) {
+    if seq > log.newest().seq() + 1 {
+        let mut held = early.lock().unwrap_or_else(|p| p.into_inner());
+        if held.len() < MAX_EARLY {
+            held.insert(seq, event);
+        }
+    } else {
+        let _ = log.append_at(seq, event);
+    }
+    append_early(log, early);
+}
+
+/// Appends the events of `early` that are next in `log`, and forgets those
+/// it already has.
+fn append_early(log: &TopicLog, early: &Early) {
+    loop {
+        let next = log.newest().seq() + 1;
+        let event = {
+            let mut held = early.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(first) = held.first_entry() {
+                if *first.key() >= next {
+                    break;
+                }
+                first.remove();
+            }
+            match held.first_entry() {
+                Some(first) if *first.key() == next => first.remove(),
+                _ => return,
+            }
+        };
+        if log.append_at(next, event) != AppendAt::Appended {
+            return;
+        }
+    }
 }
 
 struct Shared {
@@ -1208,17 +1259,15 @@ impl Shared {
             .parse()
             .map_err(|_| RedisBrokerError::Reply("epoch is not a number"))?;
         // The mirror as it is now (not held across the call: see `make_room`).
-        let mirror = self.peek(key);
+        let mirror = self.peek_early(key);
         match mirror {
-            // Local subscribers get it now if it is the next event; otherwise
-            // the reader brings it in order with the events before it.
-            Some(log) if log.epoch() == epoch => {
-                let _ = log.append_at(seq, event);
-            }
+            // Local subscribers get it now if it is the next event, or once
+            // those before it are in (see `Early`).
+            Some((log, early)) if log.epoch() == epoch => append_own(&log, &early, seq, event),
             // A new epoch (Redis lost data, or went back in time): the
             // mirror moves to it now, its subscribers after a gap.
-            Some(log) => {
-                drop(log);
+            Some(held) => {
+                drop(held);
                 self.refresh(key).await?;
             }
             None => {}
@@ -1238,6 +1287,14 @@ impl Shared {
     fn peek(&self, key: &TopicKey) -> Option<Arc<TopicLog>> {
         let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
         mirrors.get(key).map(|mirror| Arc::clone(&mirror.log))
+    }
+
+    /// [`Shared::peek`], with the mirror's early events.
+    fn peek_early(&self, key: &TopicKey) -> Option<(Arc<TopicLog>, Arc<Early>)> {
+        let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
+        mirrors
+            .get(key)
+            .map(|mirror| (Arc::clone(&mirror.log), Arc::clone(&mirror.early)))
     }
 
     /// The mirror of `key`, loaded from Redis on first use.
@@ -1260,6 +1317,7 @@ impl Shared {
                 Mirror {
                     log: Arc::clone(&loaded),
                     used: AtomicU64::new(self.now_ms()),
+                    early: Arc::default(),
                 },
             );
             (loaded, self.generation.fetch_add(1, Ordering::SeqCst) + 1)
@@ -1388,6 +1446,7 @@ impl Shared {
             );
             current.supersede(Arc::clone(&next));
             mirror.log = next;
+            mirror.early = Arc::default();
         }
         Ok(())
     }
@@ -1613,6 +1672,12 @@ impl Shared {
                 reason,
                 "an entry read back from redis is invalid: subscribers get a gap for it"
             );
+        }
+        // This node's own events held for those just read.
+        if let Some((current, early)) = self.peek_early(key)
+            && std::ptr::eq(Arc::as_ptr(&current), log)
+        {
+            append_early(log, &early);
         }
     }
 }
@@ -2001,6 +2066,59 @@ mod tests {
 
     fn note(seq: u64) -> Entry {
         raw(seq, "note", Some(0), "{}")
+    }
+
+    fn own(n: u64) -> Outgoing {
+        Outgoing {
+            name: "note",
+            kind_index: 0,
+            data: Bytes::from(format!("{n}")),
+        }
+    }
+
+    fn newest_data(log: &Arc<TopicLog>) -> Vec<u8> {
+        let before = Cursor::new(log.epoch(), log.newest().seq() - 1);
+        let mut subscription = log.subscribe(Start::After(before)).expect("subscribe");
+        let mut items = Vec::new();
+        subscription.fill(&mut items, 64);
+        match items.last() {
+            Some(crate::history::Delivery::Event(event)) => event.data().to_vec(),
+            other => panic!("no event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn own_events_back_out_of_order_are_held_then_appended_in_order() {
+        let log = Arc::new(TopicLog::new(7, 16));
+        let early = Early::default();
+        append_own(&log, &early, 1, own(1));
+        // 3 and 4 come back before 2: held, not appended, not lost.
+        append_own(&log, &early, 3, own(3));
+        append_own(&log, &early, 4, own(4));
+        assert_eq!(log.newest().seq(), 1);
+        assert_eq!(early.lock().unwrap().len(), 2);
+        append_own(&log, &early, 2, own(2));
+        assert_eq!(log.newest().seq(), 4);
+        assert_eq!(newest_data(&log), b"4");
+        assert!(early.lock().unwrap().is_empty());
+
+        // 6 is held; the reader brings 5 and 6 from Redis first: the held
+        // copy is forgotten, never appended twice.
+        append_own(&log, &early, 6, own(6));
+        let _ = log.append_at(5, own(5));
+        let _ = log.append_at(6, own(60));
+        append_early(&log, &early);
+        assert_eq!(log.newest().seq(), 6);
+        assert_eq!(newest_data(&log), b"60");
+        assert!(early.lock().unwrap().is_empty());
+
+        // At most MAX_EARLY held; beyond, the reader brings them.
+        for seq in 8..8 + MAX_EARLY as u64 + 10 {
+            append_own(&log, &early, seq, own(seq));
+        }
+        assert_eq!(early.lock().unwrap().len(), MAX_EARLY);
+        append_own(&log, &early, 7, own(7));
+        assert_eq!(log.newest().seq(), 7 + MAX_EARLY as u64);
     }
 
     #[test]

@@ -22,6 +22,11 @@
 //!
 //! Across all clients and publishers, **cursor conflicts**: one cursor that
 //! names two different ids.
+//!
+//! A run with several topics (`--cluster` spreads them over the shards) is
+//! checked one topic at a time ([`check_topics`]): a client is owed the
+//! publishes to its own topic, and a cursor conflicts only with one of the
+//! same topic (each topic has its own epochs and sequence numbers).
 
 use push_runtime::Cursor;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,6 +34,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// A publish the server acknowledged with its cursor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ack {
+    /// The topic's index in the run's list of topics.
+    pub topic: usize,
     pub cursor: Cursor,
     pub id: u64,
     /// Milliseconds since the run started, when the answer arrived.
@@ -265,7 +272,41 @@ fn check_client(
     verdict
 }
 
-/// Checks every client's records against the acknowledged publishes.
+/// Checks each topic apart: every client (its topic's index, its records)
+/// against the acknowledged publishes to its topic; the verdicts of the
+/// clients in the order given, the cursor conflicts of every topic.
+pub fn check_topics(acks: &[Ack], clients: &[(usize, Vec<Record>)]) -> Verdict {
+    let mut topics: Vec<usize> = clients.iter().map(|(topic, _)| *topic).collect();
+    topics.extend(acks.iter().map(|ack| ack.topic));
+    topics.sort_unstable();
+    topics.dedup();
+    let mut verdict = Verdict {
+        clients: vec![ClientVerdict::default(); clients.len()],
+        ..Verdict::default()
+    };
+    for topic in topics {
+        let topic_acks: Vec<Ack> = acks.iter().filter(|a| a.topic == topic).copied().collect();
+        let (indices, records): (Vec<usize>, Vec<Vec<Record>>) = clients
+            .iter()
+            .enumerate()
+            .filter(|(_, (t, _))| *t == topic)
+            .map(|(index, (_, records))| (index, records.clone()))
+            .unzip();
+        let topic_verdict = check(&topic_acks, &records);
+        for (index, client) in indices.into_iter().zip(topic_verdict.clients) {
+            verdict.clients[index] = client;
+        }
+        verdict.cursor_conflicts += topic_verdict.cursor_conflicts;
+        verdict
+            .conflict_sample
+            .extend(topic_verdict.conflict_sample);
+    }
+    verdict.conflict_sample.truncate(5);
+    verdict
+}
+
+/// Checks every client's records against the acknowledged publishes, all
+/// of one topic.
 pub fn check(acks: &[Ack], clients: &[Vec<Record>]) -> Verdict {
     let first_seen = epoch_order(acks, clients);
     let acked_ids: HashSet<u64> = acks.iter().map(|ack| ack.id).collect();
@@ -309,6 +350,7 @@ mod tests {
 
     fn ack(epoch: u64, seq: u64, id: u64, at_ms: u64) -> Ack {
         Ack {
+            topic: 0,
             cursor: c(epoch, seq),
             id,
             at_ms,
@@ -519,5 +561,31 @@ mod tests {
         let verdict = check(&published, &[client]);
         assert!(verdict.passed(), "{verdict:?}");
         assert_eq!(verdict.clients[0].unacked_deliveries, 1);
+    }
+
+    #[test]
+    fn topics_are_checked_apart() {
+        // Topic 1 reuses topic 0's cursors for its own events: no conflict.
+        let mut published = acks(2);
+        published.extend(acks(2).into_iter().map(|a| Ack {
+            topic: 1,
+            id: a.id + 100,
+            ..a
+        }));
+        let zero = vec![
+            rec(0, Seen::Ready(c(7, 0))),
+            ev(100, 7, 1, 1),
+            ev(200, 7, 2, 2),
+        ];
+        let one = vec![rec(0, Seen::Ready(c(7, 0))), ev(100, 7, 1, 101)];
+        let verdict = check_topics(&published, &[(0, zero.clone()), (1, one)]);
+        assert_eq!(verdict.cursor_conflicts, 0);
+        // Topic 0's client is owed nothing of topic 1; topic 1's misses 102.
+        assert_eq!(verdict.clients[0].silent_losses, 0);
+        assert_eq!(verdict.clients[1].lost_sample, [c(7, 2)]);
+        assert!(!verdict.passed());
+        // Within one topic the same cursors do conflict.
+        let verdict = check(&published, &[zero]);
+        assert_eq!(verdict.cursor_conflicts, 2);
     }
 }

@@ -45,7 +45,8 @@ pub enum Kind {
     /// history: a gap, or the server drops it).
     SlowClient,
     /// Cut the node<->Redis link (every connection dropped, new ones
-    /// refused) for a while, then restore it.
+    /// refused) for a while, then restore it; with a cluster, the link to
+    /// the primary of one probe topic's shard.
     RedisLink,
     /// Kill Redis and restart it empty: its data is lost, new epochs follow.
     RedisRestart,
@@ -56,6 +57,13 @@ pub enum Kind {
     /// promote the replica (`REPLICAOF NO ONE`) and point the nodes' Redis
     /// proxy at it; then start a new replica of it.
     ReplicaPromote,
+    /// Redis Cluster: SIGKILL the primary serving a probe topic's slot, wait
+    /// until a replica is promoted, restart the killed server (it rejoins
+    /// as a replica).
+    ClusterFailover,
+    /// Redis Cluster: move a probe topic's slot to another primary while
+    /// events are published (IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE).
+    SlotMigrate,
 }
 
 impl Kind {
@@ -67,6 +75,8 @@ impl Kind {
         Kind::RedisRestart,
         Kind::RedisRollback,
         Kind::ReplicaPromote,
+        Kind::ClusterFailover,
+        Kind::SlotMigrate,
     ];
 
     /// Whether the fault kills or restarts Redis, so needs one of the
@@ -78,6 +88,20 @@ impl Kind {
         )
     }
 
+    /// Whether the fault acts on one Redis server (restarts it, or
+    /// promotes its replica by hand), so has no meaning with `--cluster`.
+    pub fn needs_single_redis(self) -> bool {
+        matches!(
+            self,
+            Kind::RedisRestart | Kind::RedisRollback | Kind::ReplicaPromote
+        )
+    }
+
+    /// Whether the fault acts on a Redis Cluster (`--cluster`).
+    pub fn needs_cluster(self) -> bool {
+        matches!(self, Kind::ClusterFailover | Kind::SlotMigrate)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::NodeKill => "node-kill",
@@ -87,6 +111,8 @@ impl Kind {
             Kind::RedisRestart => "redis-restart",
             Kind::RedisRollback => "redis-rollback",
             Kind::ReplicaPromote => "replica-promote",
+            Kind::ClusterFailover => "cluster-failover",
+            Kind::SlotMigrate => "slot-migrate",
         }
     }
 }
@@ -207,5 +233,17 @@ mod tests {
         assert_eq!(parse_kinds(""), Ok(vec![]));
         assert_eq!(parse_kinds("none"), Ok(vec![]));
         assert!(parse_kinds("meteor").is_err());
+    }
+
+    #[test]
+    fn every_kind_parses_back_from_its_name() {
+        for &kind in Kind::ALL {
+            assert_eq!(kind.name().parse::<Kind>(), Ok(kind));
+            assert!(!(kind.needs_cluster() && kind.needs_single_redis()));
+        }
+        assert_eq!(
+            parse_kinds("cluster-failover,slot-migrate,cluster-failover"),
+            Ok(vec![Kind::ClusterFailover, Kind::SlotMigrate])
+        );
     }
 }

@@ -13,10 +13,20 @@ pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
             world.front.cut();
             Ok(())
         }
+        Kind::RedisLink if world.cluster.is_some() => {
+            let topic = world
+                .rng
+                .pick(&world.topics.iter().collect::<Vec<_>>())
+                .clone();
+            let outage = world.rng.millis(500, 3000);
+            let what = world.cluster()?.cut_link(&topic, outage).await?;
+            eprintln!("faults: redis-link: {what}");
+            Ok(())
+        }
         Kind::RedisLink => {
-            world.redis_proxy.block();
+            world.redis_proxy()?.block();
             tokio::time::sleep(world.rng.millis(500, 3000)).await;
-            world.redis_proxy.unblock();
+            world.redis_proxy()?.unblock();
             Ok(())
         }
         Kind::RedisRestart => {
@@ -31,6 +41,26 @@ pub async fn inject(world: &mut World, kind: Kind) -> Result<(), String> {
             world.own_redis()?.restart().await
         }
         Kind::ReplicaPromote => replica_promote(world).await,
+        Kind::ClusterFailover => {
+            let topic = world
+                .rng
+                .pick(&world.topics.iter().collect::<Vec<_>>())
+                .clone();
+            let what = world.cluster()?.failover(&topic).await?;
+            eprintln!("faults: cluster-failover: {what}");
+            Ok(())
+        }
+        Kind::SlotMigrate => {
+            let topic = world
+                .rng
+                .pick(&world.topics.iter().collect::<Vec<_>>())
+                .clone();
+            let mut rng = world.rng.clone();
+            let what = world.cluster()?.migrate(&topic, &mut rng).await?;
+            world.rng = rng;
+            eprintln!("faults: slot-migrate: {what}");
+            Ok(())
+        }
         Kind::SlowClient => {
             // Its reading task sleeps until then before taking the next item;
             // the fault does not wait for it: other faults may overlap.
@@ -71,10 +101,9 @@ async fn replica_promote(world: &mut World) -> Result<(), String> {
     world.own_redis()?.kill_and_forget().await;
     let mut promoted = world.replica.take().ok_or("no replica")?;
     promoted.promote().await?;
-    world
-        .redis_proxy
-        .set_target(0, Some(loopback(promoted.port)));
-    world.redis_proxy.cut();
+    let proxy = world.redis_proxy()?;
+    proxy.set_target(0, Some(loopback(promoted.port)));
+    proxy.cut();
     // The old primary is gone for good; the promoted replica is the primary.
     let _old = world.redis.replace(promoted);
     world.start_replica().await

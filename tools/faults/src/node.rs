@@ -19,17 +19,38 @@ async fn allow(request: PublishRequest<Probe>) -> Result<Probe, Refusal> {
     Ok(request.event)
 }
 
-/// The broker's settings: fast to notice and to recover.
-fn redis_config(url: &str, prefix: &str) -> RedisConfig {
-    RedisConfig::new(url)
-        .key_prefix(prefix)
-        .history_len(HISTORY_LEN)
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
-        .command_timeout(Duration::from_secs(1))
-        .epoch_check_interval(Duration::from_millis(200))
+/// Where the broker's Redis is.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// One server (`--redis URL`).
+    Single(String),
+    /// Seed URLs of a Redis Cluster's nodes (`--redis-cluster URL,URL,…`).
+    Cluster(Vec<String>),
 }
 
-pub async fn run(redis: &str, prefix: &str, addr: &str) -> Result<(), String> {
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Single(url) => f.write_str(url),
+            Backend::Cluster(urls) => write!(f, "the cluster at {}", urls.join(",")),
+        }
+    }
+}
+
+/// The broker's settings: fast to notice and to recover.
+fn redis_config(backend: &Backend, prefix: &str) -> RedisConfig {
+    match backend {
+        Backend::Single(url) => RedisConfig::new(url.as_str()),
+        Backend::Cluster(urls) => RedisConfig::cluster(urls.iter().cloned()),
+    }
+    .key_prefix(prefix)
+    .history_len(HISTORY_LEN)
+    .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
+    .command_timeout(Duration::from_secs(1))
+    .epoch_check_interval(Duration::from_millis(200))
+}
+
+pub async fn run(redis: &Backend, prefix: &str, addr: &str) -> Result<(), String> {
     // Redis may be down when a node (re)starts: retry for a while.
     let deadline = Instant::now() + Duration::from_secs(15);
     let broker = loop {
@@ -39,7 +60,7 @@ pub async fn run(redis: &str, prefix: &str, addr: &str) -> Result<(), String> {
                 tracing::warn!(%error, "redis not reachable yet");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(error) => return Err(format!("redis at {redis}: {error}")),
+            Err(error) => return Err(format!("{redis}: {error}")),
         }
     };
     let mut config = HubConfig::default();

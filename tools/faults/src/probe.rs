@@ -18,7 +18,8 @@ pub enum Probe {
     },
 }
 
-/// The topic every client reads and every publisher writes.
+/// The topic every client reads and every publisher writes against one
+/// Redis; against a cluster, one topic per shard (`cluster::spread_topics`).
 pub const TOPIC: &str = "probe";
 
 /// Events kept per topic by the nodes (and in Redis): small enough that a

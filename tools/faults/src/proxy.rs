@@ -1,5 +1,6 @@
 //! A TCP proxy the harness controls: in front of the nodes (round robin
-//! over the live ones) and between the nodes and Redis (one target). It
+//! over the live ones), between the nodes and Redis (one target), and in
+//! front of each server of a cluster (the port it announces). It
 //! can drop every connection at once (`cut`) and refuse new ones for a
 //! while (`block`), and its targets can change (a node restarted on a new
 //! port, a replica promoted).

@@ -8,16 +8,30 @@ use push_runtime::Cursor;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+/// What happened to one topic: publishes acknowledged and failed, gaps its
+/// clients got (a fault on one shard shows on its topics only).
+pub struct TopicCounts {
+    pub acked: usize,
+    pub failed: usize,
+    pub gaps: usize,
+}
+
 pub struct Report<'a> {
     pub options: &'a Options,
     pub published: usize,
     pub acked: usize,
     pub failed: usize,
-    pub failure_sample: Vec<String>,
+    /// Failed publishes by kind of failure (an HTTP status and the route's
+    /// answer, or the transport's error), with how many.
+    pub failures: BTreeMap<String, usize>,
     pub injected: BTreeMap<Kind, usize>,
     pub verdict: &'a Verdict,
     pub subscribers: &'a [Subscriber],
-    pub newest: Option<Cursor>,
+    pub topics: &'a [String],
+    /// In the order of `topics`.
+    pub per_topic: Vec<TopicCounts>,
+    /// Each topic's newest acknowledged cursor.
+    pub newest: &'a [Option<Cursor>],
     pub all_caught_up: bool,
     pub elapsed_ms: u64,
 }
@@ -40,7 +54,8 @@ pub fn markdown(r: &Report) -> String {
     let kinds: Vec<&str> = o.faults.iter().map(|k| k.name()).collect();
     let _ = writeln!(
         out,
-        "\nfaults run --seed {} --duration {}s --nodes {} --clients-per-transport {} --publishers {} --rate {} --faults {}\n",
+        "\nfaults run{} --seed {} --duration {}s --nodes {} --clients-per-transport {} --publishers {} --rate {} --faults {}\n",
+        if o.cluster { " --cluster" } else { "" },
         o.seed,
         o.duration.as_secs_f64(),
         o.nodes,
@@ -54,11 +69,12 @@ pub fn markdown(r: &Report) -> String {
         },
     );
     let _ = writeln!(out, "| metric | value |\n|---|---|");
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("events published", r.published.to_string()),
         ("acked", r.acked.to_string()),
         ("failed (may be stored)", r.failed.to_string()),
         ("faults", faults_text(&r.injected)),
+        ("topics", r.topics.join(", ")),
         ("clients", v.clients.len().to_string()),
         ("deliveries", v.sum(|c| c.deliveries).to_string()),
         ("gaps", v.sum(|c| c.gaps).to_string()),
@@ -88,6 +104,18 @@ pub fn markdown(r: &Report) -> String {
             if v.passed() { "PASS" } else { "FAIL" }.to_owned(),
         ),
     ];
+    if r.topics.len() > 1 {
+        let per_topic: Vec<String> = r
+            .topics
+            .iter()
+            .zip(&r.per_topic)
+            .map(|(t, c)| format!("{t} {} / {} / {}", c.acked, c.failed, c.gaps))
+            .collect();
+        rows.insert(
+            5,
+            ("per topic: acked / failed / gaps", per_topic.join(", ")),
+        );
+    }
     for (name, value) in rows {
         let _ = writeln!(out, "| {name} | {value} |");
     }
@@ -116,11 +144,20 @@ pub fn markdown(r: &Report) -> String {
             c.last.map_or("-".to_owned(), |c| c.to_string()),
         );
     }
-    let _ = writeln!(
-        out,
-        "\nnewest acked cursor: {}",
-        r.newest.map_or("-".to_owned(), |c| c.to_string())
-    );
+    let newest: Vec<String> = r
+        .topics
+        .iter()
+        .zip(r.newest)
+        .map(|(topic, cursor)| {
+            let cursor = cursor.map_or("-".to_owned(), |c| c.to_string());
+            if r.topics.len() > 1 {
+                format!("{topic} {cursor}")
+            } else {
+                cursor
+            }
+        })
+        .collect();
+    let _ = writeln!(out, "\nnewest acked cursor: {}", newest.join(", "));
     for (s, c) in r.subscribers.iter().zip(&v.clients) {
         if !c.lost_sample.is_empty() {
             let lost: Vec<String> = c.lost_sample.iter().map(Cursor::to_string).collect();
@@ -130,12 +167,8 @@ pub fn markdown(r: &Report) -> String {
     for (cursor, ids) in &v.conflict_sample {
         let _ = writeln!(out, "cursor {cursor} names ids {ids:?}");
     }
-    if !r.failure_sample.is_empty() {
-        let _ = writeln!(
-            out,
-            "publish failures, e.g.: {}",
-            r.failure_sample.join("; ")
-        );
+    for (kind, n) in &r.failures {
+        let _ = writeln!(out, "publish failures: {n} × {kind}");
     }
     out
 }
@@ -155,6 +188,7 @@ pub fn json(r: &Report) -> String {
             serde_json::json!({
                 "client": s.name,
                 "transport": transport_name(s.transport),
+                "topic": r.topics.get(s.topic),
                 "slow_ms": s.slow_ms,
                 "deliveries": c.deliveries,
                 "gaps": c.gaps,
@@ -169,9 +203,18 @@ pub fn json(r: &Report) -> String {
         "seed": r.options.seed,
         "duration_s": r.options.duration.as_secs_f64(),
         "nodes": r.options.nodes,
+        "cluster": r.options.cluster,
+        "topics": r.topics,
+        "per_topic": r.topics.iter().zip(&r.per_topic).map(|(t, c)| serde_json::json!({
+            "topic": t,
+            "acked": c.acked,
+            "failed": c.failed,
+            "gaps": c.gaps,
+        })).collect::<Vec<_>>(),
         "published": r.published,
         "acked": r.acked,
         "failed": r.failed,
+        "failures": r.failures,
         "faults": faults,
         "deliveries": v.sum(|c| c.deliveries),
         "gaps": v.sum(|c| c.gaps),

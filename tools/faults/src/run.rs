@@ -1,8 +1,11 @@
-//! `faults run`: a Redis, N nodes, two proxies, subscribers on every
-//! transport, publishers, faults on a seeded schedule; then the checker.
+//! `faults run`: a Redis (or with `--cluster` a Redis Cluster), N nodes,
+//! proxies, subscribers on every transport, publishers, faults on a seeded
+//! schedule; then the checker.
 
 use crate::check::{self, Record};
+use crate::cluster::Cluster;
 use crate::faults::{Kind, Rng};
+use crate::probe::TOPIC;
 use crate::procs::{Node, Redis, loopback};
 use crate::proxy::Proxy;
 use crate::report::{self, Report};
@@ -28,6 +31,8 @@ pub struct Options {
     /// An existing Redis to use (e.g. the one of your own deployment)
     /// instead of starting one; the faults that kill Redis are refused then.
     pub redis: Option<SocketAddr>,
+    /// Start a Redis Cluster instead of one Redis; one topic per shard.
+    pub cluster: bool,
     /// The bounds of the pause between two faults.
     pub pause: (Duration, Duration),
     /// The longest wait for clients to catch up at the end.
@@ -50,8 +55,14 @@ pub struct World {
     pub repl_proxy: Option<Proxy>,
     /// How many Redis directories were made (each server gets its own).
     pub redis_dirs: usize,
-    /// Nodes reach Redis through it: the harness can cut that link.
-    pub redis_proxy: Proxy,
+    /// Nodes reach Redis through it: the harness can cut that link (not
+    /// with a cluster, whose nodes the broker reaches directly).
+    pub redis_proxy: Option<Proxy>,
+    /// With `--cluster`: the cluster the nodes use.
+    pub cluster: Option<Cluster>,
+    /// The probe topics: one against a single Redis, one per shard of a
+    /// cluster.
+    pub topics: Vec<String>,
     /// Clients and publishers reach the nodes through it.
     pub front: Proxy,
     pub nodes: Vec<Option<Node>>,
@@ -64,6 +75,20 @@ impl World {
         self.redis
             .as_mut()
             .ok_or_else(|| "this fault needs a Redis of the harness's own (no --redis)".to_owned())
+    }
+
+    /// The proxy between the nodes and the single Redis.
+    pub fn redis_proxy(&self) -> Result<&Proxy, String> {
+        self.redis_proxy
+            .as_ref()
+            .ok_or_else(|| "this fault needs a single Redis (not --cluster)".to_owned())
+    }
+
+    /// The cluster, for the cluster faults.
+    pub fn cluster(&mut self) -> Result<&mut Cluster, String> {
+        self.cluster
+            .as_mut()
+            .ok_or_else(|| "this fault needs a Redis Cluster (--cluster)".to_owned())
     }
 
     pub fn node_log(&self, index: usize) -> PathBuf {
@@ -97,13 +122,20 @@ impl World {
         Ok(())
     }
 
-    pub fn redis_url(&self) -> String {
-        format!("redis://{}", self.redis_proxy.addr)
+    /// A node's Redis arguments: the single Redis through its proxy, or
+    /// the cluster's seed URLs.
+    pub fn node_redis_args(&self) -> Vec<String> {
+        match (&self.cluster, &self.redis_proxy) {
+            (Some(cluster), _) => vec!["--redis-cluster".to_owned(), cluster.urls().join(",")],
+            (None, Some(proxy)) => vec!["--redis".to_owned(), format!("redis://{}", proxy.addr)],
+            (None, None) => Vec::new(),
+        }
     }
 
     /// Starts node `index` (again) and puts it back in the front proxy's rotation.
     pub async fn start_node(&mut self, index: usize) -> Result<(), String> {
-        let node = Node::start(&self.redis_url(), &self.prefix, &self.node_log(index)).await?;
+        let node =
+            Node::start(&self.node_redis_args(), &self.prefix, &self.node_log(index)).await?;
         self.front.set_target(index, Some(node.addr));
         self.nodes[index] = Some(node);
         Ok(())
@@ -117,6 +149,19 @@ pub async fn run(o: Options) -> Result<bool, String> {
         return Err(format!(
             "{kind} needs a Redis of the harness's own: drop --redis"
         ));
+    }
+    if o.cluster
+        && let Some(kind) = o.faults.iter().find(|kind| kind.needs_single_redis())
+    {
+        return Err(format!(
+            "{kind} acts on one Redis server, not on a cluster: drop it or --cluster \
+             (a cluster's Redis faults: redis-link, cluster-failover, slot-migrate)"
+        ));
+    }
+    if !o.cluster
+        && let Some(kind) = o.faults.iter().find(|kind| kind.needs_cluster())
+    {
+        return Err(format!("{kind} needs a Redis Cluster: add --cluster"));
     }
     let dir = std::env::temp_dir().join(format!("faults-{}-seed{}", std::process::id(), o.seed));
     let _ = std::fs::remove_dir_all(&dir);
@@ -134,24 +179,42 @@ pub async fn run(o: Options) -> Result<bool, String> {
 async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
     let clock = Clock(Instant::now());
     let mut rng = Rng::new(o.seed);
-    let (redis, redis_addr, prefix) = match o.redis {
-        Some(addr) => {
-            // Keys of their own in a Redis that others use.
-            let prefix = format!("faults:{}:{}:{}", o.seed, std::process::id(), clock_nanos());
-            (None, addr, prefix)
-        }
-        None => {
-            let redis = Redis::start(&dir.join("redis-0"), None).await?;
-            let addr = loopback(redis.port);
-            (Some(redis), addr, format!("faults:{}", o.seed))
-        }
-    };
-    let redis_proxy = Proxy::start(vec![Some(redis_addr)])
-        .await
-        .map_err(|e| e.to_string())?;
     let front = Proxy::start(vec![None; o.nodes])
         .await
         .map_err(|e| e.to_string())?;
+    // The Redis side: a cluster, or one Redis (ours or `--redis`) behind a proxy.
+    let (redis, redis_proxy, cluster, topics, prefix) = if o.cluster {
+        // Ports: not from the run's seed (runs side by side would collide).
+        let mut ports = Rng::new(u64::from(std::process::id()) ^ clock_nanos() as u64);
+        let cluster = Cluster::start(&dir.join("cluster"), 3, 1, &mut ports).await?;
+        let topics = cluster.spread_topics().await?;
+        eprintln!(
+            "faults: a Redis Cluster of {} servers ready after {} ms; topics {}",
+            cluster.servers.len(),
+            clock.ms(),
+            topics.join(", ")
+        );
+        let prefix = format!("faults:{}", o.seed);
+        (None, None, Some(cluster), topics, prefix)
+    } else {
+        let (redis, redis_addr, prefix) = match o.redis {
+            Some(addr) => {
+                // Keys of their own in a Redis that others use.
+                let prefix = format!("faults:{}:{}:{}", o.seed, std::process::id(), clock_nanos());
+                (None, addr, prefix)
+            }
+            None => {
+                let redis = Redis::start(&dir.join("redis-0"), None).await?;
+                let addr = loopback(redis.port);
+                (Some(redis), addr, format!("faults:{}", o.seed))
+            }
+        };
+        let redis_proxy = Proxy::start(vec![Some(redis_addr)])
+            .await
+            .map_err(|e| e.to_string())?;
+        let topics = vec![TOPIC.to_owned()];
+        (redis, Some(redis_proxy), None, topics, prefix)
+    };
     let mut world = World {
         dir: dir.to_owned(),
         prefix,
@@ -162,6 +225,8 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
         repl_proxy: None,
         redis_dirs: 0,
         redis_proxy,
+        cluster,
+        topics,
         front,
         nodes: (0..o.nodes).map(|_| None).collect(),
         subscribers: Vec::new(),
@@ -181,9 +246,17 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
             } else {
                 0
             };
-            world
-                .subscribers
-                .push(Subscriber::start(&base, transport, index, slow_ms, clock)?);
+            // Clients take the topics in turn: each gets a mix of transports.
+            let topic = world.subscribers.len() % world.topics.len();
+            world.subscribers.push(Subscriber::start(
+                &base,
+                &world.topics,
+                topic,
+                transport,
+                index,
+                slow_ms,
+                clock,
+            )?);
         }
     }
     crate::procs::wait_until("every client is ready", Duration::from_secs(30), || {
@@ -205,6 +278,7 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
     for index in 0..o.publishers {
         publishers.push(Publisher::start(
             &base,
+            &world.topics,
             index,
             o.rate,
             clock,
@@ -245,12 +319,14 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
     }
     let published = std::mem::take(&mut *published.lock().unwrap_or_else(|p| p.into_inner()));
 
-    // Every client catches up with the newest acknowledged cursor (bounded).
-    let target = newest(&published.acks);
+    // Every client catches up with its topic's newest acknowledged cursor (bounded).
+    let targets: Vec<Option<Cursor>> = (0..world.topics.len())
+        .map(|topic| newest(&published.acks, topic))
+        .collect();
     let caught_up = |world: &World| {
         world.subscribers.iter().all(|s| {
             s.ended.load(Ordering::SeqCst)
-                || match (s.position(), target) {
+                || match (s.position(), targets[s.topic]) {
                     (_, None) => true,
                     (Some(at), Some(target)) => {
                         at.epoch() == target.epoch() && at.seq() >= target.seq()
@@ -264,23 +340,44 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let all_caught_up = caught_up(&world);
-    let records: Vec<Vec<Record>> = world.subscribers.iter().map(Subscriber::stop).collect();
-    let verdict = check::check(&published.acks, &records);
+    let records: Vec<(usize, Vec<Record>)> = world
+        .subscribers
+        .iter()
+        .map(|s| (s.topic, s.stop()))
+        .collect();
+    let verdict = check::check_topics(&published.acks, &records);
     let report = Report {
         options: o,
         published: published.acks.len() + published.failed.len(),
         acked: published.acks.len(),
         failed: published.failed.len(),
-        failure_sample: published
+        failures: published
             .failed
             .iter()
-            .take(3)
-            .map(|(_, e)| e.clone())
-            .collect(),
+            .fold(BTreeMap::new(), |mut kinds, (_, _, error)| {
+                *kinds
+                    .entry(crate::traffic::failure_kind(error).to_owned())
+                    .or_default() += 1;
+                kinds
+            }),
         injected,
         verdict: &verdict,
         subscribers: &world.subscribers,
-        newest: target,
+        topics: &world.topics,
+        per_topic: (0..world.topics.len())
+            .map(|topic| report::TopicCounts {
+                acked: published.acks.iter().filter(|a| a.topic == topic).count(),
+                failed: published.failed.iter().filter(|f| f.0 == topic).count(),
+                gaps: world
+                    .subscribers
+                    .iter()
+                    .zip(&verdict.clients)
+                    .filter(|(s, _)| s.topic == topic)
+                    .map(|(_, c)| c.gaps)
+                    .sum(),
+            })
+            .collect(),
+        newest: &targets,
         all_caught_up,
         elapsed_ms: clock.ms(),
     };
@@ -289,11 +386,12 @@ async fn run_in(o: &Options, dir: &std::path::Path) -> Result<bool, String> {
     Ok(verdict.passed())
 }
 
-/// The newest acknowledged cursor: the highest seq in the epoch of the
-/// last acknowledgement.
-fn newest(acks: &[check::Ack]) -> Option<Cursor> {
-    let last = acks.iter().max_by_key(|ack| ack.at_ms)?;
-    acks.iter()
+/// A topic's newest acknowledged cursor: the highest seq in the epoch of
+/// the last acknowledgement to it.
+fn newest(acks: &[check::Ack], topic: usize) -> Option<Cursor> {
+    let acks = || acks.iter().filter(|ack| ack.topic == topic);
+    let last = acks().max_by_key(|ack| ack.at_ms)?;
+    acks()
         .filter(|ack| ack.cursor.epoch() == last.cursor.epoch())
         .map(|ack| ack.cursor)
         .max()

@@ -3,7 +3,7 @@
 //! POSTing events with unique ids, recording each answer.
 
 use crate::check::{Ack, Record, Seen};
-use crate::probe::{Probe, TOPIC};
+use crate::probe::Probe;
 use futures_util::StreamExt;
 use push_runtime::Cursor;
 use push_runtime::client::{Client, ClientConfig, Transport, Update};
@@ -56,6 +56,8 @@ fn client_config() -> ClientConfig {
 /// One subscriber and what it recorded.
 pub struct Subscriber {
     pub name: String,
+    /// The index of the topic it reads in the run's topics.
+    pub topic: usize,
     pub transport: Transport,
     /// Sleep after each item, in milliseconds (0: a fast client).
     pub slow_ms: u64,
@@ -68,8 +70,11 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
+    /// Reads `topics[topic]`.
     pub fn start(
         base: &str,
+        topics: &[String],
+        topic: usize,
         transport: Transport,
         index: usize,
         slow_ms: u64,
@@ -83,6 +88,7 @@ impl Subscriber {
         let ended = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(read(
             client,
+            topics[topic].clone(),
             transport,
             slow_ms,
             clock,
@@ -91,8 +97,14 @@ impl Subscriber {
             Arc::clone(&position),
             Arc::clone(&ended),
         ));
+        let name = if topics.len() > 1 {
+            format!("{}#{index}@{}", transport_name(transport), topics[topic])
+        } else {
+            format!("{}#{index}", transport_name(transport))
+        };
         Ok(Self {
-            name: format!("{}#{index}", transport_name(transport)),
+            name,
+            topic,
             transport,
             slow_ms,
             records,
@@ -124,6 +136,7 @@ impl Subscriber {
 #[allow(clippy::too_many_arguments)]
 async fn read(
     client: Client<Probe>,
+    topic: String,
     transport: Transport,
     slow_ms: u64,
     clock: Clock,
@@ -132,7 +145,7 @@ async fn read(
     position: Arc<Mutex<Option<Cursor>>>,
     ended: Arc<AtomicBool>,
 ) {
-    let mut stream = client.subscribe(TOPIC).transport(transport).stream();
+    let mut stream = client.subscribe(&topic).transport(transport).stream();
     while let Some(item) = stream.next().await {
         let seen = match item {
             Ok(Update::Ready { cursor }) => Seen::Ready(cursor),
@@ -169,12 +182,19 @@ async fn read(
     ended.store(true, Ordering::SeqCst);
 }
 
+/// A failure's kind, for counting: its text without the URL of the request
+/// (`send: error sending request for url (…)`).
+pub fn failure_kind(error: &str) -> &str {
+    error.find(" for url (").map_or(error, |at| &error[..at])
+}
+
 /// Everything publishers did.
 #[derive(Default)]
 pub struct Published {
     pub acks: Vec<Ack>,
-    /// Ids whose publish failed (may still have been stored), with why.
-    pub failed: Vec<(u64, String)>,
+    /// Publishes that failed (may still have been stored): the topic's
+    /// index, the id, why.
+    pub failed: Vec<(usize, u64, String)>,
 }
 
 pub struct Publisher {
@@ -182,16 +202,20 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// POSTs `rate` events a second until `stop`; ids are
-    /// `(index << 40) | n`, unique in the run.
+    /// POSTs `rate` events a second until `stop`, to each of `topics` in
+    /// turn; ids are `(index << 40) | n`, unique in the run.
     pub fn start(
         base: &str,
+        topics: &[String],
         index: u32,
         rate: f64,
         clock: Clock,
         stop: Arc<AtomicBool>,
         out: Arc<Mutex<Published>>,
     ) -> Result<Self, String> {
+        if topics.is_empty() {
+            return Err("a publisher needs a topic".to_owned());
+        }
         let http = reqwest::Client::builder()
             // One connection per publish: the front proxy spreads them over the nodes.
             .pool_max_idle_per_host(0)
@@ -199,7 +223,10 @@ impl Publisher {
             .timeout(Duration::from_secs(3))
             .build()
             .map_err(|e| e.to_string())?;
-        let url = format!("{base}/probe/{TOPIC}");
+        let urls: Vec<String> = topics
+            .iter()
+            .map(|topic| format!("{base}/probe/{topic}"))
+            .collect();
         let period = Duration::from_secs_f64(1.0 / rate.max(0.1));
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
@@ -209,15 +236,18 @@ impl Publisher {
                 tick.tick().await;
                 n += 1;
                 let id = (u64::from(index) << 40) | n;
-                let result = publish(&http, &url, id, index).await;
+                // Publishers start on different topics.
+                let topic = (n as usize + index as usize) % urls.len();
+                let result = publish(&http, &urls[topic], id, index).await;
                 let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
                 match result {
                     Ok(cursor) => out.acks.push(Ack {
+                        topic,
                         cursor,
                         id,
                         at_ms: clock.ms(),
                     }),
-                    Err(error) => out.failed.push((id, error)),
+                    Err(error) => out.failed.push((topic, id, error)),
                 }
             }
         });
@@ -246,7 +276,9 @@ async fn publish(
     let status = response.status();
     let body = response.bytes().await.map_err(|e| format!("body: {e}"))?;
     if !status.is_success() {
-        return Err(format!("{status}"));
+        // The route's answer says which broker error it was: keep its start.
+        let answer: String = String::from_utf8_lossy(&body).chars().take(160).collect();
+        return Err(format!("{status}: {}", answer.trim()));
     }
     #[derive(serde::Deserialize)]
     struct Answer {
