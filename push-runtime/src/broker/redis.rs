@@ -37,7 +37,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -1239,13 +1239,10 @@ impl Shared {
         }
     }
 
-    /// Every mirror, with its topic.
-    fn mirrored(&self) -> Vec<(TopicKey, Arc<TopicLog>)> {
+    /// Every mirrored topic.
+    fn mirrored(&self) -> Vec<TopicKey> {
         let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
-        mirrors
-            .iter()
-            .map(|(k, m)| (k.clone(), Arc::clone(&m.log)))
-            .collect()
+        mirrors.keys().cloned().collect()
     }
 
     fn now_ms(&self) -> u64 {
@@ -1261,8 +1258,7 @@ impl Shared {
         }
         let (meta, events) = self.keys(key);
         // How far this node knows the topic went, if it mirrors it.
-        let mirror = self.peek_early(key);
-        let known = mirror.as_ref().map(|(log, _)| log.newest());
+        let known = self.peek(key).map(|log| log.newest());
         let mut call = self.publish.call().key(&meta).key(&events);
         if let Routes::Cluster(_) = &self.routes {
             call = call.key(self.live(key));
@@ -1279,13 +1275,18 @@ impl Shared {
         let epoch = epoch
             .parse()
             .map_err(|_| RedisBrokerError::Reply("epoch is not a number"))?;
+        // The mirror as it is now (not held across the call: see `make_room`).
+        let mirror = self.peek_early(key);
         match mirror {
             // Local subscribers get it now if it is the next event, or once
             // those before it are in (see `Early`).
             Some((log, early)) if log.epoch() == epoch => append_own(&log, &early, seq, event),
             // A new epoch (Redis lost data, or went back in time): the
             // mirror moves to it now, its subscribers after a gap.
-            Some(_) => self.refresh(key).await?,
+            Some(held) => {
+                drop(held);
+                self.refresh(key).await?;
+            }
             None => {}
         }
         Ok(Cursor::new(epoch, seq))
@@ -1344,6 +1345,11 @@ impl Shared {
 
     /// Makes room for one more mirror: past [`RedisConfig::max_topics`],
     /// drops the least recently used mirror nobody reads, or refuses.
+    ///
+    /// Nobody reads a mirror when the map holds its log's only strong
+    /// reference: so the broker's own work (a publish, a refresh, an epoch
+    /// check) keeps at most a `Weak` to it across an `.await`, or a topic
+    /// nobody reads would look busy for a round trip to Redis.
     fn make_room(&self, mirrors: &mut HashMap<TopicKey, Mirror>) -> Result<(), RedisBrokerError> {
         if mirrors.len() < self.config.max_topics {
             return Ok(());
@@ -1428,10 +1434,15 @@ impl Shared {
     /// Brings the mirror of `key` up to date with Redis, replacing it with a
     /// log of the new epoch if Redis has another one.
     async fn refresh(&self, key: &TopicKey) -> Result<(), RedisBrokerError> {
-        let Some(current) = self.current(key) else {
-            return Ok(());
+        // Not held across the read (see `make_room`).
+        let (newest, current) = match self.current(key) {
+            Some(current) => (current.newest(), Arc::downgrade(&current)),
+            None => return Ok(()),
         };
-        let tail = self.load_tail(key, Some(current.newest())).await?;
+        let tail = self.load_tail(key, Some(newest)).await?;
+        let Some(current) = current.upgrade() else {
+            return Ok(()); // No longer mirrored.
+        };
         if tail.epoch == current.epoch() {
             self.apply_entries(key, &current, tail.entries);
             current.skip_to(tail.seq);
@@ -1462,7 +1473,7 @@ impl Shared {
     /// every topic, on the reader's connection).
     async fn check_epochs(&self, reader: &mut Link) -> Result<(), RedisBrokerError> {
         self.drop_idle_mirrors();
-        let keys: Vec<TopicKey> = self.mirrored().into_iter().map(|(key, _)| key).collect();
+        let keys = self.mirrored();
         let lag = self.check_on(&keys, Some(reader)).await?;
         self.reader_lag.store(lag, Ordering::Relaxed);
         Ok(())
@@ -1483,9 +1494,10 @@ impl Shared {
         keys: &[TopicKey],
         reader: Option<&mut Link>,
     ) -> Result<u64, RedisBrokerError> {
-        let logs: Vec<(&TopicKey, Arc<TopicLog>)> = keys
+        // Not held across the call (see `make_room`).
+        let logs: Vec<(&TopicKey, Weak<TopicLog>)> = keys
             .iter()
-            .filter_map(|key| Some((key, self.peek(key)?)))
+            .filter_map(|key| Some((key, Arc::downgrade(&self.peek(key)?))))
             .collect();
         let Some((first, _)) = logs.first() else {
             return Ok(0);
@@ -1504,9 +1516,12 @@ impl Shared {
         };
         let mut lag = 0;
         for ((key, log), (epoch, seq)) in logs.iter().zip(topics) {
-            let newest = log.newest();
+            let Some((mirror_epoch, newest)) = log.upgrade().map(|log| (log.epoch(), log.newest()))
+            else {
+                continue; // No longer mirrored.
+            };
             let seq = seq.unwrap_or(0);
-            if epoch != Some(log.epoch()) {
+            if epoch != Some(mirror_epoch) {
                 self.refresh(key).await?;
                 continue;
             }

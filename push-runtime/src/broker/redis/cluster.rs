@@ -555,7 +555,7 @@ impl ShardReader<'_> {
             .shared
             .mirrored()
             .into_iter()
-            .filter_map(|(key, _)| {
+            .filter_map(|key| {
                 let (meta, _) = self.shared.keys(&key);
                 (map.owner(slot(&meta)) == Some(self.addr)).then(|| (self.shared.live(&key), key))
             })
@@ -617,21 +617,24 @@ impl ShardReader<'_> {
                 else {
                     return Ok(());
                 };
-                let Some(log) = self.shared.peek(&key) else {
-                    return Ok(());
-                };
-                let newest = log.newest().seq();
-                match parse_live(payload) {
-                    Some(entry) if entry.seq <= newest => Ok(()),
-                    Some(entry) if entry.epoch == log.epoch() && entry.seq == newest + 1 => {
-                        self.shared.apply_entries(&key, &log, vec![entry]);
-                        Ok(())
+                {
+                    let Some(log) = self.shared.peek(&key) else {
+                        return Ok(());
+                    };
+                    let newest = log.newest().seq();
+                    match parse_live(payload) {
+                        Some(entry) if entry.seq <= newest => return Ok(()),
+                        Some(entry) if entry.epoch == log.epoch() && entry.seq == newest + 1 => {
+                            self.shared.apply_entries(&key, &log, vec![entry]);
+                            return Ok(());
+                        }
+                        _ => {}
                     }
-                    // Another epoch, a hole (messages lost while the
-                    // subscription moved), or a message that does not
-                    // parse: the stream says what happened.
-                    _ => self.shared.refresh(&key).await,
                 }
+                // Another epoch, a hole (messages lost while the
+                // subscription moved), or a message that does not parse:
+                // the stream says what happened (the log not held meanwhile).
+                self.shared.refresh(&key).await
             }
             PushKind::SUnsubscribe => {
                 // Unsubscribed by the server: the slot moved to another
