@@ -273,16 +273,20 @@ impl Cluster {
             let pause = (Duration::from_millis(10) * attempt)
                 .min(MAX_RETRY_PAUSE)
                 .min(deadline.saturating_duration_since(Instant::now()));
+            if attempt > 3
+                && matches!(
+                    redis_error.kind(),
+                    redis::ErrorKind::Server(
+                        redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask
+                    )
+                )
+            {
+                // Redirections that do not settle: a slot that moves
+                // (TRYAGAIN on one side, ASK on the other) or nodes that do
+                // not agree yet on where it went. Follow them, not at once.
+                tokio::time::sleep(pause).await;
+            }
             match redis_error.kind() {
-                redis::ErrorKind::Server(
-                    redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask,
-                ) if attempt > 3 => {
-                    // Redirections that do not settle: the nodes do not
-                    // agree yet on a slot that just moved. Ask again soon.
-                    ask = None;
-                    tokio::time::sleep(pause).await;
-                    self.refresh().await;
-                }
                 redis::ErrorKind::Server(redis::ServerErrorKind::Moved) => {
                     if let Some((to, moved_slot)) = redis_error.redirect_node() {
                         self.moved(moved_slot, to);
