@@ -43,6 +43,14 @@ pub enum Mode {
     /// once every subscriber has the last; `--rate`: at that pace) or by
     /// `--publishers` concurrent publishers.
     Fanout(Flags),
+    /// The same fan-out against the no-framework baseline and the framework,
+    /// alternately, `--repeat` times each: medians and ratios
+    ///
+    /// Every flag of `fanout` applies to both servers (`--serve`: the
+    /// framework served by `push_runtime::serve::Server`). Prints each run's
+    /// row, then per server the median of each figure over its runs, and the
+    /// framework's medians as a multiple of the baseline's.
+    Compare(Flags),
     /// The physical floor: CPU per event of plain write()s to loopback sockets
     ///
     /// A writer process (`loadgen serve floor`) does one `write()` of
@@ -82,6 +90,7 @@ impl Mode {
     pub fn flags(&self) -> &Flags {
         match self {
             Self::Fanout(flags)
+            | Self::Compare(flags)
             | Self::Floor(flags)
             | Self::Idle(flags)
             | Self::Poll304(flags)
@@ -177,6 +186,9 @@ pub struct Flags {
     /// fanout: publish each event once every subscriber has the previous one
     #[arg(long, help_heading = "Load")]
     pub lockstep: bool,
+    /// compare: runs of each server
+    #[arg(long, value_name = "RUNS", default_value_t = 3, help_heading = "Load")]
+    pub repeat: usize,
     /// fanout, floor: bytes of each event's JSON
     #[arg(
         long,
@@ -251,6 +263,7 @@ impl Flags {
             publishers: self.publishers.max(1),
             rate: self.rate,
             lockstep: self.lockstep,
+            repeat: self.repeat.max(1),
             epoll: self.epoll,
             hyper: self.hyper,
             serve: self.serve,
@@ -285,6 +298,7 @@ mod tests {
             publishers: 1,
             rate: None,
             lockstep: false,
+            repeat: 3,
             epoll: false,
             hyper: false,
             serve: false,
@@ -308,6 +322,7 @@ mod tests {
         let parsed = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
         let name = match &parsed {
             Mode::Fanout(_) => "fanout",
+            Mode::Compare(_) => "compare",
             Mode::Floor(_) => "floor",
             Mode::Idle(_) => "idle",
             Mode::Poll304(_) => "poll304",
@@ -331,6 +346,7 @@ mod tests {
     fn every_mode_alone_has_the_defaults() {
         for mode in [
             "fanout",
+            "compare",
             "floor",
             "idle",
             "poll304",

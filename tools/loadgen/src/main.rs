@@ -13,6 +13,7 @@
 //! L=target/release/loadgen
 //! taskset -c 1 $L fanout --transport sse --subscribers 1000 --events 200     # framework, sequential publisher
 //! taskset -c 1 $L fanout --transport ws --server baseline --publishers 8     # baseline, bursts
+//! taskset -c 1 $L compare --subscribers 10000 --events 80 --rate 8 --serve   # both servers, medians of 3 runs
 //! taskset -c 1 $L floor --connections 1000 --events 200 --batch 1            # one write per event
 //! taskset -c 1 $L floor --connections 1000 --events 200 --batch 1 --epoll    # the same, sockets in epoll
 //! taskset -c 0 $L serve push --hyper                                         # served by hyper-util, flat writes
@@ -50,6 +51,8 @@ pub struct Options {
     pub publishers: usize,
     pub rate: Option<f64>,
     pub lockstep: bool,
+    /// `compare`: runs of each server, at least 1.
+    pub repeat: usize,
     /// `floor --epoll`: the floor's sockets registered with tokio's epoll driver.
     pub epoll: bool,
     /// `serve push --hyper`: served by hyper-util with flat writes, not axum::serve.
@@ -88,6 +91,7 @@ fn execute(mode: &Mode) -> Result<(), String> {
             }
         },
         Mode::Fanout(_) => runtime.block_on(run::fanout(&o)).map(drop),
+        Mode::Compare(_) => runtime.block_on(run::compare(&o)),
         Mode::Floor(_) => runtime.block_on(run::floor(&o)).map(drop),
         Mode::Idle(_) => runtime.block_on(run::idle(&o)).map(drop),
         Mode::Poll304(_) => runtime.block_on(run::poll304(&o)).map(drop),
