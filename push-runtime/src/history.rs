@@ -11,6 +11,7 @@
 //! copy of it cached for a transport; see [`HistoryBudget`].
 
 use crate::cursor::Cursor;
+use crate::pace::Pacing;
 use crate::wake::{Registration, WaitList};
 use bytes::Bytes;
 use std::any::Any;
@@ -458,6 +459,8 @@ pub struct TopicLog {
     /// date finds out it has nothing to read with one load.
     head: AtomicU64,
     published: WaitList,
+    /// Who each next event waits for, for paced publishers.
+    pacing: Pacing,
     successor: OnceLock<Arc<TopicLog>>,
 }
 
@@ -515,6 +518,7 @@ impl TopicLog {
             account: budget.account(),
             head: AtomicU64::new(0),
             published: WaitList::default(),
+            pacing: Pacing::default(),
             successor: OnceLock::new(),
         }
     }
@@ -664,6 +668,30 @@ impl TopicLog {
         self.successor.get()
     }
 
+    /// Counts, from now on, which subscribers each next event waits for
+    /// ([`TopicLog::wait_taken`]). Costs each of this topic's subscribers
+    /// a lock per batch from then on; nothing until it is called.
+    pub fn pace(&self) {
+        self.pacing.track();
+    }
+
+    /// Waits, at most `max_wait`, until every subscriber that had read
+    /// everything when an event up to `seq` was appended (waiting, or busy
+    /// writing what it read) has taken that event or gone away. One behind
+    /// or stalled then is not waited for. Returns `false` if `max_wait` ran
+    /// out: those not back by then are not waited for again for these
+    /// events. Counts only subscribers that read after [`TopicLog::pace`].
+    pub async fn wait_taken(&self, seq: u64, max_wait: std::time::Duration) -> bool {
+        let drained = std::future::poll_fn(|cx| self.pacing.poll_drained(cx, seq));
+        match tokio::time::timeout(max_wait, drained).await {
+            Ok(()) => true,
+            Err(_) => {
+                self.pacing.abandon(seq);
+                false
+            }
+        }
+    }
+
     /// Makes room for `event` (dropping the oldest events as the budget
     /// requires) and appends it; gives it back, the ring unchanged, if the
     /// total has no room for it even without this ring's events.
@@ -757,6 +785,12 @@ impl TopicLog {
                 }
             }
         };
+        // Up to date from the start: it waits for the next event.
+        let joined = (self.pacing.is_tracking() && gap.is_none() && next_seq > ring.head)
+            .then_some(next_seq);
+        if joined.is_some() {
+            self.pacing.step(None, joined);
+        }
         drop(ring);
         Ok(Subscription {
             log: Arc::clone(self),
@@ -765,6 +799,7 @@ impl TopicLog {
             filter: None,
             waiting: Registration::default(),
             counts: None,
+            joined,
         })
     }
 }
@@ -870,6 +905,23 @@ impl DeliveryCounts {
     }
 }
 
+/// While a publisher paces on a topic: a subscription at `next_seq` (in
+/// the round of `joined`, if any) leaves the round of the event it just
+/// took, and joins the next event's if it has read everything (`all_read`,
+/// known under the ring's lock, so that event is not appended meanwhile).
+/// Out of the way of the common case.
+#[cold]
+#[inline(never)]
+fn step_rounds(pacing: &Pacing, joined: &mut Option<u64>, next_seq: u64, all_read: bool) {
+    let left = joined.filter(|&seq| next_seq > seq);
+    let current = if left.is_some() { None } else { *joined };
+    let joins = (all_read && current.is_none()).then_some(next_seq);
+    if left.is_some() || joins.is_some() {
+        pacing.step(left, joins);
+    }
+    *joined = joins.or(current);
+}
+
 /// A reader of one topic's history, live or catching up.
 ///
 /// It holds only a position: the events themselves stay in the topic's ring,
@@ -884,11 +936,15 @@ pub struct Subscription {
     waiting: Registration,
     /// Where what it takes is counted, if anywhere.
     counts: Option<Arc<DeliveryCounts>>,
+    /// The event whose round of paced publishing it is in, if any
+    /// (see [`Pacing`]).
+    joined: Option<u64>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.log.published.deregister(&mut self.waiting);
+        self.leave_round();
     }
 }
 
@@ -910,6 +966,25 @@ impl Subscription {
     pub(crate) fn untake(&self, item: &Delivery) {
         if let (Some(counts), Delivery::Event(_)) = (&self.counts, item) {
             counts.untake(1);
+        }
+    }
+
+    /// Joins the round of the next event if it has read everything and
+    /// its topic is paced (a subscription made before the topic was).
+    pub(crate) fn join_round(&mut self) {
+        if self.pending_gap.is_none() && self.joined.is_none() && self.log.pacing.is_tracking() {
+            let ring = self.log.read();
+            if self.next_seq > ring.head {
+                self.log.pacing.step(None, Some(self.next_seq));
+                self.joined = Some(self.next_seq);
+            }
+        }
+    }
+
+    /// Leaves the round it is in, if any: it went away, or to another log.
+    fn leave_round(&mut self) {
+        if let Some(seq) = self.joined.take() {
+            self.log.pacing.step(Some(seq), None);
         }
     }
 
@@ -1007,7 +1082,11 @@ impl Subscription {
             }
             self.next_seq += 1;
         }
-        self.next_seq > ring.head
+        let all_read = self.next_seq > ring.head;
+        if self.log.pacing.is_tracking() {
+            step_rounds(&self.log.pacing, &mut self.joined, self.next_seq, all_read);
+        }
+        all_read
     }
 
     /// Reports the lost event at `next_seq`: one more in the gap `out` ends
@@ -1048,6 +1127,7 @@ impl Subscription {
             missed: None,
         }));
         self.log.published.deregister(&mut self.waiting);
+        self.leave_round();
         self.log = next;
         self.next_seq = oldest;
     }

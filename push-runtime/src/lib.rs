@@ -38,6 +38,7 @@ mod meter;
 mod origin;
 mod shutdown;
 mod topic;
+mod pace;
 mod wake;
 // What more than one transport writes, and a long-lived connection's machinery.
 mod stream;
@@ -72,7 +73,7 @@ pub use channel::{Channel, EventKind};
 pub use cursor::{Cursor, CursorParseError};
 pub use history::{Delivery, Gap, Start};
 pub use hub::{
-    DEFAULT_HISTORY_LEN, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_HISTORY_BYTES, DEFAULT_MAX_TOPICS,
+    Backpressure, DEFAULT_BACKPRESSURE_MAX_WAIT, DEFAULT_HISTORY_LEN, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_HISTORY_BYTES, DEFAULT_MAX_TOPICS,
     DEFAULT_MAX_TOTAL_HISTORY_BYTES, Hub, HubConfig, PublishError, SubscribeError,
 };
 pub use limits::{
