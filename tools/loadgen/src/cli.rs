@@ -229,6 +229,15 @@ pub struct Flags {
     /// serve push: served by hyper-util with flat writes, not axum::serve
     #[arg(long, help_heading = "Serve")]
     pub hyper: bool,
+    /// serve push (and the push server fanout and compare start): paced
+    /// publishing (`HubConfig::backpressure`), a publish completing once
+    /// the event this many events back was taken by every subscriber that
+    /// keeps up
+    #[arg(long, value_name = "AHEAD", help_heading = "Serve")]
+    pub backpressure: Option<u64>,
+    /// serve push: the longest a paced publish waits, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 250, help_heading = "Serve")]
+    pub backpressure_wait: u64,
     /// serve push: served by push_runtime::serve::Server (HTTP/1.1 and h2c
     /// on one port); fanout, idle: the started push server is served so
     #[arg(long, help_heading = "Serve")]
@@ -266,6 +275,8 @@ impl Flags {
             repeat: self.repeat.max(1),
             epoll: self.epoll,
             hyper: self.hyper,
+            backpressure: self.backpressure,
+            backpressure_wait_ms: self.backpressure_wait,
             serve: self.serve,
             http2: self.http2,
             size: self.size,
@@ -301,6 +312,8 @@ mod tests {
             repeat: 3,
             epoll: false,
             hyper: false,
+            backpressure: None,
+            backpressure_wait_ms: 250,
             serve: false,
             http2: 0,
             size: 100,
@@ -687,6 +700,32 @@ mod tests {
                 polls: 20_000,
                 server: "baseline".into(),
                 ..defaults()
+            }
+        );
+        assert_eq!(
+            options(
+                "compare",
+                "compare --transport ws --subscribers 10000 --events 80 --rate 8 --serve --repeat 5 --timeout 120"
+            ),
+            Options {
+                transport: Transport::Ws,
+                rate: Some(8.0),
+                serve: true,
+                repeat: 5,
+                timeout_s: 120,
+                ..fanout(10_000, 80)
+            }
+        );
+        assert_eq!(
+            options(
+                "fanout",
+                "fanout --subscribers 10000 --events 100 --serve --backpressure 0 --backpressure-wait 100"
+            ),
+            Options {
+                serve: true,
+                backpressure: Some(0),
+                backpressure_wait_ms: 100,
+                ..fanout(10_000, 100)
             }
         );
         assert_eq!(options("table", "table"), defaults());

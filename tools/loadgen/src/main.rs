@@ -57,6 +57,10 @@ pub struct Options {
     pub epoll: bool,
     /// `serve push --hyper`: served by hyper-util with flat writes, not axum::serve.
     pub hyper: bool,
+    /// `serve push --backpressure <ahead>`: paced publishing.
+    pub backpressure: Option<u64>,
+    /// `--backpressure-wait <ms>`: a paced publish's longest wait.
+    pub backpressure_wait_ms: u64,
     /// `serve push --serve`: served by `push_runtime::serve::Server`; the
     /// measuring modes start the server so with `--serve` or `--http2`.
     pub serve: bool,
@@ -80,7 +84,7 @@ fn execute(mode: &Mode) -> Result<(), String> {
     match mode {
         Mode::Serve { kind, .. } => match kind {
             ServeKind::Push => runtime
-                .block_on(server::push(&o.addr, o.history, o.hyper, o.serve))
+                .block_on(server::push(&o))
                 .map_err(|e| e.to_string()),
             ServeKind::Baseline => runtime
                 .block_on(server::baseline(&o.addr))

@@ -101,8 +101,18 @@ fn server(o: &Options) -> Result<Server, String> {
             let mut args = vec![kind.to_owned(), "--history".into(), o.history.to_string()];
             if kind == "baseline" {
                 args.truncate(1);
-            } else if o.serve || o.http2 > 0 {
-                args.push("--serve".into());
+            } else {
+                if o.serve || o.http2 > 0 {
+                    args.push("--serve".into());
+                }
+                if let Some(ahead) = o.backpressure {
+                    args.extend([
+                        "--backpressure".into(),
+                        ahead.to_string(),
+                        "--backpressure-wait".into(),
+                        o.backpressure_wait_ms.to_string(),
+                    ]);
+                }
             }
             spawn(o, &args)
         }
@@ -291,6 +301,13 @@ pub async fn fanout(o: &Options) -> Result<Report, String> {
         .set("server", o.server.clone())
         .set("transport", o.transport.name())
         .set("publishing", mode)
+        .set(
+            "backpressure",
+            match (o.server.as_str(), o.backpressure) {
+                ("push", Some(ahead)) => format!("ahead {ahead}, {} ms", o.backpressure_wait_ms),
+                _ => "off".to_owned(),
+            },
+        )
         .set("subscribers", o.subscribers)
         .set("events", o.events)
         .set("deliveries", delivered)
