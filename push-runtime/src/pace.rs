@@ -45,7 +45,11 @@ impl Inner {
     /// Drops the empty rounds at the front; the publishers to wake if any went.
     fn pop_empty(&mut self) -> Vec<Waker> {
         let before = self.rounds.len();
-        while self.rounds.front().is_some_and(|&(_, members)| members == 0) {
+        while self
+            .rounds
+            .front()
+            .is_some_and(|&(_, members)| members == 0)
+        {
             self.rounds.pop_front();
         }
         if self.rounds.len() == before {
@@ -189,7 +193,11 @@ mod tests {
         assert!(!drained(&pacing, 5, &publisher));
         // The second goes away.
         pacing.step(Some(5), None);
-        assert_eq!(publisher.0.load(Ordering::SeqCst), 1, "woken once 5 emptied");
+        assert_eq!(
+            publisher.0.load(Ordering::SeqCst),
+            1,
+            "woken once 5 emptied"
+        );
         assert!(drained(&pacing, 5, &publisher));
         assert!(!drained(&pacing, 6, &publisher));
     }
@@ -219,7 +227,10 @@ mod tests {
         pacing.step(None, Some(1));
         pacing.step(None, Some(2));
         pacing.step(Some(2), None);
-        assert!(!drained(&pacing, 2, &publisher), "round 1 still has a member");
+        assert!(
+            !drained(&pacing, 2, &publisher),
+            "round 1 still has a member"
+        );
         pacing.step(Some(1), None);
         assert!(drained(&pacing, 2, &publisher));
     }

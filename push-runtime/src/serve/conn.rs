@@ -355,7 +355,11 @@ async fn drive<F: GracefulConnection>(
                 }
             }
             Woke::Phase(changed) => {
-                let now = if changed { *phase.borrow_and_update() } else { Phase::Closing };
+                let now = if changed {
+                    *phase.borrow_and_update()
+                } else {
+                    Phase::Closing
+                };
                 match now {
                     Phase::Serving => {}
                     Phase::Draining if !draining => {

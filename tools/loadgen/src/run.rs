@@ -675,8 +675,10 @@ pub async fn compare(o: &Options) -> Result<(), String> {
             COMPARED
                 .iter()
                 .map(|key| {
-                    let mut values: Vec<f64> =
-                        runs.iter().filter_map(|report| report.number(key)).collect();
+                    let mut values: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|report| report.number(key))
+                        .collect();
                     median(&mut values)
                 })
                 .collect()
@@ -689,7 +691,9 @@ pub async fn compare(o: &Options) -> Result<(), String> {
         o.repeat,
         o.subscribers,
         o.transport.name(),
-        o.rate.map_or("as fast as possible".to_owned(), |r| format!("{r} events/s")),
+        o.rate.map_or("as fast as possible".to_owned(), |r| format!(
+            "{r} events/s"
+        )),
     );
     println!("|---|---|---|---|");
     let mut json = serde_json::Map::new();
@@ -700,7 +704,12 @@ pub async fn compare(o: &Options) -> Result<(), String> {
             _ => None,
         };
         let show = |v: Option<f64>| v.map_or("–".to_owned(), |v| round(v).to_string());
-        println!("| {key} | {} | {} | {} |", show(base), show(push), show(ratio));
+        println!(
+            "| {key} | {} | {} | {} |",
+            show(base),
+            show(push),
+            show(ratio)
+        );
         json.insert(
             (*key).to_owned(),
             serde_json::json!({ "baseline": base, "push": push, "ratio": ratio }),
