@@ -331,3 +331,25 @@ async fn an_unpaced_publish_waits_for_no_subscriber() {
     }
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
+
+/// The publish route of a paced hub answers once the SSE subscriber that
+/// was waiting has the event (it was written to its socket in the step
+/// that took it), and that subscriber reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_route_of_a_paced_hub_answers_and_delivers() {
+    let hub = paced_hub(0, Duration::from_secs(30), 1024);
+    let server = server(&hub).await;
+    let mut conn = open(&server, Transport::Sse, "/t/room/sse").await;
+    conn.ready().await;
+    for n in 1..=5 {
+        let response = post(&server, "/t/room")
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"note":"n{n}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let frame = conn.next_frame().await;
+        assert_eq!(frame.data, serde_json::json!({ "note": format!("n{n}") }));
+    }
+}

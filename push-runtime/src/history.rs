@@ -786,10 +786,9 @@ impl TopicLog {
             }
         };
         // Up to date from the start: it waits for the next event.
-        let joined = (self.pacing.is_tracking() && gap.is_none() && next_seq > ring.head)
-            .then_some(next_seq);
-        if joined.is_some() {
-            self.pacing.step(None, joined);
+        let joined = self.pacing.is_tracking() && gap.is_none() && next_seq > ring.head;
+        if joined {
+            self.pacing.step(None, Some(next_seq));
         }
         drop(ring);
         Ok(Subscription {
@@ -905,21 +904,21 @@ impl DeliveryCounts {
     }
 }
 
-/// While a publisher paces on a topic: a subscription at `next_seq` (in
-/// the round of `joined`, if any) leaves the round of the event it just
-/// took, and joins the next event's if it has read everything (`all_read`,
-/// known under the ring's lock, so that event is not appended meanwhile).
-/// Out of the way of the common case.
+/// While a publisher paces on a topic: a subscription that was at `from`
+/// (in its round if `joined`) and is now at `next_seq` leaves the round of
+/// the event it took, and joins the next event's if it has read everything
+/// (`all_read`, known under the ring's lock, so that event is not appended
+/// meanwhile). Out of the way of the common case.
 #[cold]
 #[inline(never)]
-fn step_rounds(pacing: &Pacing, joined: &mut Option<u64>, next_seq: u64, all_read: bool) {
-    let left = joined.filter(|&seq| next_seq > seq);
-    let current = if left.is_some() { None } else { *joined };
-    let joins = (all_read && current.is_none()).then_some(next_seq);
+fn step_rounds(pacing: &Pacing, joined: &mut bool, from: u64, next_seq: u64, all_read: bool) {
+    let left = (*joined && next_seq > from).then_some(from);
+    let still = *joined && left.is_none();
+    let joins = (all_read && !still).then_some(next_seq);
     if left.is_some() || joins.is_some() {
         pacing.step(left, joins);
     }
-    *joined = joins.or(current);
+    *joined = still || joins.is_some();
 }
 
 /// A reader of one topic's history, live or catching up.
@@ -936,9 +935,10 @@ pub struct Subscription {
     waiting: Registration,
     /// Where what it takes is counted, if anywhere.
     counts: Option<Arc<DeliveryCounts>>,
-    /// The event whose round of paced publishing it is in, if any
-    /// (see [`Pacing`]).
-    joined: Option<u64>,
+    /// Whether it is in a round of paced publishing (see [`Pacing`]):
+    /// that of `next_seq`, as a subscription in a round has not moved since
+    /// it joined.
+    joined: bool,
 }
 
 impl Drop for Subscription {
@@ -972,18 +972,19 @@ impl Subscription {
     /// Joins the round of the next event if it has read everything and
     /// its topic is paced (a subscription made before the topic was).
     pub(crate) fn join_round(&mut self) {
-        if self.pending_gap.is_none() && self.joined.is_none() && self.log.pacing.is_tracking() {
+        if self.pending_gap.is_none() && !self.joined && self.log.pacing.is_tracking() {
             let ring = self.log.read();
             if self.next_seq > ring.head {
                 self.log.pacing.step(None, Some(self.next_seq));
-                self.joined = Some(self.next_seq);
+                self.joined = true;
             }
         }
     }
 
     /// Leaves the round it is in, if any: it went away, or to another log.
     fn leave_round(&mut self) {
-        if let Some(seq) = self.joined.take() {
+        if std::mem::take(&mut self.joined) {
+            let seq = self.next_seq;
             self.log.pacing.step(Some(seq), None);
         }
     }
@@ -1045,6 +1046,7 @@ impl Subscription {
 
     /// Appends from the current ring; returns whether nothing is left in it.
     fn fill_from_ring(&mut self, out: &mut Vec<Delivery>, before: usize, max: usize) -> bool {
+        let from = self.next_seq;
         let ring = self.log.read();
         let oldest = ring.oldest();
         if self.next_seq < oldest {
@@ -1084,7 +1086,13 @@ impl Subscription {
         }
         let all_read = self.next_seq > ring.head;
         if self.log.pacing.is_tracking() {
-            step_rounds(&self.log.pacing, &mut self.joined, self.next_seq, all_read);
+            step_rounds(
+                &self.log.pacing,
+                &mut self.joined,
+                from,
+                self.next_seq,
+                all_read,
+            );
         }
         all_read
     }
