@@ -70,7 +70,7 @@ pub enum Mode {
     /// Every row of the benchmark table, one after the other, with targets
     ///
     /// The floor, the no-framework baseline and the framework measured in
-    /// the same run (about 11 minutes), then the table with each target and
+    /// the same run (about 13 minutes), then the table with each target and
     /// whether it is met. `--subscribers`, `--connections` and `--events` are
     /// ignored: each row sets its own.
     Table(Flags),
