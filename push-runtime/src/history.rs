@@ -1193,6 +1193,59 @@ mod tests {
         }
     }
 
+    /// Whether no round of paced publishing at or before `seq` has members.
+    fn drained(log: &TopicLog, seq: u64) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        log.pacing.poll_drained(&mut cx, seq).is_ready()
+    }
+
+    /// The round of an event is the readers that had read everything when
+    /// it was appended; each leaves it by taking the event, skipping it
+    /// (a filter), being overtaken (a gap), moving to a successor log or
+    /// going away. A reader behind when the event came is not in it.
+    #[test]
+    fn paced_rounds_hold_the_readers_that_had_read_everything() {
+        let log = Arc::new(TopicLog::new(1, 4));
+        log.pace();
+        let mut out = Vec::new();
+        let mut reader = log.subscribe(Start::Now).unwrap();
+        let mut filtered = log.subscribe(Start::Now).unwrap();
+        filtered.set_filter(Some(KindFilter::from_indices([0])));
+        let mut overtaken = log.subscribe(Start::Now).unwrap();
+        let gone = log.subscribe(Start::Now).unwrap();
+        log.append(outgoing(1));
+        assert!(drained(&log, 0));
+        assert!(!drained(&log, 1));
+        reader.fill(&mut out, 16);
+        assert_eq!(filtered.fill(&mut out, 16), 0, "event 1 is of kind 1");
+        drop(gone);
+        assert!(!drained(&log, 1), "one reader has not taken event 1");
+        // `overtaken` stops reading: events 2 to 6 push event 1 out of the ring.
+        for n in 2..=6 {
+            log.append(outgoing(n));
+            reader.fill(&mut out, 16);
+            filtered.fill(&mut out, 16);
+        }
+        assert!(!drained(&log, 6));
+        out.clear();
+        overtaken.fill(&mut out, 16);
+        assert!(matches!(out[0], Delivery::Gap(_)), "{out:?}");
+        assert!(
+            drained(&log, 6),
+            "the overtaken reader was in round 1 only, and left it"
+        );
+        // All three have read everything: they are in round 7.
+        log.append(outgoing(7));
+        assert!(!drained(&log, 7));
+        let next = Arc::new(TopicLog::new(2, 4));
+        log.supersede(Arc::clone(&next));
+        for sub in [&mut reader, &mut filtered, &mut overtaken] {
+            sub.fill(&mut out, 16);
+        }
+        assert!(drained(&log, 7), "the readers took 7 and moved on");
+        assert!(drained(&next, u64::MAX), "the successor was never paced");
+    }
+
     fn seqs(items: &[Delivery]) -> Vec<String> {
         items
             .iter()
