@@ -19,8 +19,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 /// The most rounds kept open: past it, the oldest is given up (its
-/// publishers, if any, stop waiting for it). Rounds are only opened for
-/// events not yet appended, so this is never reached but by a bug.
+/// publishers, if any, stop waiting for it). Paced publishers give up the
+/// rounds they waited for in vain, so this bounds the rounds of a topic
+/// whose stalled readers no paced publisher waits for (a hub without
+/// back-pressure publishing on a paced topic): 4,096 rounds, 64 KiB.
 const MAX_ROUNDS: usize = 4096;
 
 /// The rounds of one topic.
