@@ -223,6 +223,18 @@ mod tests {
     }
 
     #[test]
+    fn rounds_nobody_waits_for_are_bounded() {
+        let pacing = Pacing::default();
+        // A reader stalls in each round and no paced publisher gives up on them.
+        for seq in 1..=(MAX_ROUNDS as u64 + 100) {
+            pacing.step(None, Some(seq));
+        }
+        assert_eq!(pacing.lock().rounds.len(), MAX_ROUNDS);
+        assert_eq!(pacing.members(100), 0, "the oldest were given up");
+        assert_eq!(pacing.members(MAX_ROUNDS as u64 + 100), 1);
+    }
+
+    #[test]
     fn a_later_round_may_empty_first() {
         let pacing = Pacing::default();
         let publisher = Arc::new(Count::default());
