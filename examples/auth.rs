@@ -111,11 +111,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    // TCP_NODELAY, routes prepared once, HTTP/2, deadlines on stalled peers.
+    push_runtime::serve::Server::new(listener, app)
+        .run_until(async move {
             let _ = tokio::signal::ctrl_c().await;
             hub.shutdown();
         })
-        .await?;
+        .await;
     Ok(())
 }

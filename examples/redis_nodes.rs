@@ -54,7 +54,8 @@ async fn serve_node(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("node listening on http://{}", listener.local_addr()?);
     println!("node listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    // TCP_NODELAY, routes prepared once, HTTP/2, deadlines on stalled peers.
+    push_runtime::serve::Server::new(listener, app).run().await;
     Ok(())
 }
 

@@ -6,8 +6,11 @@ use push_runtime::broker::{
     Broker, BrokerError, BrokerErrorKind, BrokerFuture, BrokerSubscribeError, TopicKey,
 };
 use push_runtime::history::{Outgoing, Subscription};
-use push_runtime::{ChannelRouter, Hub, HubConfig, Limits, PublishRequest, Refusal};
+use push_runtime::{
+    Backpressure, ChannelRouter, Delivery, Hub, HubConfig, Limits, PublishRequest, Refusal, Start,
+};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use support::channel::{TestEvent, note};
 use support::{Server, Transport, open};
@@ -212,4 +215,141 @@ async fn a_publish_finding_the_histories_full_is_answered_503() {
     assert_eq!(response.headers()["retry-after"], "3");
     let text = response.text().await.unwrap();
     assert!(text.contains("no room for an event of"), "{text}");
+}
+
+/// A hub whose publishers are paced: `ahead` events at most, `max_wait` each.
+fn paced_hub(ahead: u64, max_wait: Duration, history_len: usize) -> Hub<TestEvent> {
+    let mut config = HubConfig::default();
+    config.history_len = history_len;
+    config.backpressure = Some(Backpressure::new().ahead(ahead).max_wait(max_wait));
+    Hub::with_config(config)
+}
+
+/// A subscriber that keeps up: takes what there is, spends a (virtual)
+/// millisecond on it as a socket write would, comes back. Publishes the
+/// sequence number of the newest event it took.
+fn keep_up(mut subscription: Subscription) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let taken = Arc::new(AtomicU64::new(0));
+    let position = Arc::clone(&taken);
+    let task = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        loop {
+            batch.clear();
+            subscription.next_batch(&mut batch, 16).await;
+            position.store(subscription.position().seq(), Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    (taken, task)
+}
+
+/// With `Backpressure::ahead(2)`, a publisher that awaits each publish is
+/// never more than 2 events ahead of a subscriber that keeps up, even one
+/// that is busy (its millisecond of writing) when events are appended.
+/// Without pacing the publisher, which never waits, would finish all 50
+/// before the subscriber took one.
+#[tokio::test(start_paused = true)]
+async fn a_paced_publisher_stays_within_its_distance_of_a_subscriber_that_keeps_up() {
+    let hub = paced_hub(2, Duration::from_secs(3600), 1024);
+    let (taken, task) = keep_up(hub.subscribe("t", Start::Now, None).await.unwrap());
+    for n in 1..=50 {
+        let cursor = hub.publish("t", note(n)).await.unwrap();
+        let seen = taken.load(Ordering::SeqCst);
+        assert!(
+            seen + 2 >= cursor.seq(),
+            "published {} while the subscriber had taken only {seen}",
+            cursor.seq()
+        );
+    }
+    task.abort();
+}
+
+/// A subscriber that stops reading holds a paced publisher once, for
+/// `max_wait` and no longer, and not again: it is behind from then on.
+/// The subscriber that keeps up still gets every event; the stalled one,
+/// when it reads again, gets a gap for what the history no longer holds.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_subscriber_holds_a_paced_publisher_once_and_for_its_bound_only() {
+    let max_wait = Duration::from_millis(100);
+    let hub = paced_hub(0, max_wait, 4);
+    let mut stalled = hub.subscribe("t", Start::Now, None).await.unwrap();
+    let (taken, task) = keep_up(hub.subscribe("t", Start::Now, None).await.unwrap());
+    let started = tokio::time::Instant::now();
+    hub.publish("t", note(1)).await.unwrap();
+    assert_eq!(
+        started.elapsed(),
+        max_wait,
+        "the first publish waits for the stalled subscriber, for max_wait exactly"
+    );
+    let started = tokio::time::Instant::now();
+    for n in 2..=10 {
+        let cursor = hub.publish("t", note(n)).await.unwrap();
+        assert_eq!(taken.load(Ordering::SeqCst), cursor.seq());
+    }
+    assert!(
+        started.elapsed() < max_wait,
+        "later publishes wait for the subscriber that keeps up only ({:?} for 9)",
+        started.elapsed()
+    );
+    let mut batch = Vec::new();
+    stalled.next_batch(&mut batch, 16).await;
+    assert!(
+        matches!(batch.first(), Some(Delivery::Gap(gap)) if gap.missed == Some(6)),
+        "the stalled subscriber gets a gap for events 1 to 6: {batch:?}"
+    );
+    task.abort();
+}
+
+/// A subscriber that goes away is not waited for: dropping it releases a
+/// publisher waiting for it at once, long before `max_wait`.
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_that_goes_away_releases_a_paced_publisher() {
+    let hub = paced_hub(0, Duration::from_secs(3600), 1024);
+    let gone = hub.subscribe("t", Start::Now, None).await.unwrap();
+    let publisher = {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.publish("t", note(1)).await.unwrap() })
+    };
+    // Let the publish reach its wait (the runtime is idle, time paused).
+    tokio::task::yield_now().await;
+    assert!(!publisher.is_finished(), "it waits for the subscriber");
+    let started = tokio::time::Instant::now();
+    drop(gone);
+    let cursor = publisher.await.unwrap();
+    assert_eq!(cursor.seq(), 1);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+/// Without back-pressure (the default) a publish never waits for anyone.
+#[tokio::test(start_paused = true)]
+async fn an_unpaced_publish_waits_for_no_subscriber() {
+    let hub = Hub::<TestEvent>::new();
+    let _stalled = hub.subscribe("t", Start::Now, None).await.unwrap();
+    let started = tokio::time::Instant::now();
+    for n in 1..=10 {
+        hub.publish("t", note(n)).await.unwrap();
+    }
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+/// The publish route of a paced hub answers once the SSE subscriber that
+/// was waiting has the event (it was written to its socket in the step
+/// that took it), and that subscriber reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_route_of_a_paced_hub_answers_and_delivers() {
+    let hub = paced_hub(0, Duration::from_secs(30), 1024);
+    let server = server(&hub).await;
+    let mut conn = open(&server, Transport::Sse, "/t/room/sse").await;
+    conn.ready().await;
+    for n in 1..=5 {
+        let response = post(&server, "/t/room")
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"note":"n{n}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let frame = conn.next_frame().await;
+        assert_eq!(frame.data, serde_json::json!({ "note": format!("n{n}") }));
+    }
 }

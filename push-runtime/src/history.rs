@@ -11,6 +11,7 @@
 //! copy of it cached for a transport; see [`HistoryBudget`].
 
 use crate::cursor::Cursor;
+use crate::pace::Pacing;
 use crate::wake::{Registration, WaitList};
 use bytes::Bytes;
 use std::any::Any;
@@ -458,6 +459,8 @@ pub struct TopicLog {
     /// date finds out it has nothing to read with one load.
     head: AtomicU64,
     published: WaitList,
+    /// Who each next event waits for, for paced publishers.
+    pacing: Pacing,
     successor: OnceLock<Arc<TopicLog>>,
 }
 
@@ -515,6 +518,7 @@ impl TopicLog {
             account: budget.account(),
             head: AtomicU64::new(0),
             published: WaitList::default(),
+            pacing: Pacing::default(),
             successor: OnceLock::new(),
         }
     }
@@ -664,6 +668,30 @@ impl TopicLog {
         self.successor.get()
     }
 
+    /// Counts, from now on, which subscribers each next event waits for
+    /// ([`TopicLog::wait_taken`]). Costs each of this topic's subscribers
+    /// a lock per batch from then on; nothing until it is called.
+    pub fn pace(&self) {
+        self.pacing.track();
+    }
+
+    /// Waits, at most `max_wait`, until every subscriber that had read
+    /// everything when an event up to `seq` was appended (waiting, or busy
+    /// writing what it read) has taken that event or gone away. One behind
+    /// or stalled then is not waited for. Returns `false` if `max_wait` ran
+    /// out: those not back by then are not waited for again for these
+    /// events. Counts only subscribers that read after [`TopicLog::pace`].
+    pub async fn wait_taken(&self, seq: u64, max_wait: std::time::Duration) -> bool {
+        let drained = std::future::poll_fn(|cx| self.pacing.poll_drained(cx, seq));
+        match tokio::time::timeout(max_wait, drained).await {
+            Ok(()) => true,
+            Err(_) => {
+                self.pacing.abandon(seq);
+                false
+            }
+        }
+    }
+
     /// Makes room for `event` (dropping the oldest events as the budget
     /// requires) and appends it; gives it back, the ring unchanged, if the
     /// total has no room for it even without this ring's events.
@@ -757,6 +785,11 @@ impl TopicLog {
                 }
             }
         };
+        // Up to date from the start: it waits for the next event.
+        let joined = self.pacing.is_tracking() && gap.is_none() && next_seq > ring.head;
+        if joined {
+            self.pacing.step(None, Some(next_seq));
+        }
         drop(ring);
         Ok(Subscription {
             log: Arc::clone(self),
@@ -765,6 +798,7 @@ impl TopicLog {
             filter: None,
             waiting: Registration::default(),
             counts: None,
+            joined,
         })
     }
 }
@@ -870,6 +904,23 @@ impl DeliveryCounts {
     }
 }
 
+/// While a publisher paces on a topic: a subscription that was at `from`
+/// (in its round if `joined`) and is now at `next_seq` leaves the round of
+/// the event it took, and joins the next event's if it has read everything
+/// (`all_read`, known under the ring's lock, so that event is not appended
+/// meanwhile). Out of the way of the common case.
+#[cold]
+#[inline(never)]
+fn step_rounds(pacing: &Pacing, joined: &mut bool, from: u64, next_seq: u64, all_read: bool) {
+    let left = (*joined && next_seq > from).then_some(from);
+    let still = *joined && left.is_none();
+    let joins = (all_read && !still).then_some(next_seq);
+    if left.is_some() || joins.is_some() {
+        pacing.step(left, joins);
+    }
+    *joined = still || joins.is_some();
+}
+
 /// A reader of one topic's history, live or catching up.
 ///
 /// It holds only a position: the events themselves stay in the topic's ring,
@@ -884,11 +935,16 @@ pub struct Subscription {
     waiting: Registration,
     /// Where what it takes is counted, if anywhere.
     counts: Option<Arc<DeliveryCounts>>,
+    /// Whether it is in a round of paced publishing (see [`Pacing`]):
+    /// that of `next_seq`, as a subscription in a round has not moved since
+    /// it joined.
+    joined: bool,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.log.published.deregister(&mut self.waiting);
+        self.leave_round();
     }
 }
 
@@ -910,6 +966,26 @@ impl Subscription {
     pub(crate) fn untake(&self, item: &Delivery) {
         if let (Some(counts), Delivery::Event(_)) = (&self.counts, item) {
             counts.untake(1);
+        }
+    }
+
+    /// Joins the round of the next event if it has read everything and
+    /// its topic is paced (a subscription made before the topic was).
+    pub(crate) fn join_round(&mut self) {
+        if self.pending_gap.is_none() && !self.joined && self.log.pacing.is_tracking() {
+            let ring = self.log.read();
+            if self.next_seq > ring.head {
+                self.log.pacing.step(None, Some(self.next_seq));
+                self.joined = true;
+            }
+        }
+    }
+
+    /// Leaves the round it is in, if any: it went away, or to another log.
+    fn leave_round(&mut self) {
+        if std::mem::take(&mut self.joined) {
+            let seq = self.next_seq;
+            self.log.pacing.step(Some(seq), None);
         }
     }
 
@@ -970,6 +1046,7 @@ impl Subscription {
 
     /// Appends from the current ring; returns whether nothing is left in it.
     fn fill_from_ring(&mut self, out: &mut Vec<Delivery>, before: usize, max: usize) -> bool {
+        let from = self.next_seq;
         let ring = self.log.read();
         let oldest = ring.oldest();
         if self.next_seq < oldest {
@@ -1007,7 +1084,17 @@ impl Subscription {
             }
             self.next_seq += 1;
         }
-        self.next_seq > ring.head
+        let all_read = self.next_seq > ring.head;
+        if self.log.pacing.is_tracking() {
+            step_rounds(
+                &self.log.pacing,
+                &mut self.joined,
+                from,
+                self.next_seq,
+                all_read,
+            );
+        }
+        all_read
     }
 
     /// Reports the lost event at `next_seq`: one more in the gap `out` ends
@@ -1048,6 +1135,7 @@ impl Subscription {
             missed: None,
         }));
         self.log.published.deregister(&mut self.waiting);
+        self.leave_round();
         self.log = next;
         self.next_seq = oldest;
     }
@@ -1103,6 +1191,59 @@ mod tests {
             kind_index: usize::from(n % 2),
             data: Bytes::from(vec![n]),
         }
+    }
+
+    /// Whether no round of paced publishing at or before `seq` has members.
+    fn drained(log: &TopicLog, seq: u64) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        log.pacing.poll_drained(&mut cx, seq).is_ready()
+    }
+
+    /// The round of an event is the readers that had read everything when
+    /// it was appended; each leaves it by taking the event, skipping it
+    /// (a filter), being overtaken (a gap), moving to a successor log or
+    /// going away. A reader behind when the event came is not in it.
+    #[test]
+    fn paced_rounds_hold_the_readers_that_had_read_everything() {
+        let log = Arc::new(TopicLog::new(1, 4));
+        log.pace();
+        let mut out = Vec::new();
+        let mut reader = log.subscribe(Start::Now).unwrap();
+        let mut filtered = log.subscribe(Start::Now).unwrap();
+        filtered.set_filter(Some(KindFilter::from_indices([0])));
+        let mut overtaken = log.subscribe(Start::Now).unwrap();
+        let gone = log.subscribe(Start::Now).unwrap();
+        log.append(outgoing(1));
+        assert!(drained(&log, 0));
+        assert!(!drained(&log, 1));
+        reader.fill(&mut out, 16);
+        assert_eq!(filtered.fill(&mut out, 16), 0, "event 1 is of kind 1");
+        drop(gone);
+        assert!(!drained(&log, 1), "one reader has not taken event 1");
+        // `overtaken` stops reading: events 2 to 6 push event 1 out of the ring.
+        for n in 2..=6 {
+            log.append(outgoing(n));
+            reader.fill(&mut out, 16);
+            filtered.fill(&mut out, 16);
+        }
+        assert!(!drained(&log, 6));
+        out.clear();
+        overtaken.fill(&mut out, 16);
+        assert!(matches!(out[0], Delivery::Gap(_)), "{out:?}");
+        assert!(
+            drained(&log, 6),
+            "the overtaken reader was in round 1 only, and left it"
+        );
+        // All three have read everything: they are in round 7.
+        log.append(outgoing(7));
+        assert!(!drained(&log, 7));
+        let next = Arc::new(TopicLog::new(2, 4));
+        log.supersede(Arc::clone(&next));
+        for sub in [&mut reader, &mut filtered, &mut overtaken] {
+            sub.fill(&mut out, 16);
+        }
+        assert!(drained(&log, 7), "the readers took 7 and moved on");
+        assert!(drained(&next, u64::MAX), "the successor was never paced");
     }
 
     fn seqs(items: &[Delivery]) -> Vec<String> {

@@ -15,7 +15,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use crate::history::{
     DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_HISTORY_BYTES, DEFAULT_MAX_TOTAL_HISTORY_BYTES,
@@ -85,6 +85,93 @@ pub struct HubConfig {
     /// broker has its own settings (`RedisConfig::max_history_bytes`,
     /// `RedisConfig::max_total_history_bytes`).
     pub max_total_history_bytes: usize,
+    /// Back-pressure for publishers (default `None`: [`Hub::publish`]
+    /// returns once the event is in the topic's history, before any
+    /// subscriber has it). See [`Backpressure`].
+    pub backpressure: Option<Backpressure>,
+}
+
+/// How long a paced publish waits at most by default ([`Backpressure::max_wait`]).
+pub const DEFAULT_BACKPRESSURE_MAX_WAIT: Duration = Duration::from_millis(250);
+
+/// Back-pressure for publishers ([`HubConfig::backpressure`]): with it,
+/// [`Hub::publish`] (and so the publish route, `POST {base}/{topic}`)
+/// completes only once the event `ahead` events before this one has been
+/// handed to every local subscriber that was waiting for it, so a
+/// publisher that publishes in a loop runs at the rate of the fan-out, at
+/// most `ahead` events in front of the subscribers that keep up, instead of
+/// queueing events in the history faster than they are written.
+///
+/// Who is waited for: the subscribers of this node that were up to date
+/// and waiting when that event was appended, until each has taken it into
+/// its connection's batch (for the streaming transports, written to its
+/// socket in the same step) or gone away. A subscriber that is behind,
+/// busy, or stalled (its socket full, its client not reading) is never
+/// waited for: it catches up from the history or gets a gap as usual. No
+/// publish waits longer than [`Backpressure::max_wait`]; the subscribers
+/// not back by then are not waited for again for those events, so a
+/// subscriber that stops reading costs a publisher at most one `max_wait`.
+///
+/// With the in-memory broker only: a broker that does not expose its local
+/// histories ([`Broker::local_log`]) publishes without waiting. A failed
+/// publish never waits.
+///
+/// ```
+/// use push_runtime::{Backpressure, HubConfig};
+/// use std::time::Duration;
+///
+/// let mut config = HubConfig::default();
+/// config.backpressure = Some(Backpressure::new().ahead(1).max_wait(Duration::from_millis(100)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backpressure {
+    ahead: u64,
+    max_wait: Duration,
+}
+
+impl Default for Backpressure {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backpressure {
+    /// Publishing completes once this very event has been handed to every
+    /// subscriber waiting for it (`ahead` 0), waiting at most
+    /// [`DEFAULT_BACKPRESSURE_MAX_WAIT`].
+    pub const fn new() -> Self {
+        Self {
+            ahead: 0,
+            max_wait: DEFAULT_BACKPRESSURE_MAX_WAIT,
+        }
+    }
+
+    /// How many events a publisher may run ahead of the subscribers that
+    /// keep up: a publish of the event at sequence `n` completes once the
+    /// event at `n - ahead` was taken (0, the default: this event itself).
+    /// Concurrent publishers of one topic share the distance.
+    pub const fn ahead(mut self, events: u64) -> Self {
+        self.ahead = events;
+        self
+    }
+
+    /// The longest one publish waits (default
+    /// [`DEFAULT_BACKPRESSURE_MAX_WAIT`], 250 ms); the publish then
+    /// succeeds as usual. `Duration::ZERO` waits not at all.
+    pub const fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// The distance set by [`Backpressure::ahead`].
+    pub const fn events_ahead(&self) -> u64 {
+        self.ahead
+    }
+
+    /// The bound set by [`Backpressure::max_wait`].
+    pub const fn wait_bound(&self) -> Duration {
+        self.max_wait
+    }
 }
 
 /// Topics alive at once by default.
@@ -99,6 +186,7 @@ impl Default for HubConfig {
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
             max_total_history_bytes: DEFAULT_MAX_TOTAL_HISTORY_BYTES,
+            backpressure: None,
         }
     }
 }
@@ -285,7 +373,9 @@ impl<C: Channel> Hub<C> {
     /// The event is serialized once; every subscriber on every transport
     /// shares those bytes. An event whose JSON is larger than
     /// [`HubConfig::max_event_size`] is refused with
-    /// [`PublishError::TooLarge`].
+    /// [`PublishError::TooLarge`]. With [`HubConfig::backpressure`], it
+    /// completes only once the subscribers that keep up have the event
+    /// (see [`Backpressure`]).
     pub async fn publish(
         &self,
         topic: &str,
@@ -319,13 +409,28 @@ impl<C: Channel> Hub<C> {
             channel: C::PATH,
             topic: topic.clone(),
         };
+        let broker = &self.shared.broker;
+        let paced = self.shared.config.backpressure.and_then(|pacing| {
+            // Counting starts before the append, so its own round is counted.
+            let log = broker.local_log(&key)?;
+            log.pace();
+            Some((pacing, log))
+        });
         let started = Instant::now();
-        let published = self.shared.broker.publish(&key, outgoing).await;
+        let published = broker.publish(&key, outgoing).await;
         let counters = &self.shared.meter.counters;
         match published {
             Ok(cursor) => {
                 counters.publish_latency.observe(started.elapsed());
                 counters.published.fetch_add(1, Ordering::Relaxed);
+                if let Some((pacing, log)) = paced
+                    && log.epoch() == cursor.epoch()
+                    && let Some(bound) = cursor.seq().checked_sub(pacing.ahead)
+                    && !pacing.max_wait.is_zero()
+                    && !log.wait_taken(bound, pacing.max_wait).await
+                {
+                    counters.publish_waits_cut.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(cursor)
             }
             Err(error) => {
@@ -358,6 +463,13 @@ impl<C: Channel> Hub<C> {
             topic: topic.clone(),
         };
         let mut subscription = self.shared.broker.subscribe(&key, start).await?;
+        if self.shared.config.backpressure.is_some()
+            && let Some(log) = self.shared.broker.local_log(&key)
+        {
+            // Counted from the start: the topic may be new.
+            log.pace();
+            subscription.join_round();
+        }
         subscription.set_filter(filter);
         subscription.count_into(Arc::clone(&self.shared.deliveries));
         Ok(subscription)

@@ -36,6 +36,7 @@ mod hub;
 mod limits;
 mod meter;
 mod origin;
+mod pace;
 mod shutdown;
 mod topic;
 mod wake;
@@ -72,8 +73,9 @@ pub use channel::{Channel, EventKind};
 pub use cursor::{Cursor, CursorParseError};
 pub use history::{Delivery, Gap, Start};
 pub use hub::{
-    DEFAULT_HISTORY_LEN, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_HISTORY_BYTES, DEFAULT_MAX_TOPICS,
-    DEFAULT_MAX_TOTAL_HISTORY_BYTES, Hub, HubConfig, PublishError, SubscribeError,
+    Backpressure, DEFAULT_BACKPRESSURE_MAX_WAIT, DEFAULT_HISTORY_LEN, DEFAULT_MAX_EVENT_SIZE,
+    DEFAULT_MAX_HISTORY_BYTES, DEFAULT_MAX_TOPICS, DEFAULT_MAX_TOTAL_HISTORY_BYTES, Hub, HubConfig,
+    PublishError, SubscribeError,
 };
 pub use limits::{
     DEFAULT_MAX_BUFFERED_PER_CONNECTION, DEFAULT_MAX_CONNECTIONS,

@@ -116,6 +116,9 @@ pub(crate) struct Counters {
     /// Events published through the hub, and publishes that failed.
     pub(crate) published: AtomicU64,
     pub(crate) publish_failed: AtomicU64,
+    /// Paced publishes ([`Backpressure`](crate::Backpressure)) that stopped
+    /// waiting at `max_wait`.
+    pub(crate) publish_waits_cut: AtomicU64,
     /// The time each successful publish took.
     pub(crate) publish_latency: Latency,
     /// Subscriptions the authorization hook refused.

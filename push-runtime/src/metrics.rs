@@ -287,6 +287,13 @@ impl Collector for Scrape {
             MetricType::Counter,
             |hub| hub.meter.counters.publish_failed.load(Ordering::Relaxed),
         )?;
+        self.per_hub(
+            e,
+            "push_publish_backpressure_timeouts",
+            "Paced publishes (HubConfig::backpressure) that stopped waiting for subscribers at max_wait.",
+            MetricType::Counter,
+            |hub| hub.meter.counters.publish_waits_cut.load(Ordering::Relaxed),
+        )?;
         {
             let mut family = e.encode_descriptor(
                 "push_publish_duration_seconds",

@@ -127,6 +127,15 @@ pub trait Broker: Send + Sync + 'static {
     fn health(&self) -> Option<BrokerHealth> {
         None
     }
+
+    /// This node's history of `key`, if it holds one now (never creates
+    /// it): what [`Backpressure`](crate::Backpressure) counts deliveries
+    /// on. The default, `None`, makes paced publishes complete without
+    /// waiting.
+    fn local_log(&self, key: &TopicKey) -> Option<Arc<TopicLog>> {
+        let _ = key;
+        None
+    }
 }
 
 /// The health of a broker's link to the store its nodes share, from
@@ -421,6 +430,15 @@ impl Broker for MemoryBroker {
             Err(error) => Err(BrokerSubscribeError::Broker(too_many(error))),
         };
         Box::pin(std::future::ready(result))
+    }
+
+    fn local_log(&self, key: &TopicKey) -> Option<Arc<TopicLog>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .map
+            .get(key)
+            .map(|slot| Arc::clone(&slot.log))
     }
 }
 

@@ -345,7 +345,9 @@ mod tests {
     /// subscribe step once (2,248 bytes; 2,296 before it), plus the
     /// authorization's expiry carried from the hook to the answer (2,296
     /// bytes before it, 2,344 with it), plus the subscription's handle on
-    /// its hub's delivery counts (8 bytes, in two slots: 2,360).
+    /// its hub's delivery counts (8 bytes, in two slots: 2,360), plus
+    /// whether the subscription is in a round of paced publishing
+    /// (`HubConfig::backpressure`; a `bool`, 8 bytes with its alignment: 2,368).
     #[test]
     fn a_held_long_poll_keeps_a_small_future() {
         use crate::fuzz::Probe;
@@ -359,7 +361,7 @@ mod tests {
         let request = Request::new(axum::body::Body::empty());
         let held = long_handler::<Probe>(State(route), Path("t".into()), request);
         let size = std::mem::size_of_val(&held);
-        assert!(size <= 2360, "a held long poll's future is {size} bytes");
+        assert!(size <= 2368, "a held long poll's future is {size} bytes");
     }
 
     #[test]

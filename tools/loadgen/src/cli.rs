@@ -43,6 +43,14 @@ pub enum Mode {
     /// once every subscriber has the last; `--rate`: at that pace) or by
     /// `--publishers` concurrent publishers.
     Fanout(Flags),
+    /// The same fan-out against the no-framework baseline and the framework,
+    /// alternately, `--repeat` times each: medians and ratios
+    ///
+    /// Every flag of `fanout` applies to both servers (`--serve`: the
+    /// framework served by `push_runtime::serve::Server`). Prints each run's
+    /// row, then per server the median of each figure over its runs, and the
+    /// framework's medians as a multiple of the baseline's.
+    Compare(Flags),
     /// The physical floor: CPU per event of plain write()s to loopback sockets
     ///
     /// A writer process (`loadgen serve floor`) does one `write()` of
@@ -62,7 +70,7 @@ pub enum Mode {
     /// Every row of the benchmark table, one after the other, with targets
     ///
     /// The floor, the no-framework baseline and the framework measured in
-    /// the same run (about 11 minutes), then the table with each target and
+    /// the same run (about 13 minutes), then the table with each target and
     /// whether it is met. `--subscribers`, `--connections` and `--events` are
     /// ignored: each row sets its own.
     Table(Flags),
@@ -82,6 +90,7 @@ impl Mode {
     pub fn flags(&self) -> &Flags {
         match self {
             Self::Fanout(flags)
+            | Self::Compare(flags)
             | Self::Floor(flags)
             | Self::Idle(flags)
             | Self::Poll304(flags)
@@ -177,6 +186,9 @@ pub struct Flags {
     /// fanout: publish each event once every subscriber has the previous one
     #[arg(long, help_heading = "Load")]
     pub lockstep: bool,
+    /// compare: runs of each server
+    #[arg(long, value_name = "RUNS", default_value_t = 3, help_heading = "Load")]
+    pub repeat: usize,
     /// fanout, floor: bytes of each event's JSON
     #[arg(
         long,
@@ -217,6 +229,15 @@ pub struct Flags {
     /// serve push: served by hyper-util with flat writes, not axum::serve
     #[arg(long, help_heading = "Serve")]
     pub hyper: bool,
+    /// serve push (and the push server fanout and compare start): paced
+    /// publishing (`HubConfig::backpressure`), a publish completing once
+    /// the event this many events back was taken by every subscriber that
+    /// keeps up
+    #[arg(long, value_name = "AHEAD", help_heading = "Serve")]
+    pub backpressure: Option<u64>,
+    /// serve push: the longest a paced publish waits, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 250, help_heading = "Serve")]
+    pub backpressure_wait: u64,
     /// serve push: served by push_runtime::serve::Server (HTTP/1.1 and h2c
     /// on one port); fanout, idle: the started push server is served so
     #[arg(long, help_heading = "Serve")]
@@ -251,8 +272,11 @@ impl Flags {
             publishers: self.publishers.max(1),
             rate: self.rate,
             lockstep: self.lockstep,
+            repeat: self.repeat.max(1),
             epoll: self.epoll,
             hyper: self.hyper,
+            backpressure: self.backpressure,
+            backpressure_wait_ms: self.backpressure_wait,
             serve: self.serve,
             http2: self.http2,
             size: self.size,
@@ -285,8 +309,11 @@ mod tests {
             publishers: 1,
             rate: None,
             lockstep: false,
+            repeat: 3,
             epoll: false,
             hyper: false,
+            backpressure: None,
+            backpressure_wait_ms: 250,
             serve: false,
             http2: 0,
             size: 100,
@@ -308,6 +335,7 @@ mod tests {
         let parsed = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
         let name = match &parsed {
             Mode::Fanout(_) => "fanout",
+            Mode::Compare(_) => "compare",
             Mode::Floor(_) => "floor",
             Mode::Idle(_) => "idle",
             Mode::Poll304(_) => "poll304",
@@ -331,6 +359,7 @@ mod tests {
     fn every_mode_alone_has_the_defaults() {
         for mode in [
             "fanout",
+            "compare",
             "floor",
             "idle",
             "poll304",
@@ -671,6 +700,32 @@ mod tests {
                 polls: 20_000,
                 server: "baseline".into(),
                 ..defaults()
+            }
+        );
+        assert_eq!(
+            options(
+                "compare",
+                "compare --transport ws --subscribers 10000 --events 80 --rate 8 --serve --repeat 5 --timeout 120"
+            ),
+            Options {
+                transport: Transport::Ws,
+                rate: Some(8.0),
+                serve: true,
+                repeat: 5,
+                timeout_s: 120,
+                ..fanout(10_000, 80)
+            }
+        );
+        assert_eq!(
+            options(
+                "fanout",
+                "fanout --subscribers 10000 --events 100 --serve --backpressure 0 --backpressure-wait 100"
+            ),
+            Options {
+                serve: true,
+                backpressure: Some(0),
+                backpressure_wait_ms: 100,
+                ..fanout(10_000, 100)
             }
         );
         assert_eq!(options("table", "table"), defaults());

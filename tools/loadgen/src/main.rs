@@ -13,6 +13,7 @@
 //! L=target/release/loadgen
 //! taskset -c 1 $L fanout --transport sse --subscribers 1000 --events 200     # framework, sequential publisher
 //! taskset -c 1 $L fanout --transport ws --server baseline --publishers 8     # baseline, bursts
+//! taskset -c 1 $L compare --subscribers 10000 --events 80 --rate 8 --serve   # both servers, medians of 3 runs
 //! taskset -c 1 $L floor --connections 1000 --events 200 --batch 1            # one write per event
 //! taskset -c 1 $L floor --connections 1000 --events 200 --batch 1 --epoll    # the same, sockets in epoll
 //! taskset -c 0 $L serve push --hyper                                         # served by hyper-util, flat writes
@@ -50,10 +51,16 @@ pub struct Options {
     pub publishers: usize,
     pub rate: Option<f64>,
     pub lockstep: bool,
+    /// `compare`: runs of each server, at least 1.
+    pub repeat: usize,
     /// `floor --epoll`: the floor's sockets registered with tokio's epoll driver.
     pub epoll: bool,
     /// `serve push --hyper`: served by hyper-util with flat writes, not axum::serve.
     pub hyper: bool,
+    /// `serve push --backpressure <ahead>`: paced publishing.
+    pub backpressure: Option<u64>,
+    /// `--backpressure-wait <ms>`: a paced publish's longest wait.
+    pub backpressure_wait_ms: u64,
     /// `serve push --serve`: served by `push_runtime::serve::Server`; the
     /// measuring modes start the server so with `--serve` or `--http2`.
     pub serve: bool,
@@ -77,7 +84,7 @@ fn execute(mode: &Mode) -> Result<(), String> {
     match mode {
         Mode::Serve { kind, .. } => match kind {
             ServeKind::Push => runtime
-                .block_on(server::push(&o.addr, o.history, o.hyper, o.serve))
+                .block_on(server::push(&o))
                 .map_err(|e| e.to_string()),
             ServeKind::Baseline => runtime
                 .block_on(server::baseline(&o.addr))
@@ -88,6 +95,7 @@ fn execute(mode: &Mode) -> Result<(), String> {
             }
         },
         Mode::Fanout(_) => runtime.block_on(run::fanout(&o)).map(drop),
+        Mode::Compare(_) => runtime.block_on(run::compare(&o)),
         Mode::Floor(_) => runtime.block_on(run::floor(&o)).map(drop),
         Mode::Idle(_) => runtime.block_on(run::idle(&o)).map(drop),
         Mode::Poll304(_) => runtime.block_on(run::poll304(&o)).map(drop),

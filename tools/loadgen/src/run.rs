@@ -101,8 +101,18 @@ fn server(o: &Options) -> Result<Server, String> {
             let mut args = vec![kind.to_owned(), "--history".into(), o.history.to_string()];
             if kind == "baseline" {
                 args.truncate(1);
-            } else if o.serve || o.http2 > 0 {
-                args.push("--serve".into());
+            } else {
+                if o.serve || o.http2 > 0 {
+                    args.push("--serve".into());
+                }
+                if let Some(ahead) = o.backpressure {
+                    args.extend([
+                        "--backpressure".into(),
+                        ahead.to_string(),
+                        "--backpressure-wait".into(),
+                        o.backpressure_wait_ms.to_string(),
+                    ]);
+                }
             }
             spawn(o, &args)
         }
@@ -291,6 +301,13 @@ pub async fn fanout(o: &Options) -> Result<Report, String> {
         .set("server", o.server.clone())
         .set("transport", o.transport.name())
         .set("publishing", mode)
+        .set(
+            "backpressure",
+            match (o.server.as_str(), o.backpressure) {
+                ("push", Some(ahead)) => format!("ahead {ahead}, {} ms", o.backpressure_wait_ms),
+                _ => "off".to_owned(),
+            },
+        )
         .set("subscribers", o.subscribers)
         .set("events", o.events)
         .set("deliveries", delivered)
@@ -312,6 +329,11 @@ pub async fn fanout(o: &Options) -> Result<Report, String> {
         .num(
             "p50_ms",
             f64::from(percentile(&latencies, 0.50)) / 1000.0,
+            2,
+        )
+        .num(
+            "p90_ms",
+            f64::from(percentile(&latencies, 0.90)) / 1000.0,
             2,
         )
         .num(
@@ -603,4 +625,102 @@ pub async fn poll304(o: &Options) -> Result<Report, String> {
         ));
     }
     Ok(report)
+}
+
+/// The figures `compare` summarizes, each a median over a server's runs.
+const COMPARED: [&str; 9] = [
+    "server_cpu_us_per_delivery",
+    "kernel_share",
+    "writes_per_delivery",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "max_ms",
+    "deliveries_per_s",
+    "publish_s",
+];
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// The fan-out of `o` against the baseline and the framework, alternately,
+/// `--repeat` times each; then each figure's median per server and the
+/// framework's as a multiple of the baseline's.
+pub async fn compare(o: &Options) -> Result<(), String> {
+    let servers = ["baseline", "push"];
+    let mut reports: Vec<Vec<Report>> = vec![Vec::new(), Vec::new()];
+    let mut failures = Vec::new();
+    for run in 0..o.repeat {
+        for (i, server) in servers.iter().enumerate() {
+            eprintln!("loadgen compare: run {} of {}, {server}", run + 1, o.repeat);
+            let mut o = o.clone();
+            o.server = (*server).to_owned();
+            match fanout(&o).await {
+                Ok(report) => reports[i].push(report),
+                Err(error) => failures.push(format!("{server}, run {}: {error}", run + 1)),
+            }
+        }
+    }
+    let medians: Vec<Vec<Option<f64>>> = reports
+        .iter()
+        .map(|runs| {
+            COMPARED
+                .iter()
+                .map(|key| {
+                    let mut values: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|report| report.number(key))
+                        .collect();
+                    median(&mut values)
+                })
+                .collect()
+        })
+        .collect();
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    println!();
+    println!(
+        "| median of {} runs ({} subscribers, {}, {}) | baseline | push | push / baseline |",
+        o.repeat,
+        o.subscribers,
+        o.transport.name(),
+        o.rate.map_or("as fast as possible".to_owned(), |r| format!(
+            "{r} events/s"
+        )),
+    );
+    println!("|---|---|---|---|");
+    let mut json = serde_json::Map::new();
+    for (k, key) in COMPARED.iter().enumerate() {
+        let (base, push) = (medians[0][k], medians[1][k]);
+        let ratio = match (base, push) {
+            (Some(b), Some(p)) if b > 0.0 => Some(round(p / b)),
+            _ => None,
+        };
+        let show = |v: Option<f64>| v.map_or("–".to_owned(), |v| round(v).to_string());
+        println!(
+            "| {key} | {} | {} | {} |",
+            show(base),
+            show(push),
+            show(ratio)
+        );
+        json.insert(
+            (*key).to_owned(),
+            serde_json::json!({ "baseline": base, "push": push, "ratio": ratio }),
+        );
+    }
+    json.insert("runs".into(), o.repeat.into());
+    json.insert("load".into(), load_average().into());
+    println!("{}", serde_json::Value::Object(json));
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
 }

@@ -22,7 +22,7 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 use event::ChatEvent;
 use push_runtime::serve::{ServeConfig, Server};
-use push_runtime::{ChannelRouter, Hub, HubConfig, Limits, PublishRequest, Refusal};
+use push_runtime::{Backpressure, ChannelRouter, Hub, HubConfig, Limits, PublishRequest, Refusal};
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
@@ -45,9 +45,17 @@ async fn allow(request: PublishRequest<ChatEvent>) -> Result<ChatEvent, Refusal>
 /// `serve`: served by `push_runtime::serve::Server`, which speaks HTTP/1.1
 /// and h2c on one port (the `--http2` runs), with room for every stream of a
 /// run on few connections.
-pub async fn push(addr: &str, history: usize, hyper: bool, serve: bool) -> std::io::Result<()> {
+///
+/// `backpressure`: publishes paced ([`Backpressure`]).
+pub async fn push(o: &crate::Options) -> std::io::Result<()> {
+    let (addr, hyper, serve) = (o.addr.as_str(), o.hyper, o.serve);
     let mut config = HubConfig::default();
-    config.history_len = history;
+    config.history_len = o.history;
+    config.backpressure = o.backpressure.map(|ahead| {
+        Backpressure::new()
+            .ahead(ahead)
+            .max_wait(std::time::Duration::from_millis(o.backpressure_wait_ms))
+    });
     let hub = Hub::<ChatEvent>::with_config(config);
     let limits = Limits::default()
         .max_connections(50_000)

@@ -5,7 +5,9 @@
 //!
 //! Run it as `taskset -c 1 loadgen table` (servers are pinned to core 0).
 //! `--subscribers`, `--connections` and `--events` are ignored: each row sets
-//! its own.
+//! its own. The sparse rows (10,000 subscribers at 8 events/s) serve the
+//! framework with `push_runtime::serve::Server`; the others as `serve push`
+//! does by default.
 
 use crate::Options;
 use crate::clients::Transport;
@@ -30,6 +32,8 @@ enum Target {
     None,
     AtMost(f64),
     TimesFloor(f64),
+    /// At most this multiple of the baseline's figure in the same run.
+    TimesBaseline(f64),
 }
 
 impl Row {
@@ -38,6 +42,7 @@ impl Row {
             Target::None => None,
             Target::AtMost(bound) => Some(bound),
             Target::TimesFloor(ratio) => self.floor.map(|floor| floor * ratio),
+            Target::TimesBaseline(ratio) => self.baseline.map(|baseline| baseline * ratio),
         }
     }
 
@@ -56,10 +61,14 @@ impl Row {
             Target::None => "–".to_owned(),
             Target::AtMost(bound) => format!("≤ {bound} {}", self.unit),
             Target::TimesFloor(ratio) => format!("≤ {ratio}× floor"),
+            Target::TimesBaseline(ratio) => format!("≤ {ratio}× baseline"),
         };
-        let push = match (self.push, self.floor) {
-            (Some(push), Some(floor)) if floor > 0.0 => {
+        let push = match (self.push, self.floor, self.baseline, &self.target) {
+            (Some(push), Some(floor), _, _) if floor > 0.0 => {
                 format!("{} ({:.2}× floor)", show(Some(push)), push / floor)
+            }
+            (Some(push), _, Some(baseline), Target::TimesBaseline(_)) if baseline > 0.0 => {
+                format!("{} ({:.2}× baseline)", show(Some(push)), push / baseline)
             }
             _ => show(self.push),
         };
@@ -207,12 +216,49 @@ pub async fn run(base: &Options) -> Result<(), String> {
             (o.events, o.rate) = (250, Some(50.0));
             o
         };
+        let (baseline, push) = both(paced, p99).await?;
         rows.push(Row::new(
             format!("1,000 subscribers at 50 events/s, {name}: p99 latency"),
             None,
-            both(paced, p99).await?,
+            (baseline, push),
             "ms",
             Target::AtMost(6.0),
+        ));
+        if transport == Transport::Ws {
+            rows.push(Row::new(
+                "1,000 subscribers at 50 events/s, WS: p99 latency against the baseline",
+                None,
+                (baseline, push),
+                "ms",
+                Target::TimesBaseline(0.8),
+            ));
+        }
+        // Sparse events to many (each written alone): one run per server
+        // gives the p99 and CPU rows. The framework served by
+        // `push_runtime::serve::Server`.
+        let sparse = |server: &str| {
+            let mut o = with(base, server, transport);
+            (o.subscribers, o.events, o.rate, o.timeout_s) = (10_000, 80, Some(8.0), 120);
+            o.serve = true;
+            o
+        };
+        let label = format!("{} sparse", transport.name());
+        let baseline = fanout(sparse("baseline"), &format!("baseline {label}")).await?;
+        let push = fanout(sparse("push"), &format!("push {label}")).await?;
+        let figures = |key: &str| (baseline.number(key), push.number(key));
+        rows.push(Row::new(
+            format!("10,000 subscribers at 8 events/s, {name}: p99 latency"),
+            None,
+            figures("p99_ms"),
+            "ms",
+            Target::TimesBaseline(if transport == Transport::Ws { 0.5 } else { 0.6 }),
+        ));
+        rows.push(Row::new(
+            format!("10,000 subscribers at 8 events/s, {name}: CPU per delivery"),
+            None,
+            figures("server_cpu_us_per_delivery"),
+            "µs",
+            Target::TimesBaseline(0.9),
         ));
         let quiet = |server: &str| {
             let mut o = with(base, server, transport);
