@@ -821,3 +821,45 @@ async fn a_node_holds_its_mirrors_within_their_byte_budget() {
     drop((a, b, c, hub, broker));
     delete_keys(&url, &prefix).await;
 }
+
+/// A paced hub over Redis (`HubConfig::backpressure`, `ahead` 0) waits for
+/// the node's subscribers through its mirror: with a subscriber that is up to
+/// date but does not read, a publish completes only after `max_wait` (it
+/// cannot end sooner, whatever the load); the next one does not wait for it
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_publish_over_redis_waits_for_the_nodes_subscriber() {
+    const MAX_WAIT: Duration = Duration::from_secs(2);
+    let test = "a_paced_publish_over_redis_waits_for_the_nodes_subscriber";
+    let Some(url) = shared_redis(test).await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let broker = RedisBroker::connect(RedisConfig::new(&url).key_prefix(&prefix))
+        .await
+        .expect("connect");
+    let mut config = HubConfig::default();
+    config.backpressure = Some(
+        push_runtime::Backpressure::new()
+            .ahead(0)
+            .max_wait(MAX_WAIT),
+    );
+    let hub: Hub<TestEvent> = Hub::with_broker(Arc::new(broker) as Arc<dyn Broker>, config);
+    // Up to date, counted as waiting, never reads.
+    let stalled = hub.subscribe("paced", Start::Now, None).await.unwrap();
+    let started = tokio::time::Instant::now();
+    hub.publish("paced", note(1)).await.expect("publish");
+    assert!(
+        started.elapsed() >= MAX_WAIT,
+        "the publish did not wait for the node's subscriber"
+    );
+    // Not waited for again.
+    let started = tokio::time::Instant::now();
+    hub.publish("paced", note(2)).await.expect("publish");
+    assert!(
+        started.elapsed() < MAX_WAIT,
+        "waited again for a stalled subscriber"
+    );
+    drop(stalled);
+    delete_keys(&url, &prefix).await;
+}

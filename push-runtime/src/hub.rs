@@ -112,9 +112,11 @@ pub const DEFAULT_BACKPRESSURE_MAX_WAIT: Duration = Duration::from_millis(250);
 /// not back by then are not waited for again for those events, so a
 /// subscriber that stops reading costs a publisher at most one `max_wait`.
 ///
-/// With the in-memory broker only: a broker that does not expose its local
-/// histories ([`Broker::local_log`]) publishes without waiting. A failed
-/// publish never waits.
+/// With the in-memory broker, and with the Redis broker for the
+/// subscribers of the publishing node (those of other nodes are not waited
+/// for); a broker that does not expose its local histories
+/// ([`Broker::local_log`]) publishes without waiting. A failed publish
+/// never waits.
 ///
 /// ```
 /// use push_runtime::{Backpressure, HubConfig};

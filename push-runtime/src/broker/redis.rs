@@ -1195,6 +1195,13 @@ impl Broker for RedisBroker {
         ))
     }
 
+    /// The node's mirror of `key`, if it has one: a paced publish
+    /// ([`Backpressure`](crate::Backpressure)) waits for this node's
+    /// subscribers, not for other nodes'.
+    fn local_log(&self, key: &TopicKey) -> Option<Arc<TopicLog>> {
+        self.shared.peek(key)
+    }
+
     fn register_channel(&self, channel: &'static str, names: &'static [&'static str]) {
         self.shared
             .channels
