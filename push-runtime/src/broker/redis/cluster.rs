@@ -514,9 +514,7 @@ impl ShardReader<'_> {
                 while pushes.try_recv().is_ok() {}
                 let keys: Vec<TopicKey> = self.subscribed.values().cloned().collect();
                 for key in keys {
-                    if let Err(error) = self.shared.refresh(&key).await {
-                        return error;
-                    }
+                    self.catch_up(&key).await;
                 }
             }
             let check = tokio::time::sleep_until(next_check.into());
@@ -536,8 +534,10 @@ impl ShardReader<'_> {
                 }
                 () = &mut interest => {}
                 () = check => {
+                    // Runs on the command connections, not this one: a
+                    // failure is the next check's to retry.
                     if let Err(error) = self.check().await {
-                        return error;
+                        tracing::debug!(addr = %self.addr, %error, "an epoch check failed");
                     }
                     next_check = Instant::now() + self.shared.config.epoch_check;
                     // Mirrors dropped meanwhile are unsubscribed.
@@ -601,9 +601,18 @@ impl ShardReader<'_> {
             }
             self.subscribed.insert(channel, key.clone());
             // What was published before the subscription took effect.
-            self.shared.refresh(&key).await?;
+            self.catch_up(&key).await;
         }
         Ok(())
+    }
+
+    /// Reads `key`'s stream on from the mirror's newest event. A failure
+    /// (on the command connection, not the reader's) is left to the next
+    /// epoch check, which catches up any mirror behind Redis.
+    async fn catch_up(&self, key: &TopicKey) {
+        if let Err(error) = self.shared.refresh(key).await {
+            tracing::debug!(addr = %self.addr, topic = %key.topic, %error, "catching a topic up failed: the next epoch check retries");
+        }
     }
 
     async fn handle(&mut self, push: redis::PushInfo) -> Result<(), RedisBrokerError> {
@@ -638,7 +647,8 @@ impl ShardReader<'_> {
                 // Another epoch, a hole (messages lost while the
                 // subscription moved), or a message that does not parse:
                 // the stream says what happened (the log not held meanwhile).
-                self.shared.refresh(&key).await
+                self.catch_up(&key).await;
+                Ok(())
             }
             PushKind::SUnsubscribe => {
                 // Unsubscribed by the server: the slot moved to another
