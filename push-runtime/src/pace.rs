@@ -160,18 +160,8 @@ impl Pacing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wake::{Count, woken};
     use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
-
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     fn drained(pacing: &Pacing, bound: u64, count: &Arc<Count>) -> bool {
         let waker = Waker::from(Arc::clone(count));
@@ -191,15 +181,11 @@ mod tests {
         assert!(!drained(&pacing, 5, &publisher));
         // The first member takes 5 and waits for 6.
         pacing.step(Some(5), Some(6));
-        assert_eq!(publisher.0.load(Ordering::SeqCst), 0);
+        assert_eq!(woken(&publisher), 0);
         assert!(!drained(&pacing, 5, &publisher));
         // The second goes away.
         pacing.step(Some(5), None);
-        assert_eq!(
-            publisher.0.load(Ordering::SeqCst),
-            1,
-            "woken once 5 emptied"
-        );
+        assert_eq!(woken(&publisher), 1, "woken once 5 emptied");
         assert!(drained(&pacing, 5, &publisher));
         assert!(!drained(&pacing, 6, &publisher));
     }
@@ -212,7 +198,7 @@ mod tests {
         pacing.step(None, Some(3));
         assert!(!drained(&pacing, 3, &publisher));
         pacing.abandon(3);
-        assert_eq!(publisher.0.load(Ordering::SeqCst), 1);
+        assert_eq!(woken(&publisher), 1);
         assert!(drained(&pacing, 3, &publisher));
         // A member of the abandoned round comes back: it takes nothing away
         // from the next round.

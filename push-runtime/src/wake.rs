@@ -96,25 +96,29 @@ impl WaitList {
     }
 }
 
+/// A waker that counts how often it was woken, for tests here and in the
+/// modules that wait on a [`WaitList`].
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Count(std::sync::atomic::AtomicUsize);
+
+#[cfg(test)]
+impl std::task::Wake for Count {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How often `count` was woken.
+#[cfg(test)]
+pub(crate) fn woken(count: &std::sync::Arc<Count>) -> usize {
+    count.0.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
-
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn woken(count: &Arc<Count>) -> usize {
-        count.0.load(Ordering::SeqCst)
-    }
 
     /// A waiter: its wake counter, its waker and its (empty) registration.
     fn waiter() -> (Arc<Count>, Waker, Registration) {

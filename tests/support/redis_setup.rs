@@ -147,7 +147,7 @@ impl OwnRedis {
     }
 
     async fn start_with(test: &str, extra: Vec<String>) -> Option<Self> {
-        if !redis_server_found(test) {
+        if !on_path(test, "redis-server") {
             return None;
         }
         let mut redis = Self {
@@ -228,19 +228,19 @@ impl Drop for OwnRedis {
     }
 }
 
-/// Whether `redis-server` is on `PATH` (else, after saying why, the test
-/// skips; under CI it fails).
-fn redis_server_found(test: &str) -> bool {
-    let found = Command::new("redis-server")
+/// Whether `program` (`redis-server`, `redis-cli`) is on `PATH` (else,
+/// after saying why, the test skips; under CI it fails).
+fn on_path(test: &str, program: &str) -> bool {
+    let found = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
         .status()
         .is_ok();
     if !found {
         if std::env::var_os("CI").is_some() {
-            panic!("{test}: redis-server is not on PATH under CI");
+            panic!("{test}: {program} is not on PATH under CI");
         }
-        skip(&format!("{test}: redis-server is not on PATH"));
+        skip(&format!("{test}: {program} is not on PATH"));
     }
     found
 }
@@ -472,7 +472,7 @@ impl OwnCluster {
     /// Starts 3 primaries with a replica each and waits until the cluster
     /// has settled; `None` (after saying why) when the test must skip.
     pub async fn start(test: &str) -> Option<Self> {
-        if !redis_server_found(test) || !redis_cli_found(test) {
+        if !on_path(test, "redis-server") || !on_path(test, "redis-cli") {
             return None;
         }
         let dir = std::env::temp_dir().join(unique_prefix().replace(':', "-"));
@@ -943,20 +943,4 @@ async fn query<T: ::redis::FromRedisValue>(port: u16, cmd: &::redis::Cmd) -> Res
         Ok(answer) => answer.map_err(|e| format!("{port}: {e}")),
         Err(_) => Err(format!("{port}: no answer within 5 s")),
     }
-}
-
-/// Whether `redis-cli` is on `PATH` (it creates clusters).
-fn redis_cli_found(test: &str) -> bool {
-    let found = Command::new("redis-cli")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: redis-cli is not on PATH under CI");
-        }
-        skip(&format!("{test}: redis-cli is not on PATH"));
-    }
-    found
 }

@@ -1486,14 +1486,9 @@ impl Shared {
         Ok(())
     }
 
-    /// The epoch check of some mirrored topics of one cluster slot (a
-    /// script may only touch one slot). Returns their largest lag.
-    async fn check_topics(&self, keys: &[TopicKey]) -> Result<u64, RedisBrokerError> {
-        self.check_on(keys, None).await
-    }
-
     /// Checks the topics' epochs in one script ([`CHECK_LUA`]), on `reader`
-    /// or where their slot lives: a mirror whose epoch Redis no longer
+    /// or (`None`: a cluster's topics of one slot, as a script may only
+    /// touch one) where their slot lives: a mirror whose epoch Redis no longer
     /// holds moves to Redis's; one whose sequence number went back starts
     /// a new epoch; one behind Redis catches up. Returns the largest lag.
     async fn check_on(

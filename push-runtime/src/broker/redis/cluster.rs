@@ -679,7 +679,7 @@ impl ShardReader<'_> {
         }
         let mut lag = 0;
         for keys in by_slot.into_values() {
-            lag = lag.max(self.shared.check_topics(&keys).await?);
+            lag = lag.max(self.shared.check_on(&keys, None).await?);
         }
         self.cluster
             .lags
