@@ -9,7 +9,7 @@ mod serving;
 mod support;
 
 use push_runtime::serve::ServeConfig;
-use serving::{HttpClient, Running, TestPki};
+use serving::{BodyReader, HttpClient, Running, TestPki};
 use std::time::Duration;
 use support::PATIENCE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -187,4 +187,36 @@ async fn a_flood_of_stalled_connections_holds_the_server_only_until_their_deadli
     }
     // (The client's own connection, idle since its answer, may be cut too.)
     assert!(server.stats.timed_out() >= 2 * cap as u64);
+}
+
+/// The first-request deadline ends with the first request: streams opened
+/// in time, over HTTP/1.1 and HTTP/2, still receive events after it passed
+/// (a silent connection opened after them, cut at its own deadline, shows
+/// that theirs has passed too).
+#[tokio::test]
+async fn a_stream_opened_in_time_outlives_the_first_request_deadline() {
+    let server = Running::start(short_deadlines(), None).await;
+    let mut h1 = HttpClient::http1(server.addr).await;
+    let mut sse_h1 = BodyReader::new(h1.send("/t/room/sse", &[], None).await);
+    sse_h1.until("push.ready").await;
+    let mut h2 = HttpClient::h2c(server.addr).await;
+    let mut sse_h2 = BodyReader::new(h2.send("/t/room/sse", &[], None).await);
+    sse_h2.until("push.ready").await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    until_closed(&mut silent).await;
+    assert_eq!(
+        server.stats.timed_out(),
+        1,
+        "a stream was cut at the deadline"
+    );
+
+    let mut publisher = h2.another_stream();
+    let published = publisher
+        .send("/t/room", &[], Some(r#"{"note":"after the deadline"}"#))
+        .await;
+    assert_eq!(published.status(), 200);
+    sse_h1.until("after the deadline").await;
+    sse_h2.until("after the deadline").await;
+    assert_eq!(server.stats.timed_out(), 1);
+    assert_eq!(server.stats.open(), 2);
 }
