@@ -245,11 +245,9 @@ async fn graceful_shutdown_ends_streams_on_both_protocols_and_returns() {
     let pki = TestPki::new();
     let server = Running::start(ServeConfig::default(), None).await;
     let mut h2 = HttpClient::h2c(server.addr).await;
-    let mut sse_h2 = BodyReader::new(h2.send("/t/room/sse", &[], None).await);
-    sse_h2.until("push.ready").await;
+    let sse_h2 = h2.sse_ready("/t/room/sse").await;
     let mut h1 = HttpClient::http1(server.addr).await;
-    let mut sse_h1 = BodyReader::new(h1.send("/t/room/sse", &[], None).await);
-    sse_h1.until("push.ready").await;
+    let sse_h1 = h1.sse_ready("/t/room/sse").await;
     let (mut ws_h1, _) =
         tokio_tungstenite::connect_async(server.http("/t/room/ws").replace("http", "ws"))
             .await

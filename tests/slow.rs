@@ -9,7 +9,7 @@ mod serving;
 mod support;
 
 use push_runtime::serve::ServeConfig;
-use serving::{BodyReader, HttpClient, Running, TestPki};
+use serving::{HttpClient, Running, TestPki};
 use std::time::Duration;
 use support::PATIENCE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -197,11 +197,9 @@ async fn a_flood_of_stalled_connections_holds_the_server_only_until_their_deadli
 async fn a_stream_opened_in_time_outlives_the_first_request_deadline() {
     let server = Running::start(short_deadlines(), None).await;
     let mut h1 = HttpClient::http1(server.addr).await;
-    let mut sse_h1 = BodyReader::new(h1.send("/t/room/sse", &[], None).await);
-    sse_h1.until("push.ready").await;
+    let mut sse_h1 = h1.sse_ready("/t/room/sse").await;
     let mut h2 = HttpClient::h2c(server.addr).await;
-    let mut sse_h2 = BodyReader::new(h2.send("/t/room/sse", &[], None).await);
-    sse_h2.until("push.ready").await;
+    let mut sse_h2 = h2.sse_ready("/t/room/sse").await;
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
     until_closed(&mut silent).await;
     assert_eq!(

@@ -339,6 +339,13 @@ impl HttpClient {
             .expect("response")
     }
 
+    /// Opens the SSE stream at `path` and reads until its `push.ready`.
+    pub async fn sse_ready(&mut self, path: &str) -> BodyReader {
+        let mut sse = BodyReader::new(self.send(path, &[], None).await);
+        sse.until("push.ready").await;
+        sse
+    }
+
     /// As [`send`](Self::send), then the body, which must end.
     pub async fn text(&mut self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
         let response = self.send(path, headers, None).await;
